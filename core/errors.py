@@ -1,0 +1,34 @@
+"""Errors that reach the user as one clear line.
+
+Every failure a user can cause or meet (a bad name, a broken checkpoint, no network, a full disk)
+is raised as a :class:`ClipsearchError` whose message names the problem. The command line prints
+the message alone and exits with a non-zero code; no traceback is shown for these.
+"""
+
+from __future__ import annotations
+
+
+class ClipsearchError(Exception):
+    """A failure with a message meant for the user."""
+
+    exit_code = 1
+
+
+class UnknownModelError(ClipsearchError):
+    """The model name is neither in the registry nor installed."""
+
+
+class ModelNotInstalledError(ClipsearchError):
+    """The model is known but has not been installed."""
+
+
+class CheckpointError(ClipsearchError):
+    """A checkpoint is unreadable, unsafe, truncated or does not fit the architecture."""
+
+
+class ManifestError(ClipsearchError):
+    """An installed model's files do not match the hashes recorded when it was installed."""
+
+
+class DownloadError(ClipsearchError):
+    """The checkpoint could not be fetched from the model hub."""

@@ -1,0 +1,44 @@
+"""Where clipsearch keeps its own files.
+
+Everything the program writes (installed models, the index, thumbnails, configuration) lives in
+the platform's user folders, or under ``$CLIPSEARCH_HOME`` when that variable is set. The photo
+album itself is only ever read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "clipsearch-tui"
+HOME_ENV = "CLIPSEARCH_HOME"
+
+
+def _home() -> Path | None:
+    value = os.environ.get(HOME_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def data_dir() -> Path:
+    """Folder for durable data: installed models and the index database."""
+    home = _home()
+    return home / "data" if home else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def cache_dir() -> Path:
+    """Folder for data that can be rebuilt: thumbnails, download caches."""
+    home = _home()
+    return home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+def config_dir() -> Path:
+    """Folder for the configuration file."""
+    home = _home()
+    return home / "config" if home else Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+def models_dir() -> Path:
+    """Folder that holds one sub-folder per installed model."""
+    return data_dir() / "models"

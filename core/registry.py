@@ -1,0 +1,144 @@
+"""The models clipsearch knows how to install.
+
+The registry itself is data (``models/registry.json``, shipped inside the wheel). Each entry gives
+the architecture the converter builds, the preprocessing the encoder applies, where the checkpoint
+comes from on the model hub, and its licence.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from core.errors import UnknownModelError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a photo becomes the model's input tensor (see :mod:`core.preprocess`)."""
+
+    size: int
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    resize: str = "shortest"
+    interpolation: str = "bicubic"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Shape of a CLIP model, as open_clip's model configs describe it.
+
+    ``vision`` holds ``image_size``, ``layers`` (an int for a ViT, four ints for a ResNet),
+    ``width``, ``heads`` and, for a ViT, ``patch_size``. ``text`` holds ``context_length``,
+    ``vocab_size``, ``width``, ``heads`` and ``layers``.
+    """
+
+    family: str  # "vit" or "resnet"
+    embed_dim: int
+    quick_gelu: bool
+    vision: dict[str, Any]
+    text: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "embed_dim": self.embed_dim,
+            "quick_gelu": self.quick_gelu,
+            "vision": dict(self.vision),
+            "text": dict(self.text),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
+        return cls(
+            family=data["family"],
+            embed_dim=int(data["embed_dim"]),
+            quick_gelu=bool(data["quick_gelu"]),
+            vision=dict(data["vision"]),
+            text=dict(data["text"]),
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One installable model: architecture, preprocessing, source and licence."""
+
+    name: str
+    architecture: Architecture
+    preprocess: Preprocess
+    hub_repo: str | None = None
+    hub_files: tuple[str, ...] = ()
+    license: str = "unknown"
+    description: str = ""
+    openclip_name: str | None = None
+    openclip_pretrained: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "openclip_name": self.openclip_name,
+            "openclip_pretrained": self.openclip_pretrained,
+            "architecture": self.architecture.to_dict(),
+            "preprocess": {
+                "size": self.preprocess.size,
+                "mean": list(self.preprocess.mean),
+                "std": list(self.preprocess.std),
+                "resize": self.preprocess.resize,
+                "interpolation": self.preprocess.interpolation,
+            },
+            "source": {"hub_repo": self.hub_repo, "files": list(self.hub_files)},
+            "license": self.license,
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any]) -> ModelSpec:
+        pre = data["preprocess"]
+        source = data.get("source") or {}
+        return cls(
+            name=name,
+            architecture=Architecture.from_dict(data["architecture"]),
+            preprocess=Preprocess(
+                size=int(pre["size"]),
+                mean=tuple(float(v) for v in pre["mean"]),
+                std=tuple(float(v) for v in pre["std"]),
+                resize=pre.get("resize", "shortest"),
+                interpolation=pre.get("interpolation", "bicubic"),
+            ),
+            hub_repo=source.get("hub_repo"),
+            hub_files=tuple(source.get("files") or ()),
+            license=data.get("license", "unknown"),
+            description=data.get("description", ""),
+            openclip_name=data.get("openclip_name"),
+            openclip_pretrained=data.get("openclip_pretrained"),
+        )
+
+
+def _load() -> dict[str, Any]:
+    text = resources.files("models").joinpath("registry.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def default_model_name() -> str:
+    """Name of the model used when none is given."""
+    return _load()["default"]
+
+
+def available_models() -> list[str]:
+    """Names of every model in the registry."""
+    return sorted(_load()["models"])
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Registry entry for ``name``; raises :class:`UnknownModelError` with the known names."""
+    models = _load()["models"]
+    if name not in models:
+        known = ", ".join(sorted(models))
+        raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
+    return ModelSpec.from_dict(name, models[name])
