@@ -1,0 +1,314 @@
+"""CLIP image and text encoders running on ncnn.
+
+``load_model(name)`` opens an installed model (see :mod:`core.install`); the returned
+:class:`ClipModel` loads each ncnn network lazily on first use and returns L2-normalised float32
+embeddings. ``close()`` frees the networks.
+
+Threads: a batch of images is spread over ``threads`` worker threads, each running its own ncnn
+extractor single-threaded on the shared network (ncnn releases the GIL while it computes, and
+decoding with Pillow mostly does too). A text query is one short sequence, so the text network
+instead uses ``threads`` OpenMP threads inside one extractor, which gives the lowest latency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from core.errors import ClipsearchError, ModelNotInstalledError
+from core.registry import ModelSpec
+
+ImageInput = str | os.PathLike[str] | Image.Image
+
+DEFAULT_THREADS = min(4, os.cpu_count() or 1)
+MASK_VALUE = -1e9  # added to attention scores of future tokens; exp() of it is exactly 0
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence C-level writes to stderr (ncnn's messages about a missing Vulkan library)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def gpu_count() -> int:
+    """Number of Vulkan GPUs ncnn can use (0 when no Vulkan driver is installed)."""
+    import ncnn
+
+    with _quiet_stderr():
+        return int(ncnn.get_gpu_count())
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length; an all-zero row stays zero. ``[N, D] float32``."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class ClipModel:
+    """An installed CLIP model: ``encode_images`` and ``encode_texts`` on ncnn.
+
+    Parameters
+    ----------
+    model_dir
+        Folder of an installed model (``manifest.json`` plus the converted files).
+    threads
+        CPU threads to use (default: up to 4).
+    vulkan
+        Run on the GPU through Vulkan when one is present; falls back to the CPU otherwise.
+    verify
+        Check every file against the sha256 in the manifest before use.
+    draft
+        Let JPEGs decode at a reduced scale (never below twice the input size on the short side).
+        Faster; embeddings move slightly (see ``bench/RESULTS.md``). Off gives exactly
+        open_clip's preprocessing.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        *,
+        threads: int | None = None,
+        vulkan: bool = False,
+        verify: bool = True,
+        draft: bool = True,
+    ) -> None:
+        from core.manifest import read_manifest, verify_manifest
+
+        self.model_dir = Path(model_dir)
+        manifest = verify_manifest(self.model_dir) if verify else read_manifest(self.model_dir)
+        self.manifest: dict[str, Any] = manifest
+        self.spec = ModelSpec.from_dict(manifest["name"], manifest["spec"])
+        self.name: str = self.spec.name
+        self.logit_scale: float = float(manifest["logit_scale"])
+        self.embed_dim: int = int(self.spec.architecture.embed_dim)
+        self.threads = max(1, int(threads or DEFAULT_THREADS))
+        self.draft = draft
+        self.vulkan = bool(vulkan) and gpu_count() > 0
+        self._lock = threading.Lock()
+        self._visual: Any = None
+        self._text: Any = None
+        self._host: dict[str, np.ndarray] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _net(self, stem: str, threads: int) -> Any:
+        import ncnn
+
+        net = ncnn.Net()
+        net.opt.num_threads = threads
+        net.opt.use_vulkan_compute = self.vulkan
+        # fp16 arithmetic and storage damage CLIP's text encoder; stay in float32.
+        net.opt.use_fp16_packed = False
+        net.opt.use_fp16_storage = False
+        net.opt.use_fp16_arithmetic = False
+        net.opt.use_bf16_storage = False
+        with _quiet_stderr():
+            param_rc = net.load_param(str(self.model_dir / f"{stem}.param"))
+            model_rc = net.load_model(str(self.model_dir / f"{stem}.bin"))
+        if param_rc != 0 or model_rc != 0:
+            raise ClipsearchError(
+                f"ncnn could not load {stem}.param/{stem}.bin of model {self.name!r} "
+                f"(codes {param_rc}, {model_rc}); install it again"
+            )
+        return net
+
+    def _visual_net(self) -> Any:
+        with self._lock:
+            if self._visual is None:
+                self._visual = self._net("visual", 1 if not self.vulkan else self.threads)
+            return self._visual
+
+    def _text_parts(self) -> tuple[Any, dict[str, np.ndarray]]:
+        with self._lock:
+            if self._text is None:
+                self._text = self._net("text", self.threads)
+                self._host = {
+                    name: np.load(self.model_dir / f"{name}.npy", mmap_mode="r")
+                    for name in ("token_embedding", "positional_embedding", "text_projection")
+                }
+            assert self._host is not None
+            return self._text, self._host
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="clip-encode")
+            return self._pool
+
+    def close(self) -> None:
+        """Release the networks and worker threads; the model loads again if used later."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self._pool = None
+            self._visual = None
+            self._text = None
+            self._host = None
+
+    def __enter__(self) -> ClipModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- images ------------------------------------------------------------------------------
+
+    def preprocess(self, image: ImageInput) -> np.ndarray:
+        """Load (when given a path) and preprocess one image: ``[3, S, S] float32``."""
+        from core.preprocess import load_image, preprocess
+
+        if not isinstance(image, Image.Image):
+            min_side = 2 * self.spec.preprocess.size if self.draft else None
+            image = load_image(image, min_side=min_side)
+        return preprocess(image, self.spec.preprocess)
+
+    def _run_visual(self, pixels: np.ndarray) -> np.ndarray:
+        import ncnn
+
+        net = self._visual_net()
+        ex = net.create_extractor()
+        ex.input("image", ncnn.Mat(np.ascontiguousarray(pixels, dtype=np.float32)).clone())
+        rc, out = ex.extract("embedding")
+        if rc != 0:
+            raise ClipsearchError(f"ncnn failed to encode an image (code {rc})")
+        return np.array(out, dtype=np.float32).reshape(-1)
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Embed preprocessed images ``[N, 3, S, S] float32`` -> ``[N, D] float32``, normalised."""
+        pixels = np.asarray(pixels, dtype=np.float32)
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        size = self.spec.preprocess.size
+        if pixels.ndim != 4 or pixels.shape[1:] != (3, size, size):
+            raise ValueError(f"expected pixels of shape [N, 3, {size}, {size}], got {pixels.shape}")
+        if len(pixels) == 0:
+            return np.zeros((0, self.embed_dim), np.float32)
+        if len(pixels) == 1 or self.vulkan:
+            rows = [self._run_visual(p) for p in pixels]
+        else:
+            rows = list(self._executor().map(self._run_visual, pixels))
+        return l2_normalize(np.stack(rows))
+
+    def encode_images(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        on_error: Callable[[int, Exception], None] | None = None,
+    ) -> np.ndarray:
+        """Embed images (paths or PIL images) -> ``[N, D] float32``, L2-normalised.
+
+        Decoding, preprocessing and the ncnn forward pass of each image run together in the worker
+        threads. An image that cannot be read raises its :class:`ImageDecodeError`, unless
+        ``on_error(index, error)`` is given: then that row is all zeros and the run goes on.
+        """
+        if isinstance(images, (str, os.PathLike, Image.Image)):
+            images = [images]
+        images = list(images)
+        if not images:
+            return np.zeros((0, self.embed_dim), np.float32)
+
+        def one(item: tuple[int, ImageInput]) -> np.ndarray:
+            index, image = item
+            try:
+                return self._run_visual(self.preprocess(image))
+            except ClipsearchError as error:
+                if on_error is None:
+                    raise
+                on_error(index, error)
+                return np.zeros(self.embed_dim, np.float32)
+
+        if len(images) == 1 or self.vulkan:
+            rows = [one(item) for item in enumerate(images)]
+        else:
+            rows = list(self._executor().map(one, enumerate(images)))
+        return l2_normalize(np.stack(rows))
+
+    # -- texts -------------------------------------------------------------------------------
+
+    def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """Embed token ids ``[N, 77] int32`` -> ``[N, D] float32``, L2-normalised."""
+        import ncnn
+
+        tokens = np.asarray(tokens)
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        net, host = self._text_parts()
+        embedding, positional = host["token_embedding"], host["positional_embedding"]
+        if tokens.shape[1] != positional.shape[0]:
+            raise ValueError(f"expected [N, {positional.shape[0]}] token ids, got {tokens.shape}")
+        rows = []
+        for ids in tokens:
+            length = int(np.argmax(ids)) + 1  # the end-of-text token has the largest id
+            x = np.asarray(embedding[ids[:length]], dtype=np.float32) + positional[:length]
+            mask = np.triu(np.full((length, length), MASK_VALUE, np.float32), 1)
+            ex = net.create_extractor()
+            ex.input("x", ncnn.Mat(np.ascontiguousarray(x)).clone())
+            ex.input("mask", ncnn.Mat(mask).clone())
+            rc, out = ex.extract("tokens")
+            if rc != 0:
+                raise ClipsearchError(f"ncnn failed to encode a text (code {rc})")
+            rows.append(np.array(out, dtype=np.float32).reshape(length, -1)[length - 1])
+        projected = np.stack(rows) @ np.asarray(host["text_projection"], dtype=np.float32)
+        return l2_normalize(projected)
+
+    def encode_texts(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Embed texts -> ``[N, D] float32``, L2-normalised."""
+        from core.tokenizer import tokenize
+
+        tokens = tokenize(texts, context_length=int(self.spec.architecture.text["context_length"]))
+        if len(tokens) == 0:
+            return np.zeros((0, self.embed_dim), np.float32)
+        return self.encode_tokens(tokens)
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    threads: int | None = None,
+    vulkan: bool = False,
+    verify: bool = True,
+    draft: bool = True,
+) -> ClipModel:
+    """Open an installed model by name (default: the registry's default model).
+
+    Raises
+    ------
+    ModelNotInstalledError
+        The model is not installed; the message gives the install command.
+    ManifestError
+        A file of the model does not match the hash recorded at install time.
+    """
+    from core.paths import models_dir
+    from core.registry import default_model_name
+
+    name = name or default_model_name()
+    model_dir = models_dir() / name
+    if not (model_dir / "manifest.json").is_file():
+        raise ModelNotInstalledError(
+            f"model {name!r} is not installed; install it with: clipsearch-tui model install {name}"
+            f" (or, offline: clipsearch-tui model install {name} --from CHECKPOINT)"
+        )
+    return ClipModel(model_dir, threads=threads, vulkan=vulkan, verify=verify, draft=draft)
