@@ -1,0 +1,481 @@
+"""Tests for core.album: scanning the album, capture times, the timeline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import ExifTags, Image, ImageFile, TiffImagePlugin, features
+
+from core import album
+from core.errors import ClipsearchError
+
+PHOTOS = Path("/work/shared/photos")
+SAMPLES = PHOTOS / "exif-samples"
+SMALL_JPEG = SAMPLES / "jpg" / "Fujifilm_FinePix_E500.jpg"
+IMAGE_SUFFIXES = album.SUPPORTED_SUFFIXES | album.HEIF_SUFFIXES | album.AVIF_SUFFIXES
+BASE = ExifTags.Base
+
+needs_photos = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared photos not present")
+
+
+def _write_jpeg(path: Path, ifd0: dict[int, Any], exif_ifd: dict[int, Any]) -> Path:
+    """Write a 16x8 JPEG whose EXIF holds the given IFD0 and Exif IFD tags."""
+    exif = Image.Exif()
+    for tag, value in ifd0.items():
+        exif[tag] = value
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    for tag, value in exif_ifd.items():
+        sub[tag] = value
+    Image.new("RGB", (16, 8), "gray").save(path, exif=exif)
+    return path
+
+
+def _relative(result: album.ScanResult, root: Path) -> list[str]:
+    return [entry.path.relative_to(root).as_posix() for entry in result.files]
+
+
+# --------------------------------------------------------------------------------------------
+# scan
+
+
+@needs_photos
+@pytest.mark.parametrize("heif", [False, True])
+def test_scan_real_album_accounts_for_every_image(
+    monkeypatch: pytest.MonkeyPatch, heif: bool
+) -> None:
+    if heif:
+        pytest.importorskip("pillow_heif")
+    monkeypatch.setattr(album, "heif_available", lambda: heif)
+    result = album.scan([PHOTOS])
+
+    on_disk = {p for p in PHOTOS.rglob("*") if p.is_file()}
+    images = {p for p in on_disk if p.suffix.lower() in IMAGE_SUFFIXES}
+    heics = {p for p in images if p.suffix.lower() in album.HEIF_SUFFIXES}
+    listed = [entry.path for entry in result.files]
+    assert len(listed) == len(set(listed))
+    assert heics and len(images) > 100
+    assert result.errors == []
+    assert result.ignored == len(on_disk - images)
+    assert not result.cancelled
+    assert listed == sorted(listed, key=str)
+    if heif:
+        assert set(listed) == images
+        assert result.skipped == []
+    else:
+        assert set(listed) == images - heics
+        assert {s.path for s in result.skipped} == heics
+        assert {s.reason for s in result.skipped} == {album.HEIF_MISSING_REASON}
+    for entry in result.files:
+        st = entry.path.stat()
+        assert entry.path.is_absolute()
+        assert (entry.size, entry.mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="Pillow without AVIF")
+def test_avif_follows_pillow_support(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.avif")
+    assert _relative(album.scan([tmp_path]), tmp_path) == ["a.avif"]
+    assert album.read_capture_time(tmp_path / "a.avif").width == 8
+    monkeypatch.setattr(album, "_avif_available", lambda: False)
+    result = album.scan([tmp_path])
+    assert result.files == []
+    assert result.skipped == [album.Skipped(tmp_path / "a.avif", album.AVIF_MISSING_REASON)]
+
+
+def test_symlink_loops_end_and_photos_are_listed_once(tmp_path: Path) -> None:
+    root = tmp_path / "album"
+    (root / "a").mkdir(parents=True)
+    shutil.copyfile(SMALL_JPEG, root / "a" / "photo.jpg")
+    try:
+        (root / "a" / "loop").symlink_to(root, target_is_directory=True)
+        (root / "aa").symlink_to(root / "a", target_is_directory=True)
+        (root / "also.jpg").symlink_to(root / "a" / "photo.jpg")
+        (root / "broken.jpg").symlink_to(root / "gone.jpg")
+    except OSError:
+        pytest.skip("symbolic links not available")
+
+    result = album.scan([root, root / "a"])
+    assert _relative(result, root) == ["a/photo.jpg"]
+    assert result.errors == [album.Skipped(root / "broken.jpg", "broken symbolic link")]
+
+    result = album.scan([root], album.ScanOptions(follow_symlinks=False))
+    assert _relative(result, root) == ["a/photo.jpg"]
+    assert result.errors == []
+
+
+def test_photos_outside_reached_through_a_link_keep_the_link_path(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copyfile(SMALL_JPEG, elsewhere / "x.jpg")
+    root = tmp_path / "album"
+    root.mkdir()
+    try:
+        (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    except OSError:
+        pytest.skip("symbolic links not available")
+    assert _relative(album.scan([root]), root) == ["linked/x.jpg"]
+
+
+def test_hidden_excluded_and_unsupported_files(tmp_path: Path) -> None:
+    for name in [
+        "keep/x.jpg",
+        "Keep/deeper/Y.JPEG",
+        ".hidden/x.jpg",
+        "@eaDir/x.jpg",
+        "node_modules/pkg/x.png",
+        ".y.jpg",
+        "._z.jpg",
+    ]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SMALL_JPEG, tmp_path / name)
+    (tmp_path / "raw.CR2").write_bytes(b"raw")
+    (tmp_path / "art.psd").write_bytes(b"psd")
+    (tmp_path / "empty.jpg").touch()
+    (tmp_path / "notes.txt").write_text("not a photo")
+
+    result = album.scan([tmp_path])
+    assert _relative(result, tmp_path) == ["Keep/deeper/Y.JPEG", "keep/x.jpg"]
+    assert [(s.path.name, s.reason) for s in result.skipped] == [
+        ("art.psd", "PSD files are not supported"),
+        ("empty.jpg", "empty file"),
+        ("raw.CR2", album.RAW_REASON),
+    ]
+    assert result.ignored == 1
+
+    everything = album.scan([tmp_path], album.ScanOptions(excludes=(), skip_hidden=False))
+    assert len(everything.files) == 7
+
+    custom = album.scan([tmp_path], album.ScanOptions(excludes=("KEEP", "*.png")))
+    assert _relative(custom, tmp_path) == ["@eaDir/x.jpg"]  # the defaults were replaced
+    extended = (*album.DEFAULT_EXCLUDES, "KEEP")
+    assert album.scan([tmp_path], album.ScanOptions(excludes=extended)).files == []
+
+
+def test_missing_root_raises_one_clear_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(album.AlbumNotFoundError) as caught:
+        album.scan([tmp_path, missing])
+    assert str(caught.value) == f"photo folder not found: {missing}"
+    assert isinstance(caught.value, ClipsearchError)
+
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    with pytest.raises(album.AlbumNotFoundError, match="not a folder"):
+        album.scan([tmp_path / "file.jpg"])
+
+
+def test_unreadable_folder_is_an_error_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "locked").mkdir()
+    shutil.copyfile(SMALL_JPEG, tmp_path / "ok.jpg")
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> Any:
+        if path.endswith("locked"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(album.os, "scandir", scandir)
+    result = album.scan([tmp_path])
+    assert _relative(result, tmp_path) == ["ok.jpg"]
+    assert result.errors == [album.Skipped(tmp_path / "locked", "Permission denied")]
+
+
+def test_cancel_and_progress(tmp_path: Path) -> None:
+    shutil.copyfile(SMALL_JPEG, tmp_path / "a.jpg")
+    reports: list[int] = []
+    result = album.scan([tmp_path], progress=reports.append)
+    assert reports[-1] == 1 and not result.cancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    result = album.scan([tmp_path], cancel=cancel)
+    assert result.cancelled and result.files == []
+
+
+# --------------------------------------------------------------------------------------------
+# read_capture_time
+
+
+@needs_photos
+def test_capture_times_of_real_camera_photos() -> None:
+    canon = SAMPLES / "jpg" / "Canon_40D.jpg"
+    assert b"2008:05:30 15:56:01" in canon.read_bytes()  # DateTimeOriginal, read independently
+    capture = album.read_capture_time(canon)
+    assert capture == album.CaptureTime(
+        datetime(2008, 5, 30, 15, 56, 1), "DateTimeOriginal", 100, 68
+    )
+
+    # No DateTimeOriginal: the DateTime tag (the only date in the file) is used.
+    photoshop = SAMPLES / "jpg" / "Canon_40D_photoshop_import.jpg"
+    assert photoshop.read_bytes().count(b"2008:07:31 10:05:49") >= 1
+    capture = album.read_capture_time(photoshop)
+    assert (capture.taken_at, capture.source) == (datetime(2008, 7, 31, 10, 5, 49), "DateTime")
+
+    # A phone that records its UTC offset.
+    nokia = SAMPLES / "jpg" / "mobile" / "HMD_Nokia_8.3_5G.jpg"
+    assert b"+03:00" in nokia.read_bytes()
+    capture = album.read_capture_time(nokia)
+    expected = datetime(2022, 8, 14, 14, 12, 31, tzinfo=timezone(timedelta(hours=3)))
+    assert capture.taken_at == expected and capture.taken_at.utcoffset() == timedelta(hours=3)
+
+    # No date at all: the file's modification time, as an aware local time.
+    paint = SAMPLES / "jpg" / "PaintTool_sample.jpg"
+    capture = album.read_capture_time(paint)
+    assert capture.source == "mtime" and capture.taken_at.tzinfo is not None
+    assert capture.taken_at.timestamp() == pytest.approx(paint.stat().st_mtime, abs=1e-3)
+
+
+@needs_photos
+def test_heic_capture_time_with_offset_and_subseconds() -> None:
+    pytest.importorskip("pillow_heif")
+    assert album.heif_available()
+    capture = album.read_capture_time(SAMPLES / "heic" / "mobile" / "iphone_13_pro_max.HEIC")
+    tz = timezone(timedelta(hours=1))
+    assert capture.taken_at == datetime(2022, 2, 16, 12, 55, 41, 762000, tzinfo=tz)
+    assert (capture.source, capture.width, capture.height) == ("DateTimeOriginal", 3024, 4032)
+
+
+@needs_photos
+def test_broken_files_never_raise(tmp_path: Path) -> None:
+    broken = [
+        *(SAMPLES / "jpg" / "invalid").glob("*.jp*g"),
+        *(SAMPLES / "jpg" / "tests").glob("*.jp*g"),
+        SAMPLES / "jpg" / "corrupted.jpg",
+    ]
+    assert len(broken) >= 19
+    for path in broken:
+        capture = album.read_capture_time(path)
+        assert capture.source in {"DateTimeOriginal", "DateTimeDigitized", "DateTime", "mtime"}
+        assert capture.width and capture.height and capture.error is None
+
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"\xff\xd8\xff\xe1 this is not a JPEG")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes((SAMPLES / "jpg" / "Canon_40D.jpg").read_bytes()[:300])
+    for path in (garbage, truncated):
+        capture = album.read_capture_time(path)
+        assert capture.source == "mtime" and capture.width is None and capture.error
+
+    with pytest.raises(album.PhotoMissingError, match="gone.jpg"):
+        album.read_capture_time(tmp_path / "gone.jpg")
+    capture = album.read_capture_time(tmp_path / "gone.jpg", mtime_ns=0)
+    assert capture.taken_at.timestamp() == 0 and capture.error
+
+
+@pytest.mark.parametrize(
+    ("ifd0", "exif_ifd", "expected", "source"),
+    [
+        pytest.param(
+            {BASE.DateTime: "2010:01:02 03:04:05\x00\x00"},
+            {BASE.DateTimeOriginal: "0000:00:00 00:00:00", BASE.DateTimeDigitized: "    :  :  "},
+            datetime(2010, 1, 2, 3, 4, 5),
+            "DateTime",
+            id="zeros-blanks-nul-padding",
+        ),
+        pytest.param(
+            {},
+            {BASE.DateTimeOriginal: b"2011:02:03 04:05:06", BASE.DateTimeDigitized: 5},
+            datetime(2011, 2, 3, 4, 5, 6),
+            "DateTimeOriginal",
+            id="bytes",
+        ),
+        pytest.param(
+            {BASE.DateTime: "2012:13:01 00:00:00"},
+            {BASE.DateTimeOriginal: "9999:01:01 00:00:00", BASE.DateTimeDigitized: ""},
+            None,
+            "mtime",
+            id="impossible-dates",
+        ),
+        pytest.param(
+            {},
+            {
+                BASE.DateTimeOriginal: "2020:06:01 23:30:00",
+                BASE.OffsetTimeOriginal: "+09:00",
+                BASE.SubsecTimeOriginal: "25",
+            },
+            datetime(2020, 6, 1, 23, 30, 0, 250000, tzinfo=timezone(timedelta(hours=9))),
+            "DateTimeOriginal",
+            id="offset-and-subseconds",
+        ),
+        pytest.param(
+            {BASE.DateTime: "2021:01:01 10:00:00"},
+            {BASE.OffsetTime: "-05:30", BASE.OffsetTimeOriginal: "+01:00"},
+            datetime(2021, 1, 1, 10, 0, tzinfo=timezone(-timedelta(hours=5, minutes=30))),
+            "DateTime",
+            id="offset-paired-with-its-own-date",
+        ),
+        pytest.param(
+            {},
+            {BASE.DateTimeDigitized: "2019:05:14 08:00:00", BASE.OffsetTimeDigitized: "   :  "},
+            datetime(2019, 5, 14, 8, 0),
+            "DateTimeDigitized",
+            id="blank-offset-is-naive",
+        ),
+    ],
+)
+def test_exif_dates_fall_back_on_garbage(
+    tmp_path: Path,
+    ifd0: dict[int, Any],
+    exif_ifd: dict[int, Any],
+    expected: datetime | None,
+    source: str,
+) -> None:
+    path = _write_jpeg(tmp_path / "photo.jpg", ifd0, exif_ifd)
+    os.utime(path, ns=(0, 1_500_000_000 * 10**9))
+    capture = album.read_capture_time(path)
+    assert capture.source == source
+    if expected is None:
+        assert capture.taken_at.timestamp() == 1_500_000_000
+    else:
+        assert capture.taken_at == expected
+        assert capture.taken_at.utcoffset() == expected.utcoffset()
+
+
+@needs_photos
+def test_orientation_swaps_width_and_height() -> None:
+    for n in range(1, 9):
+        landscape = album.read_capture_time(SAMPLES / "jpg" / "orientation" / f"landscape_{n}.jpg")
+        portrait = album.read_capture_time(SAMPLES / "jpg" / "orientation" / f"portrait_{n}.jpg")
+        assert (landscape.width, landscape.height) == (600, 450), n
+        assert (portrait.width, portrait.height) == (450, 600), n
+
+
+@needs_photos
+def test_reading_capture_time_decodes_no_pixels(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    png = tmp_path / "with-exif.png"
+    exif = Image.Exif()
+    exif[BASE.DateTime] = "2015:03:04 05:06:07"
+    Image.new("RGB", (12, 10)).save(png, exif=exif)
+    plain_png = tmp_path / "plain.png"  # PngImageFile.getexif() would decode this one
+    Image.new("RGB", (12, 10)).save(plain_png)
+    loads: list[str] = []
+    for cls in (ImageFile.ImageFile, TiffImagePlugin.TiffImageFile):
+        monkeypatch.setattr(cls, "load", lambda image: loads.append(image.format))
+    jpeg = SAMPLES / "jpg" / "hdr" / "iphone_hdr_YES.jpg"
+    assert album.read_capture_time(jpeg).source == "DateTimeOriginal"
+    assert album.read_capture_time(png).source == "DateTime"
+    assert album.read_capture_time(plain_png).width == 12
+    for tiff in SAMPLES.glob("tiff/*.tiff"):
+        assert album.read_capture_time(tiff).width
+    assert loads == []
+
+
+# --------------------------------------------------------------------------------------------
+# timeline
+
+
+NOW = datetime(2024, 5, 14, 18, 30)
+
+
+def test_relative_buckets_with_a_fixed_now() -> None:
+    items = [
+        (datetime(2024, 5, 14, 23, 59), True),  # today, later than now
+        (datetime(2024, 5, 8, 0, 0), False),  # 6 days ago: last 7 days
+        (datetime(2024, 5, 7, 23, 59), True),  # 7 days ago: last 30 days only
+        (datetime(2024, 4, 15, 0, 0), True),  # 29 days ago: last 30 days
+        (datetime(2024, 4, 14, 12, 0), False),  # 30 days ago: last 12 months only
+        (datetime(2023, 6, 1, 0, 0), False),  # 11 months back: last 12 months
+        (datetime(2023, 5, 31, 23, 59), True),  # 12 months back: all only
+        (datetime(2024, 5, 15, 0, 0), True),  # tomorrow (a camera clock ahead): all only
+    ]
+    timeline = album.build_timeline(items, now=NOW)
+    counts = {b.key: (b.count, b.indexed) for b in timeline.relative}
+    assert counts == {
+        "last-7-days": (2, 1),
+        "last-30-days": (4, 3),
+        "last-12-months": (6, 3),
+        "all": (8, 5),
+    }
+    assert [b.label for b in timeline.relative] == [
+        "Last 7 days",
+        "Last 30 days",
+        "Last 12 months",
+        "All photos",
+    ]
+
+
+@needs_photos
+def test_timeline_of_the_real_album_adds_up() -> None:
+    captures = [
+        album.read_capture_time(entry.path, entry.mtime_ns)
+        for entry in album.scan([SAMPLES / "jpg"]).files
+    ]
+    items = [(capture.taken_at, i % 3 == 0) for i, capture in enumerate(captures)]
+    timeline = album.build_timeline(items, now=NOW)
+
+    everything = timeline.find("all")
+    assert everything is not None and everything.count == len(items)
+    assert sum(year.count for year in timeline.years) == everything.count
+    assert sum(year.indexed for year in timeline.years) == everything.indexed
+    starts = [year.start for year in timeline.years]
+    assert starts == sorted(starts, reverse=True)
+    for year in timeline.years:
+        assert year.kind == "year" and sum(m.count for m in year.children) == year.count
+        for month in year.children:
+            assert month.kind == "month" and sum(d.count for d in month.children) == month.count
+            assert sum(d.indexed for d in month.children) == month.indexed
+
+    gps_day = timeline.find("2008-10-22")
+    assert gps_day is not None and gps_day.count == 9 and gps_day.label == "Wed 22 October 2008"
+    may_2008 = timeline.find("2008-05")
+    assert may_2008 is not None and may_2008.label == "May 2008"
+    assert [d.key for d in may_2008.children] == ["2008-05-30", "2008-05-25", "2008-05-04"]
+    assert timeline.find("1990") is None
+
+
+def test_offsets_are_dropped_not_converted() -> None:
+    late_in_tokyo = datetime(2020, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=9)))
+    early_in_lima = datetime(2019, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))
+    timeline = album.build_timeline([(late_in_tokyo, True), (early_in_lima, False)], now=NOW)
+    assert [year.key for year in timeline.years] == ["2020", "2019"]
+    assert album.wall_time(late_in_tokyo) == datetime(2020, 1, 1, 0, 30)
+
+
+def test_bucket_range_round_trips_every_key() -> None:
+    items = [(NOW - timedelta(days=d * 37), True) for d in range(40)]
+    timeline = album.build_timeline(items, now=NOW)
+    buckets = [*timeline.relative]
+    for year in timeline.years:
+        buckets += [year, *year.children, *(d for m in year.children for d in m.children)]
+    assert len(buckets) > 80
+    for bucket in buckets:
+        assert album.bucket_range(bucket.key, now=NOW) == (bucket.start, bucket.end)
+        assert timeline.find(bucket.key) is bucket
+
+    assert album.bucket_range("2019-12") == (datetime(2019, 12, 1), datetime(2020, 1, 1))
+    assert album.bucket_range("2020-02-29") == (datetime(2020, 2, 29), datetime(2020, 3, 1))
+    assert album.bucket_range("last-12-months", now=NOW) == (
+        datetime(2023, 6, 1),
+        datetime(2024, 5, 15),
+    )
+    assert album.bucket_range("all") == (datetime.min, datetime.max)
+    for bad in ("2019-13", "2019-02-30", "0000", "last-week", "19", "2019-5"):
+        with pytest.raises(album.BadDateError, match="bad timeline key"):
+            album.bucket_range(bad)
+
+
+def test_parse_date() -> None:
+    assert album.parse_date("2019") == datetime(2019, 1, 1)
+    assert album.parse_date("2019", end=True) == datetime(2020, 1, 1)
+    assert album.parse_date(" 2019-05 ", end=True) == datetime(2019, 6, 1)
+    assert album.parse_date("2019-12-31", end=True) == datetime(2020, 1, 1)
+    assert album.parse_date("2019-05-14") == datetime(2019, 5, 14)
+    assert album.parse_date("2019-05-14T09:30") == datetime(2019, 5, 14, 9, 30)
+    assert album.parse_date("2019-05-14 09:30+02:00", end=True) == datetime(
+        2019, 5, 14, 9, 30, tzinfo=timezone(timedelta(hours=2))
+    )
+    with pytest.raises(album.BadDateError) as caught:
+        album.parse_date("2019-13")
+    assert str(caught.value) == 'bad date "2019-13": expected YYYY, YYYY-MM or YYYY-MM-DD'
+    for bad in ("", "yesterday", "2019-5", "2019-02-30", "14/05/2019"):
+        with pytest.raises(album.BadDateError, match="expected YYYY, YYYY-MM or YYYY-MM-DD"):
+            album.parse_date(bad)
