@@ -1,0 +1,666 @@
+"""Install, list and remove models.
+
+Installing a model means: get its checkpoint (from the model hub through ``huggingface_hub``, or
+from a local file), convert it to ncnn, record hashes in a manifest, and only then move the
+finished folder into place::
+
+    models_dir()/
+        .install.lock                  held while a folder is being built or removed
+        .partial-NAME-xxxx/            a build in progress; removed on failure or Ctrl-C
+        NAME/                          a complete model (manifest.json written last)
+
+A build that fails or is interrupted removes its partial folder; one killed outright leaves it
+behind, and the next install removes it. An existing installation is replaced only once the new
+one is complete.
+
+Besides the built-in registry, models can be described in ``config_dir()/registry.json``: a file
+of the same format (``{"models": {NAME: {...}}}``) whose entries are added to the built-in ones and
+replace any of the same name.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import registry
+from core.errors import (
+    CheckpointError,
+    ClipsearchError,
+    DownloadError,
+    ManifestError,
+    ModelNotInstalledError,
+    UnknownModelError,
+)
+from core.manifest import (
+    MANIFEST_NAME,
+    clipsearch_version,
+    file_sha256,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
+from core.paths import config_dir, models_dir
+from core.registry import ModelSpec
+
+__all__ = [
+    "InstallCancelledError",
+    "ProgressCallback",
+    "install_model",
+    "list_models",
+    "remove_model",
+]
+
+ProgressCallback = Callable[[str, int, int | None], None]
+"""``progress(stage, done, total)``.
+
+``stage`` is ``"download"`` (``done``/``total`` in bytes; ``total`` may be None), ``"hash"``,
+``"convert"``, ``"manifest"`` or ``"done"`` (``done`` = step number, ``total`` = number of steps).
+"""
+
+USER_REGISTRY_NAME = "registry.json"
+PARTIAL_PREFIX = ".partial-"
+_LOCK_NAME = ".install.lock"
+_VALID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+_OFFLINE_ROUTE = "clipsearch-tui model install {name} --from FILE"
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_STEPS = 3
+
+log = logging.getLogger(__name__)
+
+
+class InstallCancelledError(ClipsearchError):
+    """The caller's cancel event was set; nothing was left half-made."""
+
+    exit_code = 130
+
+
+def install_model(
+    name: str | None,
+    from_file: Path | None = None,
+    *,
+    as_name: str | None = None,
+    quick_gelu: bool | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Download or read a checkpoint, convert it, and install it as a model folder.
+
+    Parameters
+    ----------
+    name
+        A registry model. Without ``from_file`` its checkpoint is downloaded from the model hub
+        (``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_OFFLINE`` apply), trying the registry's files in
+        order. May be None only with ``from_file`` and ``as_name``.
+    from_file
+        A local ``.safetensors`` or torch ``.bin``/``.pt`` checkpoint. With ``name`` its shapes must
+        match that registry entry; without, the architecture is inferred from it.
+    as_name
+        Name to install under. Required when ``name`` is None.
+    quick_gelu
+        For an inferred architecture: whether it uses QuickGELU (OpenAI-trained weights do).
+        Default False. A registry model fixes this itself.
+    progress
+        Called as ``progress(stage, done, total)``. When given, ``huggingface_hub``'s own progress
+        bars are not drawn; otherwise they are, as it decides (on a terminal).
+    cancel
+        When set, the install stops at the next chunk or step with
+        :class:`InstallCancelledError`.
+
+    Returns
+    -------
+    Path
+        The installed model folder.
+
+    Raises
+    ------
+    ClipsearchError
+        With a one-line message, for every failure a user can meet: unknown name, hub
+        unreachable or offline, missing files, a broken or mismatched checkpoint, a full disk.
+    """
+    target, spec = _resolve_target(name, from_file, as_name, quick_gelu)
+    _check_cancel(cancel)
+    if from_file is None:
+        assert spec is not None
+        checkpoint, display_name, origin, revision = _download(spec, progress, cancel)
+    else:
+        checkpoint = Path(from_file).expanduser()
+        if not checkpoint.is_file():
+            raise CheckpointError(f"no such checkpoint file: {checkpoint}")
+        display_name = checkpoint.name
+        origin = f"file:{checkpoint.resolve()}"
+        revision = None
+
+    _report(progress, "hash", 0, _STEPS)
+    _check_cancel(cancel)
+    try:
+        source: dict[str, Any] = {
+            "file": display_name,
+            "origin": origin,
+            "sha256": file_sha256(checkpoint),
+            "size": checkpoint.stat().st_size,
+        }
+    except OSError as error:
+        raise CheckpointError(f"cannot read {checkpoint}: {_reason(error)}") from None
+    if revision:
+        source["revision"] = revision
+
+    if spec is not None and _is_intact(models_dir() / target, spec, source):
+        return _already_installed(target, progress)
+
+    from core.checkpoint import load_state_dict
+
+    log.info("reading %s", display_name)
+    state_dict = load_state_dict(checkpoint)
+    _check_cancel(cancel)
+    if spec is None:
+        spec = _inferred_spec(target, state_dict, bool(quick_gelu), display_name)
+        if _is_intact(models_dir() / target, spec, source):
+            return _already_installed(target, progress)
+    return _build(spec, state_dict, source, progress, cancel)
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Every model known or installed, registry order first, then custom installed models.
+
+    Returns
+    -------
+    list of dict
+        One dict per model with ``name``, ``description``, ``in_registry``, ``installed``,
+        ``default``, ``size`` (bytes on disk, or None), ``path`` (or None), ``family``,
+        ``image_size``, ``embed_dim``, ``license``, ``origin`` (where an installed model came
+        from, or None), ``installed_at`` (or None) and ``problem`` (why an installed folder cannot
+        be used, or None). File hashes are not checked here.
+    """
+    specs = _known_specs()
+    default = registry.default_model_name()
+    installed = _installed_folders()
+    rows = []
+    for name, spec in specs.items():
+        rows.append(_row(name, spec, installed.pop(name, None), name == default, True))
+    for name, folder in sorted(installed.items()):
+        rows.append(_row(name, None, folder, name == default, False))
+    return rows
+
+
+def remove_model(name: str) -> Path:
+    """Delete an installed model folder.
+
+    The folder is first renamed out of sight, so an interrupted removal never leaves a model that
+    looks installed but is not whole.
+
+    Returns
+    -------
+    Path
+        The folder that was removed.
+
+    Raises
+    ------
+    ModelNotInstalledError
+        ``name`` is a registry model that is not installed.
+    UnknownModelError
+        ``name`` is neither in the registry nor installed.
+    """
+    _check_name(name)
+    root = models_dir()
+    folder = root / name
+    if not folder.is_dir():
+        if name in _known_specs():
+            raise ModelNotInstalledError(f"model {name!r} is not installed")
+        raise UnknownModelError(
+            f"no installed model named {name!r}; installed models: {_names(_installed_folders())}"
+        )
+    with _install_lock(root):
+        doomed = root / f"{PARTIAL_PREFIX}removed-{name}-{secrets.token_hex(4)}"
+        try:
+            os.replace(folder, doomed)
+        except OSError as error:
+            raise ClipsearchError(f"cannot remove {folder}: {_reason(error)}") from None
+        shutil.rmtree(doomed, ignore_errors=True)
+    return folder
+
+
+def _resolve_target(
+    name: str | None, from_file: Path | None, as_name: str | None, quick_gelu: bool | None
+) -> tuple[str, ModelSpec | None]:
+    """The folder name to install under and, for a registry model, its spec."""
+    if name is None:
+        if from_file is None:
+            raise ClipsearchError("give a model name, or --from FILE --as NAME")
+        if as_name is None:
+            raise ClipsearchError("--from FILE without a registry model name needs --as NEWNAME")
+        _check_name(as_name)
+        if as_name in _known_specs():
+            raise ClipsearchError(
+                f"{as_name!r} is a registry model; to install it from this file run: "
+                f"clipsearch-tui model install {as_name} --from {from_file}"
+            )
+        return as_name, None
+
+    _check_name(name)
+    specs = _known_specs()
+    if name not in specs:
+        if (models_dir() / name / MANIFEST_NAME).is_file():
+            raise UnknownModelError(
+                f"model {name!r} is not in the registry; it was installed from a file, so install "
+                f"it again with: clipsearch-tui model install --from FILE --as {name}"
+            )
+        raise UnknownModelError(f"unknown model {name!r}; known models: {_names(specs)}")
+    spec = specs[name]
+    if quick_gelu is not None and quick_gelu != spec.architecture.quick_gelu:
+        raise ClipsearchError(
+            f"model {name!r} is defined {'with' if spec.architecture.quick_gelu else 'without'} "
+            "QuickGELU; --quick-gelu only applies to --from FILE --as NEWNAME"
+        )
+    if as_name is not None and as_name != name:
+        _check_name(as_name)
+        if from_file is None:
+            raise ClipsearchError("--as renames a model installed with --from FILE")
+        if as_name in specs:
+            raise ClipsearchError(f"{as_name!r} is another registry model")
+        spec = replace(spec, name=as_name)
+    return spec.name, spec
+
+
+def _inferred_spec(
+    name: str, state_dict: Mapping[str, np.ndarray], quick_gelu: bool, file_name: str
+) -> ModelSpec:
+    from core.convert import spec_for_checkpoint
+
+    spec = spec_for_checkpoint(name, state_dict, quick_gelu)
+    return replace(spec, description=f"installed from {file_name}")
+
+
+def _download(
+    spec: ModelSpec, progress: ProgressCallback | None, cancel: threading.Event | None
+) -> tuple[Path, str, str, str | None]:
+    """Fetch the first of ``spec.hub_files`` the hub (or its local cache) has.
+
+    Returns the local path, the file's name in the repo, the origin and the commit.
+    """
+    if not spec.hub_repo or not spec.hub_files:
+        raise DownloadError(
+            f"model {spec.name!r} has no download source; install it from a checkpoint file: "
+            + _OFFLINE_ROUTE.format(name=spec.name)
+        )
+    from huggingface_hub import constants, errors, hf_hub_download
+
+    remote_missing = getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError)
+    endpoint = constants.ENDPOINT
+    repo = spec.hub_repo
+    offline = _hub_offline(constants)
+    bar = _progress_bar_class(progress, cancel)
+    missing: list[str] = []
+    unreachable: BaseException | None = None
+    for filename in spec.hub_files:
+        _check_cancel(cancel)
+        if offline:
+            log.info("offline mode: looking for %s of %s in the download cache", filename, repo)
+        elif unreachable is None:
+            log.info("fetching %s from %s/%s", filename, endpoint, repo)
+        try:
+            path = hf_hub_download(
+                repo,
+                filename,
+                local_files_only=unreachable is not None,
+                tqdm_class=bar,
+                library_name="clipsearch-tui",
+            )
+        except errors.LocalEntryNotFoundError as error:
+            # Not reachable (or offline) and not in the cache. A later file may be cached.
+            cause = error.__cause__
+            if _http_status(cause) == 404:
+                missing.append(filename)
+            elif unreachable is None:
+                unreachable = cause or error
+            continue
+        except remote_missing:
+            missing.append(filename)
+            continue
+        except errors.GatedRepoError:
+            raise DownloadError(
+                f"{repo} on {endpoint} is gated: accept its terms on the hub and log in "
+                "(HF_TOKEN), or install from a file: " + _OFFLINE_ROUTE.format(name=spec.name)
+            ) from None
+        except errors.RepositoryNotFoundError:
+            raise DownloadError(
+                f"the model hub at {endpoint} has no repository {repo!r} (or it is private)"
+            ) from None
+        except errors.HfHubHTTPError as error:
+            raise DownloadError(
+                f"downloading {filename} from {endpoint}/{repo} failed: {_describe(error)}; "
+                "run the same command again to retry"
+            ) from None
+        except OSError as error:
+            if error.errno in _DISK_FULL:
+                raise ClipsearchError(
+                    f"disk full while writing the download cache {constants.HF_HUB_CACHE}"
+                ) from None
+            raise DownloadError(
+                f"downloading {filename} from {endpoint}/{repo} failed: {_describe(error)}"
+            ) from None
+        except _transport_errors() as error:
+            raise DownloadError(
+                f"downloading {filename} from {endpoint}/{repo} was cut off ({_describe(error)}); "
+                "run the same command again to retry"
+            ) from None
+        local = Path(path)
+        commit = local.parent.name if local.parent.parent.name == "snapshots" else None
+        return local, filename, f"hub:{repo}", commit
+
+    route = _OFFLINE_ROUTE.format(name=spec.name)
+    wanted = " or ".join(spec.hub_files)
+    if unreachable is not None and offline:
+        raise DownloadError(
+            f"offline mode is on (HF_HUB_OFFLINE) and {wanted} of {repo} is not in the download "
+            f"cache {constants.HF_HUB_CACHE}; go online, or install from a file: {route}"
+        )
+    if unreachable is not None:
+        raise DownloadError(
+            f"cannot reach the model hub at {endpoint} ({_describe(unreachable)}) and {repo} is "
+            f"not in the download cache; check the network or HF_ENDPOINT, or install offline "
+            f"from a downloaded {wanted}: {route}"
+        )
+    raise DownloadError(f"the model hub at {endpoint} has none of {', '.join(missing)} in {repo}")
+
+
+def _progress_bar_class(progress: ProgressCallback | None, cancel: threading.Event | None) -> type:
+    """A ``huggingface_hub`` tqdm class that reports bytes to ``progress`` and honours ``cancel``."""
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    class _ReportingBar(hub_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if progress is not None:
+                kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self._done = int(kwargs.get("initial") or 0)
+            self._expected = kwargs.get("total")
+
+        def update(self, n: float | None = 1) -> bool | None:
+            _check_cancel(cancel)
+            self._done += int(n or 0)
+            if progress is not None:
+                progress("download", self._done, self._expected)
+            return super().update(n)
+
+    return _ReportingBar
+
+
+def _build(
+    spec: ModelSpec,
+    state_dict: Mapping[str, np.ndarray],
+    source: Mapping[str, Any],
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+) -> Path:
+    """Convert into a partial folder, write the manifest, then move it into place."""
+    from core.convert import convert_checkpoint
+
+    root = models_dir()
+    final = root / spec.name
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _install_lock(root):
+            _remove_partials(root)
+            partial = root / f"{PARTIAL_PREFIX}{spec.name}-{secrets.token_hex(4)}"
+            partial.mkdir()
+            try:
+                _report(progress, "convert", 1, _STEPS)
+                _check_cancel(cancel)
+                log.info("converting %s to ncnn", spec.name)
+                result = convert_checkpoint(state_dict, spec, partial)
+                _report(progress, "manifest", 2, _STEPS)
+                _check_cancel(cancel)
+                write_manifest(
+                    partial,
+                    spec,
+                    logit_scale=float(result["logit_scale"]),
+                    source=source,
+                    files=result["files"],
+                )
+                _fsync_folder(partial)
+                _check_cancel(cancel)
+                _move_into_place(partial, final)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+    except OSError as error:
+        if error.errno in _DISK_FULL:
+            raise ClipsearchError(f"disk full while writing model files in {root}") from None
+        where = error.filename or root
+        raise ClipsearchError(f"cannot write {where}: {_reason(error)}") from None
+    _report(progress, "done", _STEPS, _STEPS)
+    return final
+
+
+def _move_into_place(partial: Path, final: Path) -> None:
+    """Rename ``partial`` to ``final``, replacing an existing installation only now."""
+    old = None
+    if final.exists():
+        old = final.parent / f"{PARTIAL_PREFIX}replaced-{final.name}-{secrets.token_hex(4)}"
+        os.replace(final, old)
+    try:
+        os.replace(partial, final)
+    except BaseException:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_intact(folder: Path, spec: ModelSpec, source: Mapping[str, Any]) -> bool:
+    """Whether ``folder`` already holds this checkpoint, converted for ``spec`` by this version."""
+    if not (folder / MANIFEST_NAME).is_file():
+        return False
+    try:
+        manifest = verify_manifest(folder)
+    except ManifestError as error:
+        log.info("replacing the installed copy: %s", error)
+        return False
+    recorded = manifest.get("source") or {}
+    return (
+        recorded.get("sha256") == source["sha256"]
+        and manifest.get("spec") == spec.to_dict()
+        and manifest.get("clipsearch_version") == clipsearch_version()
+    )
+
+
+def _already_installed(name: str, progress: ProgressCallback | None) -> Path:
+    log.info("%s is already installed from this checkpoint, and intact", name)
+    _report(progress, "done", _STEPS, _STEPS)
+    return models_dir() / name
+
+
+def _known_specs() -> dict[str, ModelSpec]:
+    """Built-in registry entries, then those of the user's registry file."""
+    specs = {name: registry.get_spec(name) for name in registry.available_models()}
+    path = config_dir() / USER_REGISTRY_NAME
+    if not path.is_file():
+        return specs
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for name, entry in dict(data["models"]).items():
+            _check_name(name)
+            specs[name] = ModelSpec.from_dict(name, entry)
+    except ClipsearchError as error:
+        raise ClipsearchError(f"{path}: {error}") from None
+    except json.JSONDecodeError as error:
+        raise ClipsearchError(f"{path} is not valid JSON (line {error.lineno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ClipsearchError(f"cannot read {path}: {_reason(error)}") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise ClipsearchError(
+            f"{path} does not follow the registry format ({type(error).__name__}: {error})"
+        ) from None
+    return specs
+
+
+def _installed_folders() -> dict[str, Path]:
+    root = models_dir()
+    if not root.is_dir():
+        return {}
+    return {
+        entry.name: entry
+        for entry in sorted(root.iterdir())
+        if entry.is_dir() and not entry.name.startswith(".")
+    }
+
+
+def _row(
+    name: str, spec: ModelSpec | None, folder: Path | None, default: bool, in_registry: bool
+) -> dict[str, Any]:
+    manifest: dict[str, Any] | None = None
+    problem = None
+    if folder is not None:
+        try:
+            manifest = read_manifest(folder)
+        except ManifestError as error:
+            problem = str(error)
+    if spec is None and manifest is not None:
+        try:
+            spec = ModelSpec.from_dict(name, manifest["spec"])
+        except (KeyError, TypeError, ValueError):
+            problem = f"the manifest in {folder} does not describe a model"
+    architecture = spec.architecture if spec is not None else None
+    return {
+        "name": name,
+        "description": spec.description if spec is not None else "",
+        "in_registry": in_registry,
+        "installed": manifest is not None and problem is None,
+        "default": default,
+        "size": _folder_size(folder) if folder is not None else None,
+        "path": str(folder) if folder is not None else None,
+        "family": architecture.family if architecture else None,
+        "image_size": architecture.vision.get("image_size") if architecture else None,
+        "embed_dim": architecture.embed_dim if architecture else None,
+        "license": spec.license if spec is not None else None,
+        "origin": (manifest.get("source") or {}).get("origin") if manifest else None,
+        "installed_at": manifest.get("installed_at") if manifest else None,
+        "problem": problem,
+    }
+
+
+def _folder_size(folder: Path) -> int:
+    total = 0
+    for entry in folder.iterdir():
+        try:
+            if entry.is_file():
+                total += entry.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+@contextmanager
+def _install_lock(root: Path) -> Iterator[None]:
+    """Serialise builds and removals, so that any partial folder seen under the lock is stale."""
+    from filelock import FileLock
+
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / _LOCK_NAME)):
+        yield
+
+
+def _remove_partials(root: Path) -> None:
+    for entry in root.iterdir():
+        if entry.name.startswith(PARTIAL_PREFIX):
+            log.info("removing %s, left by an install that did not finish", entry.name)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    mode = "rb" if os.name == "posix" else "r+b"  # Windows flushes only files open for writing
+    for entry in folder.iterdir():
+        if entry.is_file():
+            with open(entry, mode) as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_name(name: str) -> None:
+    if not _VALID_NAME.fullmatch(name or "") or ".." in name:
+        raise ClipsearchError(
+            f"invalid model name {name!r}: use letters, digits and . _ + - (not starting with one)"
+        )
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise InstallCancelledError("install cancelled")
+
+
+def _report(progress: ProgressCallback | None, stage: str, done: int, total: int | None) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def _names(items: Mapping[str, Any]) -> str:
+    return ", ".join(sorted(items)) or "none"
+
+
+def _http_status(error: BaseException | None) -> int | None:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _describe(error: BaseException) -> str:
+    status = _http_status(error)
+    if status is not None:
+        return f"HTTP {status}"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _reason(error: OSError | UnicodeDecodeError) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _hub_offline(constants: Any) -> bool:
+    is_offline = getattr(constants, "is_offline_mode", None)
+    return bool(
+        is_offline() if callable(is_offline) else getattr(constants, "HF_HUB_OFFLINE", False)
+    )
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network errors of whichever HTTP client this ``huggingface_hub`` uses."""
+    kinds: list[type[BaseException]] = []
+    for module, attribute in (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("requests", "RequestException"),
+    ):
+        try:
+            kinds.append(getattr(importlib.import_module(module), attribute))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(kinds)
