@@ -149,13 +149,17 @@ def sharpen_attention(tower: torch.nn.Module, factor: float) -> None:
                 module.in_proj_bias[: 2 * width].mul_(factor)
 
 
-def make_discriminative(model: open_clip.CLIP, pixels: torch.Tensor) -> None:
+def make_discriminative(
+    model: open_clip.CLIP, pixels: torch.Tensor, attention_factor: float = 8.0
+) -> None:
     """Adjust random weights so that different photos get clearly different embeddings.
 
     ResNets get BatchNorm statistics measured on ``pixels`` (real photos, ``[N, 3, S, S]``);
-    ViTs get sharper attention in the image tower. Both are ordinary weights to the converter.
+    ViTs get attention sharpened by ``attention_factor`` in the image tower (tiny models need
+    more than full-size ones, which have many more patches to tell apart). Both are ordinary
+    weights to the converter.
     """
     if isinstance(model.visual, open_clip.modified_resnet.ModifiedResNet):
         calibrate_batchnorm(model, pixels)
     else:
-        sharpen_attention(model.visual, 8.0)
+        sharpen_attention(model.visual, attention_factor)

@@ -102,6 +102,7 @@ TEXTS = [
 
 COSINE_MIN = 0.9999
 DRAFT_COSINE_MIN = 0.99
+TIE = 1e-5
 DISCRIMINATIVE_MAX = 0.95
 
 
@@ -124,6 +125,26 @@ def _normalized(x: torch.Tensor) -> np.ndarray:
 def _max_offdiagonal(e: np.ndarray) -> float:
     sims = e @ e.T
     return float(sims[~np.eye(len(e), dtype=bool)].max())
+
+
+def _assert_same_top5(ref_sim: np.ndarray, our_sim: np.ndarray) -> int:
+    """Same top-1 and same top-5 order per text; returns how many near-ties were met.
+
+    Two photos whose reference scores differ by less than ``TIE`` are a tie: their order is below
+    float32 resolution of a 512-wide dot product, and the reference itself can swap them when run
+    with another thread count. Such a pair may come out in either order; every other pair must
+    keep the reference's order.
+    """
+    ties = 0
+    for ref_row, our_row in zip(ref_sim, our_sim):
+        ref_order = np.argsort(-ref_row, kind="stable")[:5]
+        our_order = np.argsort(-our_row, kind="stable")[:5]
+        for i, (a, b) in enumerate(zip(ref_order, our_order)):
+            if a == b:
+                continue
+            ties += 1
+            assert abs(ref_row[a] - ref_row[b]) < TIE, (i, a, b, ref_row[a], ref_row[b])
+    return ties
 
 
 def _install(tmp_path: Path, monkeypatch, checkpoint: Path, name: str, registry: bool, quick: bool):
@@ -161,10 +182,7 @@ def _check_parity(reference, ours, size: int, mean, std) -> dict:
 
     ref_sim = ref_txt @ ref_img.T
     our_sim = our_txt @ our_img.T
-    assert (ref_sim.argmax(axis=1) == our_sim.argmax(axis=1)).all()
-    ref_top5 = np.argsort(-ref_sim, axis=1)[:, :5]
-    our_top5 = np.argsort(-our_sim, axis=1)[:, :5]
-    np.testing.assert_array_equal(ref_top5, our_top5)
+    ties = _assert_same_top5(ref_sim, our_sim)
     assert abs(ours.logit_scale - float(reference.logit_scale.detach().exp())) < 1e-4
     # JPEG draft decoding (the default for indexing) moves embeddings a little; measured, bounded
     ours.draft = True
@@ -175,6 +193,8 @@ def _check_parity(reference, ours, size: int, mean, std) -> dict:
         "image_cos_min": float(img_cos.min()),
         "text_cos_min": float(txt_cos.min()),
         "draft_image_cos_min": float(draft_cos.min()),
+        "similarity_max_abs_error": float(np.abs(ref_sim - our_sim).max()),
+        "top5_ties": ties,
     }
 
 
@@ -214,7 +234,7 @@ def test_full_size_parity(tmp_path, monkeypatch, name):
     arch = spec.architecture
     reference = make_reference(arch, seed=0)
     pre = spec.preprocess
-    make_discriminative(reference, _reference_pixels(pre.size, pre.mean, pre.std)[:8])
+    make_discriminative(reference, _reference_pixels(pre.size, pre.mean, pre.std)[:8], 4.0)
     checkpoint = save_checkpoint(reference, tmp_path / "open_clip_model.safetensors")
     ours = _install(tmp_path, monkeypatch, checkpoint, name, registry=True, quick=arch.quick_gelu)
     print(name, _check_parity(reference, ours, pre.size, pre.mean, pre.std))
