@@ -80,15 +80,17 @@ def _layer_norm(g: Graph, x: str, name: str, w: _Weights, prefix: str, width: in
     )
 
 
-def _linear(
-    g: Graph, x: str, name: str, weight: np.ndarray, bias: np.ndarray | None, act: int = 0
-) -> str:
+def _linear(g: Graph, x: str, name: str, weight: np.ndarray, bias: np.ndarray | None) -> str:
+    """``x @ weight.T + bias`` on a 2-D blob ``[rows, in]`` with ncnn's Gemm (weight ``[out, in]``).
+
+    Gemm is used rather than InnerProduct: on a matrix of tokens its x86 kernel runs about three
+    times faster.
+    """
     out_features, in_features = weight.shape
-    params = {0: out_features, 1: int(bias is not None), 2: out_features * in_features}
-    if act:
-        params[9] = act
-    weights = [(weight, True)] + ([(bias, False)] if bias is not None else [])
-    return g.layer("InnerProduct", name, [x], params, weights)
+    if bias is None:
+        bias = np.zeros(out_features, np.float32)
+    params = {2: 0, 3: 1, 4: 0, 5: 1, 6: 1, 7: 0, 8: out_features, 9: in_features, 10: 4}
+    return g.layer("Gemm", name, [x], params, [(weight, True), (bias, True)])
 
 
 def _gelu(g: Graph, x: str, name: str, quick: bool) -> str:
@@ -484,7 +486,8 @@ def infer_architecture(
         family = "vit"
     elif "visual.layer1.0.conv1.weight" in state_dict:
         layers = [
-            _count_blocks(state_dict, rf"visual\.layer{i}\.(\d+)\.conv1\.weight") for i in (1, 2, 3, 4)
+            _count_blocks(state_dict, rf"visual\.layer{i}\.(\d+)\.conv1\.weight")
+            for i in (1, 2, 3, 4)
         ]
         width = _shape(state_dict, "visual.layer1.0.conv1.weight")[0]
         grid = math.isqrt(_shape(state_dict, "visual.attnpool.positional_embedding")[0] - 1)

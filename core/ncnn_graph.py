@@ -46,7 +46,7 @@ class _Layer:
     weights: list[_Weight] = field(default_factory=list)
 
 
-def _format_value(value: int | float) -> str:
+def _format_value(value: float) -> str:
     if isinstance(value, (bool, np.bool_)):
         return str(int(value))
     if isinstance(value, (int, np.integer)):
@@ -139,7 +139,7 @@ class Graph:
                 out.append(
                     _Layer("Split", self._unique(f"split_{blob}"), [blob], split_outputs, {})
                 )
-                for (li, ii), new_blob in zip(uses, split_outputs):
+                for (li, ii), new_blob in zip(uses, split_outputs, strict=True):
                     layers[li].inputs[ii] = new_blob
         return out
 
@@ -172,5 +172,4 @@ class Graph:
         Path(param_path).write_text("\n".join(lines) + "\n", encoding="ascii")
         with open(bin_path, "wb") as fh:
             for layer in layers:
-                for weight in layer.weights:
-                    fh.write(self._weight_bytes(weight))
+                fh.writelines(self._weight_bytes(weight) for weight in layer.weights)

@@ -15,7 +15,6 @@ import torch
 
 from core.registry import Architecture
 
-
 # Tiny architectures for fast tests. Their heads are 64 channels wide, as in every published
 # CLIP model, so that ``infer_architecture`` reads them back exactly from a checkpoint.
 TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2}

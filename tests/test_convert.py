@@ -12,10 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from core.convert import convert_checkpoint, infer_architecture  # noqa: E402
-from core.errors import CheckpointError  # noqa: E402
-from core.registry import ModelSpec, Preprocess, get_spec  # noqa: E402
-from tests.reference import (  # noqa: E402
+from core.convert import convert_checkpoint, infer_architecture
+from core.errors import CheckpointError
+from core.registry import ModelSpec, Preprocess, get_spec
+from tests.reference import (
     TINY_RESNET,
     TINY_VIT,
     TINY_VIT_NARROW_HEADS,

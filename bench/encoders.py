@@ -1,0 +1,239 @@
+"""Encoder speed: our ncnn path against open_clip on PyTorch and against ONNX Runtime.
+
+All three run the same random weights in the same process, on the same number of threads:
+
+- ours: the model installed with ``clipsearch-tui model install NAME --from CHECKPOINT`` and
+  loaded with ``core.load_model``; images through ``encode_pixels`` (preprocessed pixels, so
+  decoding is not timed), texts through ``encode_texts``;
+- open_clip on PyTorch (``torch.set_num_threads``), ``encode_image`` / ``encode_text``;
+- ONNX Runtime with the image and text towers exported by ``torch.onnx.export`` (the engine rclip
+  uses), ``intra_op_num_threads`` threads, ``ORT_ENABLE_ALL``.
+
+Reported: milliseconds per image (or text) at batch 1 and batch 8, and the ratios to ours. Results
+go to the "## Encoders" section of bench/RESULTS.md.
+
+    python bench/encoders.py                     # RN50 and ViT-B-32-256, 2 threads
+    python bench/encoders.py --models ViT-B-32-256-datacomp --threads 2 --seconds 5
+
+Needs the test extra (torch, open_clip_torch, onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TEXTS = [
+    "a red bicycle in the snow",
+    "a photo of my cat sleeping on the sofa",
+    "sunset over the sea with boats",
+    "birthday party",
+    "the eiffel tower at night",
+    "two children playing football in the park on a sunny afternoon",
+    "a bowl of ramen",
+    "mountains covered in fog",
+]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def timeit(fn: Callable[[], object], seconds: float, min_runs: int = 3) -> float:
+    """Median wall time of ``fn`` in seconds, after one warm-up call."""
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def install(name: str, workdir: Path):
+    """Random weights for ``name`` saved as a checkpoint and installed with our own command."""
+    import torch
+
+    from core.cli import main as cli_main
+    from core.registry import get_spec
+    from tests.reference import make_reference, save_checkpoint
+
+    os.environ["CLIPSEARCH_HOME"] = str(workdir / "home")
+    spec = get_spec(name)
+    reference = make_reference(spec.architecture, seed=0)
+    checkpoint = workdir / f"{name}.safetensors"
+    if not checkpoint.exists():
+        save_checkpoint(reference, checkpoint)
+    if cli_main(["model", "install", name, "--from", str(checkpoint)]) != 0:
+        raise SystemExit(f"install of {name} failed")
+    torch.set_grad_enabled(False)
+    return spec, reference
+
+
+def onnx_sessions(reference, spec, workdir: Path, threads: int):
+    import onnxruntime as ort
+    import torch
+
+    size = spec.preprocess.size
+    image_path = workdir / f"{spec.name}-image.onnx"
+    text_path = workdir / f"{spec.name}-text.onnx"
+
+    class TextTower(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens):
+            return self.model.encode_text(tokens)
+
+    # the fused attention kernel of eval mode has no ONNX export; the exported graph is the same
+    torch.backends.mha.set_fastpath_enabled(False)
+    if not image_path.exists():
+        torch.onnx.export(
+            reference.visual,
+            torch.zeros(1, 3, size, size),
+            str(image_path),
+            input_names=["image"],
+            output_names=["embedding"],
+            dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    if not text_path.exists():
+        torch.onnx.export(
+            TextTower(reference),
+            torch.zeros(1, 77, dtype=torch.int64),
+            str(text_path),
+            input_names=["tokens"],
+            output_names=["embedding"],
+            dynamic_axes={"tokens": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    torch.backends.mha.set_fastpath_enabled(True)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = ["CPUExecutionProvider"]
+    return (
+        ort.InferenceSession(str(image_path), options, providers=providers),
+        ort.InferenceSession(str(text_path), options, providers=providers),
+    )
+
+
+def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[dict]:
+    import open_clip
+    import torch
+
+    from core.encoder import load_model
+
+    torch.set_num_threads(threads)
+    spec, reference = install(name, workdir)
+    ours = load_model(name, threads=threads)
+    image_session, text_session = onnx_sessions(reference, spec, workdir, threads)
+
+    size = spec.preprocess.size
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in (1, 8):
+        pixels = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+        tensor = torch.from_numpy(pixels)
+        tokens = open_clip.tokenize((TEXTS * 2)[:batch])
+        ids64 = tokens.numpy().astype(np.int64)
+        texts = (TEXTS * 2)[:batch]
+        cases = {
+            ("image", "ours"): lambda p=pixels: ours.encode_pixels(p),
+            ("image", "open_clip"): lambda t=tensor: reference.encode_image(t),
+            ("image", "onnxruntime"): lambda p=pixels: image_session.run(None, {"image": p}),
+            ("text", "ours"): lambda t=texts: ours.encode_texts(t),
+            ("text", "open_clip"): lambda t=tokens: reference.encode_text(t),
+            ("text", "onnxruntime"): lambda i=ids64: text_session.run(None, {"tokens": i}),
+        }
+        timings = {key: timeit(fn, seconds) for key, fn in cases.items()}
+        for tower in ("image", "text"):
+            ms = {
+                engine: 1000 * timings[(tower, engine)] / batch
+                for engine in ("ours", "open_clip", "onnxruntime")
+            }
+            rows.append({"model": name, "tower": tower, "batch": batch, **ms})
+            print(
+                f"{name:24} {tower:5} batch {batch}: ours {ms['ours']:7.1f} ms  "
+                f"open_clip {ms['open_clip']:7.1f} ms  onnxruntime {ms['onnxruntime']:7.1f} ms  "
+                f"(open_clip/ours {ms['open_clip'] / ms['ours']:.2f}x, "
+                f"onnxruntime/ours {ms['onnxruntime'] / ms['ours']:.2f}x)",
+                flush=True,
+            )
+    ours.close()
+    return rows
+
+
+def write_results(rows: list[dict], threads: int, command: str) -> None:
+    path = ROOT / "bench" / "RESULTS.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    lines = [
+        "## Encoders",
+        "",
+        f"CPU: {cpu_model()}, {threads} threads; {dt.date.today().isoformat()}; "
+        f"`{command}`. Milliseconds per image or text (median), same random weights for all "
+        "three engines. A ratio above 1 means ours is faster.",
+        "",
+        "| model | tower | batch | ours | open_clip (PyTorch) | ONNX Runtime "
+        "| open_clip / ours | ONNX Runtime / ours |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['tower']} | {r['batch']} | {r['ours']:.1f} | "
+            f"{r['open_clip']:.1f} | {r['onnxruntime']:.1f} | "
+            f"{r['open_clip'] / r['ours']:.2f}x | {r['onnxruntime'] / r['ours']:.2f}x |"
+        )
+    section = "\n".join(lines) + "\n"
+    start = text.find("## Encoders")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["RN50-openai", "ViT-B-32-256-datacomp"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=4.0, help="timing budget per case")
+    parser.add_argument("--workdir", type=Path, default=None, help="reuse checkpoints here")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="clipsearch-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.models:
+        rows += bench_model(name, args.threads, args.seconds, workdir)
+    if not args.no_write:
+        write_results(rows, args.threads, "python " + " ".join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()
