@@ -70,7 +70,7 @@ def timeit(fn: Callable[[], object], seconds: float, min_runs: int = 3) -> float
     return statistics.median(times)
 
 
-def install(name: str, workdir: Path):
+def install(name: str, workdir: Path, precision: str = "fp32"):
     """Random weights for ``name`` saved as a checkpoint and installed with our own command."""
     import torch
 
@@ -78,13 +78,14 @@ def install(name: str, workdir: Path):
     from core.registry import get_spec
     from tests.reference import make_reference, save_checkpoint
 
-    os.environ["CLIPSEARCH_HOME"] = str(workdir / "home")
+    os.environ["CLIPSEARCH_HOME"] = str(workdir / f"home-{precision}")
     spec = get_spec(name)
     reference = make_reference(spec.architecture, seed=0)
     checkpoint = workdir / f"{name}.safetensors"
     if not checkpoint.exists():
         save_checkpoint(reference, checkpoint)
-    if cli_main(["model", "install", name, "--from", str(checkpoint)]) != 0:
+    argv = ["model", "install", name, "--from", str(checkpoint), "--precision", precision]
+    if cli_main(argv) != 0:
         raise SystemExit(f"install of {name} failed")
     torch.set_grad_enabled(False)
     return spec, reference
@@ -149,8 +150,11 @@ def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[
     from core.encoder import load_model
 
     torch.set_num_threads(threads)
+    spec, reference = install(name, workdir, "int8")
+    ours_int8 = load_model(name, threads=threads)
     spec, reference = install(name, workdir)
     ours = load_model(name, threads=threads)
+    accuracy = int8_accuracy(reference, spec, ours_int8)
     image_session, text_session = onnx_sessions(reference, spec, workdir, threads)
 
     size = spec.preprocess.size
@@ -164,6 +168,7 @@ def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[
         texts = (TEXTS * 2)[:batch]
         cases = {
             ("image", "ours"): lambda p=pixels: ours.encode_pixels(p),
+            ("image", "ours_int8"): lambda p=pixels: ours_int8.encode_pixels(p),
             ("image", "open_clip"): lambda t=tensor: reference.encode_image(t),
             ("image", "onnxruntime"): lambda p=pixels: image_session.run(None, {"image": p}),
             ("text", "ours"): lambda t=texts: ours.encode_texts(t),
@@ -176,16 +181,42 @@ def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[
                 engine: 1000 * timings[(tower, engine)] / batch
                 for engine in ("ours", "open_clip", "onnxruntime")
             }
-            rows.append({"model": name, "tower": tower, "batch": batch, **ms})
+            rows.append({"model": name, "tower": tower, "batch": batch, **ms, **accuracy})
             print(
                 f"{name:24} {tower:5} batch {batch}: ours {ms['ours']:7.1f} ms  "
+                f"int8 {ms.get('ours_int8', float('nan')):7.1f} ms  "
                 f"open_clip {ms['open_clip']:7.1f} ms  onnxruntime {ms['onnxruntime']:7.1f} ms  "
                 f"(open_clip/ours {ms['open_clip'] / ms['ours']:.2f}x, "
                 f"onnxruntime/ours {ms['onnxruntime'] / ms['ours']:.2f}x)",
                 flush=True,
             )
     ours.close()
+    ours_int8.close()
     return rows
+
+
+def int8_accuracy(reference, spec, ours_int8) -> dict:
+    """Cosine between int8 image embeddings and open_clip's on real photos (no draft decoding)."""
+    import torch
+
+    from core.preprocess import load_image, preprocess
+
+    photos = sorted((ROOT.parent / "shared" / "photos" / "exif-samples" / "jpg").glob("*/*.jpg"))
+    pixels = []
+    for path in photos[:24]:
+        try:
+            pixels.append(preprocess(load_image(path), spec.preprocess))
+        except Exception:  # noqa: BLE001 - a broken sample photo is simply left out
+            continue
+    batch = np.stack(pixels)
+    expected = reference.encode_image(torch.from_numpy(batch)).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    cosine = np.sum(ours_int8.encode_pixels(batch) * expected, axis=1)
+    print(
+        f"{spec.name}: int8 image embeddings vs open_clip on {len(batch)} photos: "
+        f"cosine min {cosine.min():.5f}, mean {cosine.mean():.5f}"
+    )
+    return {"int8_cos_min": float(cosine.min()), "int8_cos_mean": float(cosine.mean())}
 
 
 def write_results(rows: list[dict], threads: int, command: str) -> None:
@@ -196,17 +227,30 @@ def write_results(rows: list[dict], threads: int, command: str) -> None:
         "",
         f"CPU: {cpu_model()}, {threads} threads; {dt.date.today().isoformat()}; "
         f"`{command}`. Milliseconds per image or text (median), same random weights for all "
-        "three engines. A ratio above 1 means ours is faster.",
+        "engines. A ratio above 1 means ours is faster. `ours int8` is the optional "
+        "`--precision int8` install (image tower only); its accuracy is the cosine between its "
+        "image embeddings and open_clip's on real photos.",
         "",
-        "| model | tower | batch | ours | open_clip (PyTorch) | ONNX Runtime "
-        "| open_clip / ours | ONNX Runtime / ours |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | tower | batch | ours | ours int8 | open_clip (PyTorch) | ONNX Runtime "
+        "| open_clip / ours | ONNX Runtime / ours | ONNX Runtime / ours int8 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
+        int8 = r.get("ours_int8")
+        int8_ms = f"{int8:.1f}" if int8 else "-"
+        int8_ratio = f"{r['onnxruntime'] / int8:.2f}x" if int8 else "-"
         lines.append(
-            f"| {r['model']} | {r['tower']} | {r['batch']} | {r['ours']:.1f} | "
+            f"| {r['model']} | {r['tower']} | {r['batch']} | {r['ours']:.1f} | {int8_ms} | "
             f"{r['open_clip']:.1f} | {r['onnxruntime']:.1f} | "
-            f"{r['open_clip'] / r['ours']:.2f}x | {r['onnxruntime'] / r['ours']:.2f}x |"
+            f"{r['open_clip'] / r['ours']:.2f}x | {r['onnxruntime'] / r['ours']:.2f}x | "
+            f"{int8_ratio} |"
+        )
+    lines.append("")
+    for model in dict.fromkeys(r["model"] for r in rows):
+        r = next(x for x in rows if x["model"] == model)
+        lines.append(
+            f"- {model} int8 image embeddings vs open_clip: cosine min {r['int8_cos_min']:.5f}, "
+            f"mean {r['int8_cos_mean']:.5f}"
         )
     section = "\n".join(lines) + "\n"
     start = text.find("## Encoders")

@@ -95,6 +95,7 @@ def install_model(
     *,
     as_name: str | None = None,
     quick_gelu: bool | None = None,
+    image_precision: str = "fp32",
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> Path:
@@ -114,6 +115,10 @@ def install_model(
     quick_gelu
         For an inferred architecture: whether it uses QuickGELU (OpenAI-trained weights do).
         Default False. A registry model fixes this itself.
+    image_precision
+        ``"fp32"`` (default, exactly the reference) or ``"int8"`` (the image tower's matrix
+        products on 8-bit weights: faster indexing, embeddings move slightly; see
+        ``bench/RESULTS.md``).
     progress
         Called as ``progress(stage, done, total)``. When given, ``huggingface_hub``'s own progress
         bars are not drawn; otherwise they are, as it decides (on a terminal).
@@ -132,7 +137,11 @@ def install_model(
         With a one-line message, for every failure a user can meet: unknown name, hub
         unreachable or offline, missing files, a broken or mismatched checkpoint, a full disk.
     """
+    if image_precision not in ("fp32", "int8"):
+        raise ClipsearchError(f"unknown precision {image_precision!r}; use fp32 or int8")
     target, spec = _resolve_target(name, from_file, as_name, quick_gelu)
+    if spec is not None:
+        spec = replace(spec, image_precision=image_precision)
     _check_cancel(cancel)
     if from_file is None:
         assert spec is not None
@@ -169,6 +178,7 @@ def install_model(
     _check_cancel(cancel)
     if spec is None:
         spec = _inferred_spec(target, state_dict, bool(quick_gelu), display_name)
+        spec = replace(spec, image_precision=image_precision)
         if _is_intact(models_dir() / target, spec, source):
             return _already_installed(target, progress)
     return _build(spec, state_dict, source, progress, cancel)
@@ -379,7 +389,7 @@ def _download(
 
 
 def _progress_bar_class(progress: ProgressCallback | None, cancel: threading.Event | None) -> type:
-    """A ``huggingface_hub`` tqdm class that reports bytes to ``progress`` and honours ``cancel``."""
+    """A ``huggingface_hub`` tqdm class reporting bytes to ``progress``, honouring ``cancel``."""
     from huggingface_hub.utils import tqdm as hub_tqdm
 
     class _ReportingBar(hub_tqdm):

@@ -26,6 +26,7 @@ import numpy as np
 
 MAGIC = 7767517
 FP16_TAG = 0x01306B47
+INT8_TAG = 0x000D4B38
 
 ParamValue = int | float | Sequence[int] | Sequence[float]
 
@@ -44,6 +45,13 @@ class _Layer:
     outputs: list[str]
     params: dict[int, ParamValue]
     weights: list[_Weight] = field(default_factory=list)
+
+
+def _stored_array(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype == np.int8:
+        return np.ascontiguousarray(array)
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _format_value(value: float) -> str:
@@ -69,12 +77,14 @@ class Graph:
     weight_storage
         ``"fp32"`` (default) or ``"fp16"``: how tagged weights (convolution, linear, attention
         projections) are stored in the ``.bin`` file. Biases and norms always stay float32.
+        Weights already quantized to ``int8`` are written as such, whatever this says.
     """
 
     def __init__(self, weight_storage: str = "fp32") -> None:
         if weight_storage not in ("fp32", "fp16"):
             raise ValueError(f"weight_storage must be fp32 or fp16, not {weight_storage!r}")
         self.weight_storage = weight_storage
+        self.quantize = False  # read by the converter: emit int8 Gemm/attention layers
         self._layers: list[_Layer] = []
         self._names: set[str] = set()
 
@@ -114,7 +124,7 @@ class Graph:
                 list(inputs),
                 outputs,
                 dict(params or {}),
-                [_Weight(np.ascontiguousarray(w, dtype=np.float32), t) for w, t in weights],
+                [_Weight(_stored_array(w), t) for w, t in weights],
             )
         )
         return outputs[0] if n_outputs == 1 else outputs
@@ -145,6 +155,10 @@ class Graph:
 
     def _weight_bytes(self, weight: _Weight) -> bytes:
         data = weight.data.ravel()
+        if data.dtype == np.int8:
+            raw = data.tobytes()
+            raw += b"\0" * (-len(raw) % 4)
+            return np.uint32(INT8_TAG).astype("<u4").tobytes() + raw
         if not weight.tagged:
             return data.astype("<f4").tobytes()
         if self.weight_storage == "fp16":

@@ -77,6 +77,7 @@ class ModelSpec:
     description: str = ""
     openclip_name: str | None = None
     openclip_pretrained: str | None = None
+    image_precision: str = "fp32"  # "fp32", or "int8" for the image tower's matrix products
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +96,7 @@ class ModelSpec:
             },
             "source": {"hub_repo": self.hub_repo, "files": list(self.hub_files)},
             "license": self.license,
+            "image_precision": self.image_precision,
         }
 
     @classmethod
@@ -117,6 +119,7 @@ class ModelSpec:
             description=data.get("description", ""),
             openclip_name=data.get("openclip_name"),
             openclip_pretrained=data.get("openclip_pretrained"),
+            image_precision=data.get("image_precision", "fp32"),
         )
 
 

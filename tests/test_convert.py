@@ -158,3 +158,24 @@ def test_no_vulkan_messages_reach_the_terminal(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "gpus" in result.stdout
     assert "vulkan" not in (result.stderr + result.stdout).lower()
+
+
+def test_int8_image_tower_is_close_and_smaller(tmp_path):
+    """int8 matrix products: embeddings stay close to the reference, weights shrink."""
+    arch = TINY_VIT
+    model = make_reference(arch, seed=3)
+    sd = reference_state_dict(model)
+    (tmp_path / "fp32").mkdir()
+    (tmp_path / "int8").mkdir()
+    convert_checkpoint(sd, _spec(arch), tmp_path / "fp32")
+    convert_checkpoint(sd, _spec(arch), tmp_path / "int8", image_precision="int8")
+    assert "18=8" in (tmp_path / "int8" / "visual.param").read_text()
+    assert "18=8" not in (tmp_path / "int8" / "text.param").read_text()
+    size = (tmp_path / "int8" / "visual.bin").stat().st_size
+    assert size < 0.7 * (tmp_path / "fp32" / "visual.bin").stat().st_size
+    pixels = np.random.default_rng(1).standard_normal((3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.encode_image(torch.from_numpy(pixels)[None]).numpy()[0]
+    ours = _run_visual(tmp_path / "int8", pixels)
+    cosine = ours @ expected / np.linalg.norm(ours) / np.linalg.norm(expected)
+    assert 0.99 < cosine < 0.999999
