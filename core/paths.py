@@ -36,7 +36,9 @@ def cache_dir() -> Path:
 def config_dir() -> Path:
     """Folder for the configuration file."""
     home = _home()
-    return home / "config" if home else Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+    return (
+        home / "config" if home else Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+    )
 
 
 def models_dir() -> Path:
