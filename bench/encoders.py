@@ -179,7 +179,8 @@ def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[
         for tower in ("image", "text"):
             ms = {
                 engine: 1000 * timings[(tower, engine)] / batch
-                for engine in ("ours", "open_clip", "onnxruntime")
+                for engine in ("ours", "ours_int8", "open_clip", "onnxruntime")
+                if (tower, engine) in timings
             }
             rows.append({"model": name, "tower": tower, "batch": batch, **ms, **accuracy})
             print(
