@@ -1,0 +1,445 @@
+"""Indexing: scan the album, update the library, and encode the photos that need it.
+
+:func:`index` is a pipeline in three parts:
+
+1. **Decode pool.** ``decoders`` threads read ahead of the encoder: each opens one photo with
+   :func:`core.preprocess.load_image` (a JPEG at a reduced DCT scale when the model allows draft
+   decoding; EXIF orientation applied), turns it into the model input, and from the same decoded
+   image writes the photo's thumbnail, so no screen ever has to decode an original.
+2. **Batched inference.** Decoded photos are gathered into batches of ``batch_size`` and encoded
+   with :meth:`core.encoder.ClipModel.encode_pixels` while the pool decodes the next ones.
+3. **One writer.** Each batch is committed in one transaction, embeddings together with the
+   ``indexed`` or ``failed`` status (:meth:`core.store.Library.save_batch`), so a crash or a
+   kill leaves every photo either fully indexed or still pending, and the next run resumes.
+
+A photo that cannot be read is recorded as ``failed`` with the reason and the run goes on; it is
+tried again only once its size or modification time changes. Setting ``cancel`` stops the run
+within one batch; what was committed stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from core import album
+from core.encoder import ClipModel
+from core.errors import ClipsearchError
+from core.preprocess import load_image
+from core.store import Library, PendingPhoto, SyncReport
+
+__all__ = [
+    "THUMBNAIL_FORMAT",
+    "THUMBNAIL_MAX_SIDE",
+    "IndexProgress",
+    "IndexSummary",
+    "index",
+    "save_thumbnail",
+]
+
+THUMBNAIL_MAX_SIDE = 256
+"""Longest side of a thumbnail, in pixels."""
+
+THUMBNAIL_FORMAT = "JPEG"
+"""Thumbnails are JPEG files named ``<content hash>.jpg``, quality :data:`THUMBNAIL_QUALITY`."""
+
+THUMBNAIL_QUALITY = 85
+DEFAULT_DECODERS = max(1, min(4, os.cpu_count() or 1))
+PROGRESS_INTERVAL_S = 0.1  # at most this often while scanning and reading capture times
+
+Stage = Literal["scanning", "reading", "encoding"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexProgress:
+    """How far an indexing run is.
+
+    Attributes
+    ----------
+    done
+        Photos handled (encoded or failed) so far in this run; during ``scanning`` the photos
+        found, during ``reading`` the new and changed photos read.
+    total
+        Photos this run will handle (0 while scanning, when it is not known yet).
+    rate_per_s
+        Photos handled per second since this stage began.
+    eta_s
+        Estimated seconds left in this stage; None when not known.
+    current
+        The last photo handled, if any.
+    errors
+        Photos that failed so far in this run.
+    stage
+        ``scanning`` the folders, ``reading`` new and changed photos (content hash, capture
+        time), or ``encoding``.
+    """
+
+    done: int
+    total: int
+    rate_per_s: float
+    eta_s: float | None
+    current: Path | None
+    errors: int
+    stage: Stage = "encoding"
+
+
+@dataclass(slots=True)
+class IndexSummary:
+    """What an indexing run did.
+
+    Attributes
+    ----------
+    indexed
+        Photos encoded in this run.
+    unchanged
+        Photos that were already known with the same size and modification time (indexed, or
+        failed earlier and not retried).
+    skipped
+        ``(path, reason)`` of files not indexed: unsupported formats, empty files, unreadable
+        folders, folders that are missing.
+    failed
+        ``(path, reason)`` of photos that could not be read in this run
+        (:meth:`core.store.Library.failures` lists all of them).
+    cancelled
+        True when the run was stopped before the end.
+    elapsed_s
+        Wall-clock seconds for the whole run.
+    new, changed, moved, copied, deleted
+        What the sync found (:class:`core.store.SyncReport`).
+    remaining
+        Photos still pending in the folders indexed: outside the date range, or left by a cancel.
+    """
+
+    indexed: int
+    unchanged: int
+    skipped: list[tuple[Path, str]]
+    failed: list[tuple[Path, str]]
+    cancelled: bool
+    elapsed_s: float
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    copied: int = 0
+    deleted: int = 0
+    remaining: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: paths as strings, ``skipped`` and ``failed`` as ``{"path", "reason"}``."""
+        return {
+            "indexed": self.indexed,
+            "unchanged": self.unchanged,
+            "new": self.new,
+            "changed": self.changed,
+            "moved": self.moved,
+            "copied": self.copied,
+            "deleted": self.deleted,
+            "remaining": self.remaining,
+            "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped],
+            "failed": [{"path": str(p), "reason": r} for p, r in self.failed],
+            "cancelled": self.cancelled,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+@dataclass(slots=True)
+class _Decoded:
+    """One photo after the decode pool: model input and thumbnail, or why it failed."""
+
+    photo: PendingPhoto
+    pixels: np.ndarray | None = None
+    thumbnail: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Run:
+    """Counters of one run, and the progress callback."""
+
+    progress: Callable[[IndexProgress], None] | None
+    indexed: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    last_report: float = 0.0
+
+    def report(
+        self,
+        stage: Stage,
+        done: int,
+        total: int,
+        started: float,
+        current: Path | None = None,
+        *,
+        force: bool = False,
+    ) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_report < PROGRESS_INTERVAL_S:
+            return
+        self.last_report = now
+        elapsed = now - started
+        rate = done / elapsed if elapsed > 0 and done else 0.0
+        eta = (total - done) / rate if rate > 0 and total else None
+        self.progress(IndexProgress(done, total, rate, eta, current, len(self.failed), stage))
+
+
+def save_thumbnail(image: Image.Image, folder: Path, name: str) -> str | None:
+    """Write a small copy of a decoded photo, unless a thumbnail of that name exists already.
+
+    Parameters
+    ----------
+    image
+        The decoded photo, already the right way up (as :func:`core.preprocess.load_image` gives
+        it). Shrunk in place.
+    folder
+        The thumbnail folder; created when missing.
+    name
+        The photo's content hash; the file is ``<name>.jpg``.
+
+    Returns
+    -------
+    str or None
+        The file name inside ``folder``, or None when it could not be written (the photo is
+        indexed anyway; the reason is logged).
+    """
+    file_name = f"{name}.jpg"
+    target = folder / file_name
+    if target.is_file():
+        return file_name
+    partial = folder / f".{file_name}.{os.getpid()}.{threading.get_ident()}.part"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        image.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE), Image.Resampling.BICUBIC, 2.0)
+        image.save(partial, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY)
+        os.replace(partial, target)
+    except (OSError, ValueError) as error:
+        log.warning("cannot write the thumbnail %s: %s", target, error)
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        return None
+    return file_name
+
+
+def _decode(photo: PendingPhoto, model: ClipModel, min_side: int | None, folder: Path) -> _Decoded:
+    """Decode one photo into the model input and its thumbnail; never raises."""
+    try:
+        image = load_image(photo.path, min_side=min_side)
+        pixels = model.preprocess(image)
+    except Exception as error:  # noqa: BLE001 - one bad photo must never stop the run
+        text = str(error) or type(error).__name__
+        if not isinstance(error, ClipsearchError):
+            text = f"cannot read {photo.path}: {text}"
+        return _Decoded(photo, error=text)
+    return _Decoded(photo, pixels, save_thumbnail(image, folder, photo.content_hash))
+
+
+def _encode(model: ClipModel, pixels: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """Embed a batch; when the batch fails, each photo alone, so only the bad ones fail.
+
+    Returns the ``[B, D] float32`` rows (zeros where a photo failed) and the error per photo
+    (empty text where it worked).
+    """
+    try:
+        return model.encode_pixels(np.stack(pixels)), [""] * len(pixels)
+    except ClipsearchError:
+        pass
+    rows, errors = [], []
+    for one in pixels:
+        try:
+            rows.append(model.encode_pixels(one[None])[0])
+            errors.append("")
+        except ClipsearchError as error:
+            rows.append(np.zeros(model.embed_dim, np.float32))
+            errors.append(str(error))
+    return np.stack(rows), errors
+
+
+def _pipeline(
+    library: Library,
+    model: ClipModel,
+    todo: Sequence[PendingPhoto],
+    run: _Run,
+    cancel: threading.Event,
+    batch_size: int,
+    decoders: int,
+) -> bool:
+    """Decode, encode and commit ``todo``; returns True when it was cancelled."""
+    min_side = 2 * model.spec.preprocess.size if model.draft else None
+    folder = library.thumbnail_dir
+    read_ahead = 2 * batch_size + decoders
+    pending: Iterator[PendingPhoto] = iter(todo)
+    queue: deque[Future[_Decoded]] = deque()
+    started = time.monotonic()
+    done = 0
+    run.report("encoding", 0, len(todo), started, force=True)
+
+    with ThreadPoolExecutor(decoders, thread_name_prefix="clipsearch-decode") as pool:
+
+        def fill() -> None:
+            while len(queue) < read_ahead and not cancel.is_set():
+                photo = next(pending, None)
+                if photo is None:
+                    return
+                queue.append(pool.submit(_decode, photo, model, min_side, folder))
+
+        try:
+            fill()
+            while queue and not cancel.is_set():
+                window: list[_Decoded] = []
+                while queue and len(window) < batch_size and not cancel.is_set():
+                    window.append(queue.popleft().result())
+                    fill()
+                if cancel.is_set():
+                    break
+                _commit(library, model, window, run)
+                done += len(window)
+                run.report("encoding", done, len(todo), started, window[-1].photo.path, force=True)
+        finally:
+            for future in queue:
+                future.cancel()
+    return cancel.is_set() and done < len(todo)
+
+
+def _commit(library: Library, model: ClipModel, window: list[_Decoded], run: _Run) -> None:
+    """Encode the decoded photos of one window and commit them with the failures."""
+    good = [item for item in window if item.pixels is not None]
+    failed = [(item.photo, item.error or "unreadable") for item in window if item.pixels is None]
+    ids: list[int] = []
+    thumbnails: list[str | None] = []
+    vectors = np.zeros((0, model.embed_dim), np.float32)
+    if good:
+        matrix, errors = _encode(model, [item.pixels for item in good if item.pixels is not None])
+        keep = [i for i, error in enumerate(errors) if not error]
+        failed.extend((good[i].photo, error) for i, error in enumerate(errors) if error)
+        ids = [good[i].photo.id for i in keep]
+        thumbnails = [good[i].thumbnail for i in keep]
+        vectors = matrix[keep]
+    library.save_batch(
+        model.name, ids, vectors, thumbnails, [(photo.id, error) for photo, error in failed]
+    )
+    run.indexed += len(ids)
+    run.failed.extend((photo.path, error) for photo, error in failed)
+
+
+def _split_roots(folders: Sequence[Path]) -> tuple[list[Path], list[album.Skipped]]:
+    present, missing = [], []
+    for folder in folders:
+        if folder.is_dir():
+            present.append(folder)
+        else:
+            missing.append(album.Skipped(folder, "folder not found"))
+    return present, missing
+
+
+def index(
+    library: Library,
+    model: ClipModel,
+    roots: Sequence[Path | str] | None = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    progress: Callable[[IndexProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    batch_size: int = 16,
+    decoders: int | None = None,
+) -> IndexSummary:
+    """Scan album folders, update the library, and encode the photos that need it.
+
+    Parameters
+    ----------
+    library
+        The library to update. The run holds its indexing lock throughout.
+    model
+        The model to encode with; must be the library's model (:attr:`Library.model_name`),
+        or the library must be new.
+    roots
+        Album folders to index; they are added to the library's roots. Default: every root of
+        the library. A root that is missing (an unplugged drive) is reported in ``skipped`` and
+        its photos are kept.
+    since, until
+        Encode only pending photos whose wall-clock capture time is in ``[since, until)``; the
+        others stay pending (the scan and the timeline still cover every photo).
+    progress
+        Called from this thread with an :class:`IndexProgress` after every batch (and at most
+        every 0.1 s while scanning and reading).
+    cancel
+        When set, the run stops within one batch; committed batches stay.
+    batch_size
+        Photos per encoder call and per transaction.
+    decoders
+        Threads in the decode pool (default: the CPU count, at most 4).
+
+    Returns
+    -------
+    IndexSummary
+
+    Raises
+    ------
+    core.store.LibraryBusyError
+        Another process is indexing this library.
+    core.store.ModelMismatchError
+        The library was indexed with another model.
+    ClipsearchError
+        No album folders are known, or the library cannot be written.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    started = time.monotonic()
+    cancel = cancel or threading.Event()
+    workers = max(1, decoders or DEFAULT_DECODERS)
+    run = _Run(progress)
+    with library.indexing_lock():
+        library.use_model(model.name, model.embed_dim)
+        folders = library.add_roots(roots) if roots else library.roots()
+        if not folders:
+            raise ClipsearchError(
+                "no photo folders to index: give one (clipsearch-tui index FOLDER)"
+            )
+        present, missing = _split_roots(folders)
+        scan_start = time.monotonic()
+        scan = album.scan(
+            present,
+            cancel=cancel,
+            progress=lambda found: run.report("scanning", found, 0, scan_start),
+        )
+        scan.errors.extend(missing)
+        read_start = time.monotonic()
+        synced: SyncReport = library.sync(
+            scan,
+            roots=folders,
+            cancel=cancel,
+            progress=lambda done, total: run.report("reading", done, total, read_start),
+        )
+        cancelled = synced.cancelled
+        if not cancelled:
+            todo = library.pending(since=since, until=until, roots=folders)
+            cancelled = _pipeline(library, model, todo, run, cancel, batch_size, workers)
+        remaining = len(library.pending(roots=folders))
+    return IndexSummary(
+        indexed=run.indexed,
+        unchanged=synced.unchanged,
+        skipped=synced.skipped,
+        failed=run.failed,
+        cancelled=cancelled,
+        elapsed_s=time.monotonic() - started,
+        new=synced.new,
+        changed=synced.changed,
+        moved=synced.moved,
+        copied=synced.copied,
+        deleted=synced.deleted,
+        remaining=remaining,
+    )

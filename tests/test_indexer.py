@@ -1,0 +1,422 @@
+"""Tests for core.indexer: indexing a real album end to end with a tiny model."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import album as album_mod
+from core import indexer
+from core.encoder import ClipModel
+from core.errors import ClipsearchError
+from core.indexer import IndexProgress, index
+from core.preprocess import load_image
+from core.store import Library, LibraryBusyError, ModelMismatchError
+from tests.conftest import BROKEN_PHOTOS, SKIPPED_FILES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _listing(root: Path) -> dict[str, tuple[str, int, int]]:
+    """Every file under ``root``: its SHA-256, mode and modification time."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.stat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        out[path.relative_to(root).as_posix()] = (digest, st.st_mode, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def library(clipsearch_home: Path) -> Iterator[Library]:
+    with Library.open() as opened:
+        yield opened
+
+
+class _Recorder:
+    """Counts the photos a model encodes and the files the indexer decodes."""
+
+    def __init__(self, model: ClipModel, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.encoded = 0
+        self.decoded: list[Path] = []
+        encode = model.encode_pixels
+
+        def counting_encode(pixels: np.ndarray) -> np.ndarray:
+            self.encoded += len(pixels)
+            return encode(pixels)
+
+        def recording_load(path: Path, **kwargs: Any) -> Image.Image:
+            self.decoded.append(Path(path))
+            return load_image(path, **kwargs)
+
+        monkeypatch.setattr(model, "encode_pixels", counting_encode)
+        monkeypatch.setattr(indexer, "load_image", recording_load)
+
+    def reset(self) -> None:
+        self.encoded = 0
+        self.decoded.clear()
+
+
+def test_every_file_is_indexed_or_recorded_and_the_album_is_untouched(
+    library: Library, tiny_model: ClipModel, album: Path
+) -> None:
+    before = _listing(album)
+    reports: list[IndexProgress] = []
+    summary = index(library, tiny_model, [album], progress=reports.append, batch_size=4)
+    assert _listing(album) == before
+
+    scanned = album_mod.scan([album])
+    indexed = {r.path for r in library.records(library.vectors(tiny_model.name)[0])}
+    failed = {r.path for r in library.failures()}
+    skipped = {path for path, _ in library.skipped()}
+    assert failed == {album / name for name in BROKEN_PHOTOS}
+    assert skipped == {album / name for name in SKIPPED_FILES}
+    assert indexed | failed == {entry.path for entry in scanned.files}
+    assert not indexed & failed
+    assert all(r.error and str(r.path) in r.error for r in library.failures())
+    assert summary.indexed == len(indexed) and not summary.cancelled
+    assert {p for p, _ in summary.failed} == failed
+    assert {p for p, _ in summary.skipped} == skipped
+    assert summary.remaining == 0 and summary.new == len(scanned.files)
+    assert summary.to_dict()["failed"][0].keys() == {"path", "reason"}
+
+    encoding = [r for r in reports if r.stage == "encoding"]
+    assert encoding[0].done == 0 and encoding[-1].done == encoding[-1].total == len(scanned.files)
+    assert [r.done for r in encoding] == sorted(r.done for r in encoding)
+    assert all(r.rate_per_s > 0 for r in encoding[1:])
+    assert encoding[-1].errors == len(BROKEN_PHOTOS) and encoding[-1].eta_s == 0
+    assert encoding[-1].current is not None
+
+
+def test_indexed_vectors_match_the_model_and_thumbnails_are_small_and_upright(
+    library: Library, tiny_model: ClipModel, album: Path
+) -> None:
+    index(library, tiny_model, [album], batch_size=5, decoders=2)
+    for name in ("jpg/gps/DSCN0010.jpg", "heic/mobile/iphone_13_pro_max.HEIC", "tiff/BSG1.tiff"):
+        record = library.record_for_path(album / name)
+        assert record is not None and record.status == "indexed"
+        stored = library.vector_for(record.id, tiny_model.name)
+        assert stored is not None
+        expected = tiny_model.encode_images([album / name])[0]
+        assert float(stored @ expected) > 0.9999
+
+    records = library.records(library.vectors(tiny_model.name)[0])
+    assert records and all(r.thumbnail is not None for r in records)
+    for record in records:
+        assert record.thumbnail is not None and record.thumbnail.parent == library.thumbnail_dir
+        with Image.open(record.thumbnail) as thumb:
+            assert max(thumb.size) <= indexer.THUMBNAIL_MAX_SIDE
+            assert thumb.format == "JPEG"
+
+    def pixels(name: str) -> np.ndarray:
+        """The thumbnail in grey at 64x48, standardised to mean 0 and deviation 1."""
+        record = library.record_for_path(album / "jpg/orientation" / name)
+        assert record is not None and record.thumbnail is not None
+        with Image.open(record.thumbnail) as thumb:
+            grey = np.asarray(thumb.convert("L").resize((64, 48)), dtype=np.float32)
+        return (grey - grey.mean()) / grey.std()
+
+    # the eight orientation samples show one scene; exposure differs a little between them
+    upright = pixels("landscape_1.jpg")
+    for name in ("landscape_3.jpg", "landscape_6.jpg", "landscape_8.jpg"):
+        thumb = pixels(name)
+        assert np.mean(thumb * upright) > 0.95, name
+        assert np.mean(thumb[:, ::-1] * upright) < 0.7, name  # a mirrored one would fail
+    portrait = library.record_for_path(album / "jpg/orientation/portrait_6.jpg")
+    assert portrait is not None and portrait.thumbnail is not None
+    with Image.open(portrait.thumbnail) as thumb:
+        assert thumb.height > thumb.width
+
+
+def test_rescans_encode_only_what_changed(
+    library: Library,
+    tiny_model: ClipModel,
+    album: Path,
+    album_writable: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder = _Recorder(tiny_model, monkeypatch)
+    first = index(library, tiny_model, [album])
+    photos = first.indexed + len(first.failed)
+    assert recorder.encoded == first.indexed and len(recorder.decoded) == photos
+
+    exif_reads: list[Path] = []
+    read_capture_time = album_mod.read_capture_time
+    monkeypatch.setattr(
+        album_mod,
+        "read_capture_time",
+        lambda path, mtime_ns=None: (
+            exif_reads.append(Path(path)) or read_capture_time(path, mtime_ns)
+        ),
+    )
+    recorder.reset()
+    again = index(library, tiny_model)
+    assert (again.indexed, again.unchanged, again.failed) == (0, photos, [])
+    assert recorder.encoded == 0 and recorder.decoded == [] and exif_reads == []
+
+    touched = album / "jpg/gps/DSCN0012.jpg"
+    renamed_from, renamed_to = album / "jpg/Nikon_D70.jpg", album / "jpg/nikon-renamed.jpg"
+    deleted = album / "tiff/Arbitro.tiff"
+    broken = album / BROKEN_PHOTOS[0]
+    old = library.record_for_path(renamed_from)
+    assert old is not None
+    old_vector = library.vector_for(old.id, tiny_model.name)
+    with album_writable(album):
+        os.utime(touched, ns=(time.time_ns(), time.time_ns()))
+        os.rename(renamed_from, renamed_to)
+        deleted.unlink()
+        os.utime(broken, ns=(time.time_ns(), time.time_ns()))
+
+    recorder.reset()
+    exif_reads.clear()
+    changed = index(library, tiny_model)
+    assert recorder.encoded == 1 and changed.indexed == 1
+    assert sorted(recorder.decoded) == sorted([touched, broken])
+    assert (changed.changed, changed.moved, changed.deleted) == (2, 1, 1)
+    assert [p for p, _ in changed.failed] == [broken]
+    assert sorted(exif_reads) == sorted([touched, broken])
+
+    moved = library.record_for_path(renamed_to)
+    assert moved is not None and moved.id == old.id and moved.status == "indexed"
+    np.testing.assert_array_equal(library.vector_for(moved.id, tiny_model.name), old_vector)
+    assert library.record_for_path(deleted) is None
+    assert library.stats()["photos"] == photos - 1
+
+
+def test_a_failing_batch_only_fails_its_bad_photo(
+    library: Library, tiny_model: ClipModel, album: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poison = tiny_model.preprocess(album / "jpg/gps/DSCN0010.jpg")
+    encode = tiny_model.encode_pixels
+
+    def picky(pixels: np.ndarray) -> np.ndarray:
+        if any(np.array_equal(p, poison) for p in pixels):
+            raise ClipsearchError("ncnn failed to encode an image (code -100)")
+        return encode(pixels)
+
+    monkeypatch.setattr(tiny_model, "encode_pixels", picky)
+    summary = index(library, tiny_model, [album], batch_size=4)
+    failed = dict(summary.failed)
+    assert failed[album / "jpg/gps/DSCN0010.jpg"] == "ncnn failed to encode an image (code -100)"
+    assert len(failed) == len(BROKEN_PHOTOS) + 1
+    assert summary.indexed == len(album_mod.scan([album]).files) - len(failed)
+
+
+def test_date_range_encodes_only_photos_taken_then(
+    library: Library, tiny_model: ClipModel, album: Path
+) -> None:
+    summary = index(
+        library, tiny_model, [album], since=datetime(2008, 1, 1), until=datetime(2009, 1, 1)
+    )
+    indexed = {r.path.name for r in library.records(library.vectors(tiny_model.name)[0])}
+    assert indexed == {"Canon_40D.jpg", "Nikon_D70.jpg", "DSCN0010.jpg", "DSCN0012.jpg"}
+    assert summary.failed == [(album / "broken/truncated.jpg", summary.failed[0][1])]
+    assert summary.remaining == library.stats()["pending"] > 0
+    timeline = library.timeline()
+    assert timeline.relative[-1].count == library.stats()["photos"]
+
+
+def test_cancel_stops_within_a_batch_and_the_next_run_resumes(
+    library: Library, tiny_model: ClipModel, album: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cancel = threading.Event()
+    recorder = _Recorder(tiny_model, monkeypatch)
+
+    def progress(report: IndexProgress) -> None:
+        if report.stage == "encoding" and report.done >= 3:
+            cancel.set()
+
+    summary = index(library, tiny_model, [album], progress=progress, cancel=cancel, batch_size=3)
+    assert summary.cancelled
+    handled = summary.indexed + len(summary.failed)
+    assert handled == 3 and recorder.encoded == summary.indexed
+    assert summary.remaining == library.stats()["pending"] == summary.new - 3
+
+    recorder.reset()
+    rest = index(library, tiny_model, batch_size=3)
+    assert not rest.cancelled and rest.remaining == 0
+    assert rest.indexed + len(rest.failed) == summary.new - 3
+    assert len(recorder.decoded) == summary.new - 3
+
+
+def test_a_library_of_another_model_is_refused(
+    library: Library, tiny_model: ClipModel, album: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library.add_roots([album])
+    library.use_model("other-model", tiny_model.embed_dim)
+    with pytest.raises(ModelMismatchError, match="indexed with model 'other-model'"):
+        index(library, tiny_model)
+    with (
+        Library.open(library.path.with_name("empty.sqlite")) as empty,
+        pytest.raises(ClipsearchError, match="no photo folders"),
+    ):
+        index(empty, tiny_model)
+
+
+def test_a_missing_root_is_reported_and_its_photos_kept(
+    library: Library, tiny_model: ClipModel, album: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "usb-drive"
+    other.mkdir()
+    (other / "photo.jpg").write_bytes((album / "jpg/Canon_40D.jpg").read_bytes())
+    index(library, tiny_model, [album, other])
+    other.joinpath("photo.jpg").unlink()
+    other.rmdir()
+    summary = index(library, tiny_model)
+    assert (other, "folder not found") in summary.skipped
+    assert summary.deleted == 0
+    assert library.record_for_path(other / "photo.jpg") is not None
+
+
+# --------------------------------------------------------------------------------------------
+# several processes
+
+
+def _child_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ, CLIPSEARCH_HOME=str(home), PYTHONPATH=str(REPO))
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+def test_a_second_indexer_gets_library_busy(
+    library: Library, tiny_model: ClipModel, album: Path, clipsearch_home: Path
+) -> None:
+    index(library, tiny_model, [album])
+    holder = textwrap.dedent(
+        """
+        import sys
+        from core.store import Library
+        with Library.open() as library, library.indexing_lock():
+            print("locked", flush=True)
+            sys.stdin.read()
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", holder],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=_child_env(clipsearch_home),
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+        with pytest.raises(LibraryBusyError, match="another clipsearch-tui process is indexing"):
+            index(library, tiny_model)
+        ids, matrix = library.vectors(tiny_model.name)  # reading goes on
+        assert len(ids) == len(matrix) > 0
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert index(library, tiny_model).unchanged == len(ids) + len(library.failures())
+
+
+_KILLED_INDEXER = """
+import sys, time
+from pathlib import Path
+from core import indexer
+from core.encoder import ClipModel
+from core.store import Library
+
+db, model_dir, album, log = sys.argv[1:5]
+model = ClipModel(model_dir, threads=1, verify=False)
+encode, load = model.encode_pixels, indexer.load_image
+
+def slow_encode(pixels):
+    time.sleep(0.12)
+    return encode(pixels)
+
+def logged_load(path, **kwargs):
+    with open(log, "a") as out:
+        out.write(f"{path}\\n")
+    return load(path, **kwargs)
+
+model.encode_pixels = slow_encode
+indexer.load_image = logged_load
+with Library.open(Path(db)) as library:
+    indexer.index(library, model, [album], batch_size=2, decoders=1)
+print("finished", flush=True)
+"""
+
+
+def _committed(db: Path) -> set[str]:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            rows = conn.execute("SELECT path FROM photos WHERE status != 'pending'").fetchall()
+    except sqlite3.Error:
+        return set()
+    return {path for (path,) in rows}
+
+
+def _check_consistent(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        lost = conn.execute(
+            "SELECT count(*) FROM photos AS p LEFT JOIN embeddings AS e ON e.photo_id = p.id "
+            "WHERE p.status = 'indexed' AND e.photo_id IS NULL"
+        ).fetchone()[0]
+        stray = conn.execute(
+            "SELECT count(*) FROM embeddings AS e LEFT JOIN photos AS p ON p.id = e.photo_id "
+            "WHERE p.id IS NULL OR p.status != 'indexed'"
+        ).fetchone()[0]
+    assert (lost, stray) == (0, 0)
+
+
+def test_killed_indexing_leaves_a_consistent_library_that_resumes(
+    tiny_model: ClipModel,
+    album: Path,
+    clipsearch_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = tmp_path / "killed.sqlite"
+    log = tmp_path / "decoded.log"
+    committed: set[str] = set()
+    for batches in (1, 3, 5):
+        before = set(committed)
+        log.write_text("")
+        child = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_INDEXER, str(db), str(tiny_model.model_dir), str(album)]
+            + [str(log)],
+            env=_child_env(clipsearch_home),
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while len(_committed(db)) < 2 * batches and time.monotonic() < deadline:
+            assert child.poll() is None, "the indexer finished before it was killed"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        assert child.returncode == -signal.SIGKILL
+        _check_consistent(db)
+        committed = _committed(db)
+        assert len(committed) >= 2 * batches and before <= committed
+        decoded = set(log.read_text().split())
+        assert not decoded & before, "a committed photo was decoded again"
+
+    recorder = _Recorder(tiny_model, monkeypatch)
+    with Library.open(db) as library:
+        pending = {p.path for p in library.pending()}
+        summary = index(library, tiny_model)
+        assert set(recorder.decoded) == pending
+        assert not pending & {Path(p) for p in committed}
+        assert summary.remaining == 0 and not summary.cancelled
+        stats = library.stats()
+        assert stats["pending"] == 0
+        assert stats["indexed"] + stats["failed"] == len(album_mod.scan([album]).files)
+    _check_consistent(db)

@@ -1,0 +1,364 @@
+"""Tests for core.store: the library database, sync with the album, vectors for a search."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core import album as album_mod
+from core import store
+from core.store import Library, LibraryBusyError, LibraryError, ModelMismatchError
+
+DIM = 8
+
+
+def _unit_rows(n: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _synced(library: Library, root: Path) -> store.SyncReport:
+    library.add_roots([root])
+    return library.sync(album_mod.scan([root]))
+
+
+def _index_all(library: Library, model: str = "fake") -> dict[int, np.ndarray]:
+    """Mark every pending photo indexed with a made-up vector, as the indexer would."""
+    library.use_model(model, DIM)
+    todo = library.pending()
+    vectors = _unit_rows(len(todo), seed=len(todo))
+    with library.indexing_lock():
+        library.save_batch(model, [p.id for p in todo], vectors, [None] * len(todo))
+    return {p.id: v for p, v in zip(todo, vectors, strict=True)}
+
+
+class _Counter:
+    """Wraps a function and counts its calls."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.function(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# opening, schema, migrations
+
+
+def test_open_creates_a_wal_database_in_the_data_folder(clipsearch_home: Path) -> None:
+    with Library.open() as library:
+        assert library.path == clipsearch_home / "data" / "library.sqlite"
+        assert library.thumbnail_dir == clipsearch_home / "cache" / "thumbnails"
+        assert library.stats()["schema_version"] == store.SCHEMA_VERSION
+        assert library.model_name is None
+        assert library.roots() == []
+    db = sqlite3.connect(clipsearch_home / "data" / "library.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA page_size").fetchone()[0] == store.PAGE_SIZE
+    assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+
+
+def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    store.MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    db.execute(
+        "INSERT INTO photos (path, size, mtime_ns, content_hash, wall, status) "
+        "VALUES ('/a.jpg', 1, 2, 'h', '2020-01-01T00:00:00.000000', 'pending')"
+    )
+    db.commit()
+    db.close()
+
+    with Library.open(path) as library:
+        assert library.stats()["schema_version"] == store.SCHEMA_VERSION == 2
+        assert library.record_for_path("/a.jpg") is not None
+        assert [p.path for p in library.pending(since=datetime(2019, 1, 1))] == [Path("/a.jpg")]
+    db = sqlite3.connect(path)
+    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"photos_wall", "photos_status", "photos_hash"} <= indexes
+
+
+def test_a_newer_or_foreign_database_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.sqlite"
+    db = sqlite3.connect(newer)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(LibraryError, match="newer version of clipsearch-tui"):
+        Library.open(newer)
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(LibraryError, match="cannot open the library"):
+        Library.open(garbage)
+
+
+# --------------------------------------------------------------------------------------------
+# content hash
+
+
+def test_content_hash_reads_both_ends_only(tmp_path: Path) -> None:
+    big = bytearray(os.urandom(5 * store.HASH_CHUNK))
+    path = tmp_path / "big.bin"
+    path.write_bytes(big)
+    original = store.content_hash(path)
+    big[2 * store.HASH_CHUNK] ^= 0xFF  # the middle is not read
+    path.write_bytes(big)
+    assert store.content_hash(path) == original
+    big[-1] ^= 0xFF
+    path.write_bytes(big)
+    assert store.content_hash(path) != original
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"abc")
+    assert store.content_hash(small, 3) != store.content_hash(path)
+
+
+# --------------------------------------------------------------------------------------------
+# sync
+
+
+def test_sync_adds_every_photo_and_records_skipped_files(tmp_path: Path, album: Path) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        report = _synced(library, album)
+        scan = album_mod.scan([album])
+        assert report.new == len(scan.files) and report.unchanged == 0
+        assert {r for _, r in library.skipped()} == {"empty file", album_mod.RAW_REASON}
+        stats = library.stats()
+        assert stats["photos"] == stats["pending"] == len(scan.files)
+        record = library.record_for_path(album / "jpg/gps/DSCN0010.jpg")
+        assert record is not None
+        assert record.taken_at == datetime(2008, 10, 22, 16, 28, 39)
+        assert record.time_source == "DateTimeOriginal"
+        assert (record.width, record.height) == (640, 480)
+        portrait = library.record_for_path(album / "jpg/orientation/portrait_6.jpg")
+        assert portrait is not None and portrait.height > portrait.width
+
+
+def test_rescan_of_an_unchanged_album_reads_no_file(
+    tmp_path: Path, album: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        _synced(library, album)
+        exif, hashes = _Counter(album_mod.read_capture_time), _Counter(store.content_hash)
+        monkeypatch.setattr(album_mod, "read_capture_time", exif)
+        monkeypatch.setattr(store, "content_hash", hashes)
+        report = library.sync(album_mod.scan([album]))
+        assert report.unchanged == library.stats()["photos"]
+        assert (report.new, report.changed, report.moved, report.deleted) == (0, 0, 0, 0)
+        assert exif.calls == hashes.calls == 0
+
+
+def test_sync_tells_changed_moved_copied_and_deleted_photos(
+    tmp_path: Path, album: Path, album_writable: Callable[..., Any]
+) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        _synced(library, album)
+        vectors = _index_all(library)
+        gps = album / "jpg/gps"
+        moved_from, moved_to = gps / "DSCN0010.jpg", album / "renamed/trip.jpg"
+        touched, deleted = gps / "DSCN0012.jpg", album / "jpg/Canon_40D.jpg"
+        copied = album / "copy-of-landscape.jpg"
+        old = library.record_for_path(moved_from)
+        victim = library.record_for_path(deleted)
+        assert old is not None and victim is not None
+        with album_writable(album):
+            moved_to.parent.mkdir()
+            os.rename(moved_from, moved_to)
+            os.utime(touched, ns=(time.time_ns(), time.time_ns()))
+            deleted.unlink()
+            copied.write_bytes((album / "jpg/orientation/landscape_1.jpg").read_bytes())
+
+        report = library.sync(album_mod.scan([album]))
+        assert (report.moved, report.changed, report.deleted, report.copied) == (1, 1, 1, 1)
+        assert report.new == 0
+
+        moved = library.record_for_path(moved_to)
+        assert moved is not None and moved.id == old.id and moved.status == "indexed"
+        assert moved.taken_at == old.taken_at
+        np.testing.assert_array_equal(library.vector_for(moved.id, "fake"), vectors[old.id])
+        assert library.record_for_path(moved_from) is None
+
+        changed = library.record_for_path(touched)
+        assert changed is not None and changed.status == "pending"
+        assert library.vector_for(changed.id, "fake") is None
+
+        assert library.record_for_path(deleted) is None
+        assert library.records([victim.id]) == []
+
+        twin = library.record_for_path(copied)
+        original = library.record_for_path(album / "jpg/orientation/landscape_1.jpg")
+        assert twin is not None and original is not None and twin.status == "indexed"
+        np.testing.assert_array_equal(
+            library.vector_for(twin.id, "fake"), library.vector_for(original.id, "fake")
+        )
+        assert [p.path for p in library.pending()] == [touched]
+
+
+def test_photos_are_kept_when_the_scan_was_cancelled_or_their_folder_failed(
+    tmp_path: Path, album: Path
+) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        _synced(library, album)
+        count = library.stats()["photos"]
+
+        cancelled = album_mod.ScanResult(cancelled=True)
+        report = library.sync(cancelled)
+        assert report.cancelled and report.deleted == 0 and report.kept == count
+
+        gps = album / "jpg/gps"
+        partial = album_mod.scan([album])
+        partial.files = [f for f in partial.files if gps not in f.path.parents]
+        partial.errors = [album_mod.Skipped(gps, "Permission denied")]
+        report = library.sync(partial)
+        assert report.deleted == 0 and report.kept == 2
+        assert library.stats()["photos"] == count
+        assert (gps, "Permission denied") in library.skipped()
+
+        report = library.sync(album_mod.ScanResult(), roots=[album / "tiff"])
+        assert report.deleted == 3
+        assert library.stats()["photos"] == count - 3
+
+
+def test_cancel_during_sync_keeps_what_was_read(
+    tmp_path: Path, album: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "SYNC_CHUNK", 5)
+    cancel = threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if done >= 5:
+            cancel.set()
+
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        library.add_roots([album])
+        scan = album_mod.scan([album])
+        report = library.sync(scan, cancel=cancel, progress=progress)
+        assert report.cancelled and report.new == 5 and report.deleted == 0
+        assert seen[0] == (0, len(scan.files)) and seen[-1] == (5, len(scan.files))
+        assert library.sync(album_mod.scan([album])).new == len(scan.files) - 5
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def test_vectors_come_as_one_normalised_matrix_filtered_by_date_and_folder(
+    tmp_path: Path, album: Path
+) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        _synced(library, album)
+        vectors = _index_all(library)
+        ids, matrix = library.vectors("fake")
+        assert ids.dtype == np.int64 and matrix.dtype == np.float32
+        assert matrix.flags["C_CONTIGUOUS"] and matrix.flags["WRITEABLE"]
+        assert list(ids) == sorted(vectors)
+        np.testing.assert_array_equal(matrix, np.stack([vectors[i] for i in ids]))
+        np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-6)
+
+        ids, _ = library.vectors("fake", folder=album / "jpg/gps")
+        assert {r.path.name for r in library.records(ids)} == {"DSCN0010.jpg", "DSCN0012.jpg"}
+        ids, _ = library.vectors("fake", folder=album / "jpg/gp")  # not a prefix match
+        assert len(ids) == 0
+
+        since, until = datetime(2008, 10, 22, 16, 29), datetime(2008, 10, 22, 16, 30)
+        ids, part = library.vectors("fake", since=since, until=until)
+        assert [r.path.name for r in library.records(ids)] == ["DSCN0012.jpg"]
+        assert part.shape == (1, DIM)
+
+        all_ids, _ = library.vectors("fake")
+        records = library.records([int(all_ids[2]), 10**9, int(all_ids[0])])
+        assert [r.id for r in records] == [all_ids[2], all_ids[0]]
+
+        with pytest.raises(ModelMismatchError, match="indexed with model 'fake'"):
+            library.vectors("other")
+        assert library.vector_for(int(all_ids[0]), "other") is None
+
+
+def test_empty_library_gives_empty_arrays(tmp_path: Path) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        ids, matrix = library.vectors("any")
+        assert ids.shape == (0,) and matrix.shape == (0, 0)
+        library.use_model("m", DIM)
+        assert library.vectors("m")[1].shape == (0, DIM)
+
+
+def test_failures_timeline_and_stats(tmp_path: Path, album: Path) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        _synced(library, album)
+        library.use_model("fake", DIM)
+        todo = library.pending()
+        bad, good = todo[0], todo[1:]
+        with library.indexing_lock():
+            library.save_batch(
+                "fake",
+                [p.id for p in good],
+                _unit_rows(len(good)),
+                [None] * len(good),
+                [(bad.id, "cannot read it: broken")],
+            )
+        failures = library.failures()
+        assert [(f.path, f.error, f.status) for f in failures] == [
+            (bad.path, "cannot read it: broken", "failed")
+        ]
+        stats = library.stats()
+        assert stats["indexed"] == len(good) and stats["failed"] == 1 and stats["pending"] == 0
+        assert stats["model"] == "fake" and stats["embed_dim"] == DIM
+
+        timeline = library.timeline(now=datetime(2030, 1, 1))
+        everything = timeline.find("all")
+        assert everything is not None
+        assert (everything.count, everything.indexed) == (len(todo), len(good))
+        day = timeline.find("2008-10-22")  # two GPS photos and the truncated copy of a third
+        assert day is not None and day.count == day.indexed == 3
+
+
+# --------------------------------------------------------------------------------------------
+# models and locking
+
+
+def test_another_model_needs_an_explicit_reindex(tmp_path: Path, album: Path) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        _synced(library, album)
+        _index_all(library, "first")
+        with pytest.raises(ModelMismatchError, match="use --model first"):
+            library.use_model("second", DIM)
+        library.use_model("second", 4, replace=True)
+        stats = library.stats()
+        assert stats["indexed"] == 0 and stats["pending"] == stats["photos"]
+        assert library.model_name == "second" and library.vectors("second")[1].shape == (0, 4)
+
+
+def test_one_writer_at_a_time_and_readers_never_wait(tmp_path: Path, album: Path) -> None:
+    path = tmp_path / "lib.sqlite"
+    with Library.open(path) as first, Library.open(path) as second:
+        _synced(first, album)
+        _index_all(first)
+        with first.indexing_lock():
+            with pytest.raises(LibraryBusyError, match="another clipsearch-tui process"):
+                second.sync(album_mod.scan([album]))
+            with pytest.raises(RuntimeError, match="indexing_lock"):
+                second.save_batch("fake", [], np.zeros((0, DIM), np.float32), [])
+        second.sync(album_mod.scan([album]))  # free again
+
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("DELETE FROM embeddings")
+        started = time.monotonic()
+        ids, matrix = second.vectors("fake")
+        assert time.monotonic() - started < 1.0
+        assert len(ids) == len(matrix) == second.stats()["indexed"] > 0
+        writer.execute("ROLLBACK")
+        writer.close()
