@@ -307,9 +307,14 @@ def _search(args: argparse.Namespace) -> int:
         with _load_model(args.model or library.model_name, verify=False) as model:
             if args.similar is not None:
                 hits = similar(
-                    library, model, args.similar, top=args.top, since=since, until=until,
+                    library,
+                    model,
+                    args.similar,
+                    top=args.top,
+                    since=since,
+                    until=until,
                     folder=folder,
-                )  # fmt: skip
+                )
             else:
                 hits = search(
                     library, model, text, top=args.top, since=since, until=until, folder=folder
@@ -381,7 +386,7 @@ def _timeline(args: argparse.Namespace) -> int:
         if i == len(timeline.relative):
             print()
         name = (indent + bucket.label).ljust(width)
-        photos = "photo " if bucket.count == 1 else "photos"
+        photos = "photo" if bucket.count == 1 else "photos"
         _print_line(f"{name}  {bucket.count:>{digits}} {photos}, {bucket.indexed} indexed", tty)
     return 0
 

@@ -1,0 +1,432 @@
+"""The index, search, describe and timeline commands, end to end with a tiny model."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import cli
+from core.album import wall_time
+from core.encoder import ClipModel
+from core.indexer import IndexProgress
+from core.store import Library
+from tests.conftest import ALBUM_PHOTOS, BROKEN_PHOTOS, SKIPPED_FILES
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = Path("/work/shared/photos/exif-samples/jpg")
+PHOTOS = {
+    "trips": ("gps/DSCN0010.jpg", "gps/DSCN0029.jpg", "Canon_40D.jpg", "Nikon_D70.jpg"),
+    "home": ("orientation/landscape_3.jpg", "Fujifilm_FinePix_E500.jpg", "hdr/canon_hdr_NO.jpg"),
+}
+ERROR = f"{cli.PROG}: error: "
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_error(out: str, err: str) -> str:
+    """The single error line of a failed command (nothing on stdout, no traceback)."""
+    assert out == ""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(ERROR)]
+    assert len(lines) == 1, err
+    return lines[0][len(ERROR) :]
+
+
+def _link_models(home: Path, model: ClipModel) -> None:
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    (home / "data" / "models").symlink_to(model.model_dir.parent, target_is_directory=True)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: ClipModel) -> Path:
+    """An empty user folder where the tiny model is installed."""
+    folder = tmp_path / "home"
+    _link_models(folder, tiny_model)
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def indexed_home(
+    tiny_model: ClipModel, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """A user folder whose library holds seven real photos in two folders (read only)."""
+    if not SAMPLES.is_dir():
+        pytest.skip("shared photos not present")
+    root = tmp_path_factory.mktemp("cli")
+    album = root / "album"
+    for folder, names in PHOTOS.items():
+        (album / folder).mkdir(parents=True)
+        for name in names:
+            shutil.copy2(SAMPLES / name, album / folder / Path(name).name)
+    folder = root / "home"
+    _link_models(folder, tiny_model)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLIPSEARCH_HOME", str(folder))
+        assert cli.main(["index", str(album), "--model", "tiny", "--json"]) == 0
+    return folder, album
+
+
+@pytest.fixture
+def album_in_library(indexed_home: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    home_folder, album = indexed_home
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home_folder))
+    return album
+
+
+# -- index ---------------------------------------------------------------------------------------
+
+
+def test_index_prints_a_summary_with_every_skip_and_failure_and_its_reason(
+    home: Path, album: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(capsys, "index", str(album), "--model", "tiny")
+    assert code == 0, err
+    lines = out.splitlines()
+    photos = len(ALBUM_PHOTOS)
+    assert lines[0].startswith(f"indexed {photos}, unchanged 0, skipped {len(SKIPPED_FILES)}, ")
+    assert f"failed {len(BROKEN_PHOTOS)}" in lines[0]
+    for name in (*SKIPPED_FILES, *BROKEN_PHOTOS):
+        (line,) = [line for line in lines if line.startswith(f"  {album / name}: ")]
+        assert len(line) > len(f"  {album / name}: ")  # a reason follows the path
+    assert lines.index("skipped:") < lines.index("failed:")
+    assert "encoding" in err and "\r" not in err  # progress as plain lines: stderr is no TTY
+
+    code, out, err = _run(capsys, "index", str(album), "--json")  # the library's model
+    summary = json.loads(out)
+    assert code == 0 and summary["indexed"] == 0
+    assert summary["unchanged"] == photos + len(BROKEN_PHOTOS)
+    assert {item["path"] for item in summary["skipped"]} == {str(album / n) for n in SKIPPED_FILES}
+    assert all(item["reason"] for item in summary["skipped"])
+
+
+def test_index_json_is_one_object_on_stdout(
+    home: Path, album: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "index", str(album), "--model", "tiny", "--json")
+    assert code == 0
+    summary = json.loads(out)  # the whole of stdout is one JSON document
+    assert summary["indexed"] == len(ALBUM_PHOTOS) and summary["cancelled"] is False
+    assert {item["path"] for item in summary["failed"]} == {str(album / n) for n in BROKEN_PHOTOS}
+    assert all(item["reason"] for item in summary["failed"])
+
+
+def test_ctrl_c_cancels_cleanly_and_keeps_the_work_done(
+    home: Path, album: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class InterruptAfterFirstBatch(cli._ProgressBar):
+        def __call__(self, progress: IndexProgress) -> None:
+            super().__call__(progress)
+            if progress.stage == "encoding" and progress.done > 0:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cli, "_ProgressBar", InterruptAfterFirstBatch)
+    previous = signal.getsignal(signal.SIGINT)
+    code, out, err = _run(capsys, "index", str(album), "--model", "tiny", "--json")
+    assert signal.getsignal(signal.SIGINT) is previous  # the handler is put back
+    assert code == cli.EXIT_INTERRUPTED
+    summary = json.loads(out)
+    assert summary["cancelled"] is True and summary["remaining"] > 0
+    assert 0 < summary["indexed"] + len(summary["failed"]) <= 16  # one batch was committed
+    assert "stopping after the current batch" in err and "cancelled" in err
+    with Library.open() as library:
+        assert library.stats()["indexed"] == summary["indexed"]
+
+    monkeypatch.setattr(cli, "_ProgressBar", InterruptAfterFirstBatch.__mro__[1])
+    code, out, _ = _run(capsys, "index", str(album), "--json")
+    resumed = json.loads(out)
+    assert code == 0 and resumed["remaining"] == 0
+    assert summary["indexed"] + resumed["indexed"] == len(ALBUM_PHOTOS)
+
+
+# -- search --------------------------------------------------------------------------------------
+
+
+def test_search_prints_one_path_per_line_and_json_objects(
+    album_in_library: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "search", "a", "red", "car", "--top", "3")
+    assert code == 0
+    paths = out.splitlines()
+    assert len(paths) == 3 and all(Path(p).is_file() for p in paths)
+    assert all(Path(p).is_relative_to(album_in_library) for p in paths)
+
+    code, out, _ = _run(capsys, "search", "a red car", "--top", "3", "--json")
+    hits = json.loads(out)
+    assert code == 0 and [hit["path"] for hit in hits] == paths
+    assert [hit["rank"] for hit in hits] == [1, 2, 3]
+    for hit in hits:
+        assert set(hit) == {"path", "rank", "score", "probability", "taken_at"}
+        assert -1 <= hit["score"] <= 1 and 0 < hit["probability"] < 1
+        datetime.fromisoformat(hit["taken_at"])
+
+    code, out, _ = _run(capsys, "search", "beach", "+", "2:sunset", "-", '"people"', "--json")
+    hits = json.loads(out)
+    total = sum(map(len, PHOTOS.values()))
+    assert code == 0 and len(hits) == total  # fewer photos than --top: all of them
+    assert sum(hit["probability"] for hit in hits) == pytest.approx(1.0, abs=1e-9)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_search_similar_starts_with_the_photo_itself(
+    album_in_library: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = album_in_library / "home" / "canon_hdr_NO.jpg"
+    code, out, _ = _run(capsys, "search", "--similar", str(photo), "--top", "2", "--json")
+    hits = json.loads(out)
+    assert code == 0 and hits[0]["path"] == str(photo) and len(hits) == 2
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_search_filters_by_folder_and_dates(
+    album_in_library: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "search", "a house", "--in", str(album_in_library / "trips"))
+    assert code == 0
+    assert sorted(Path(p).name for p in out.splitlines()) == sorted(
+        Path(name).name for name in PHOTOS["trips"]
+    )
+
+    code, out, _ = _run(capsys, "search", "a house", "--json")
+    everything = json.loads(out)
+    years = sorted({hit["taken_at"][:4] for hit in everything})
+    assert len(years) > 2
+    since, until = years[1], years[-2]  # --until YEAR includes that year
+    code, out, _ = _run(capsys, "search", "a house", "--since", since, "--until", until, "--json")
+    assert code == 0
+    expected = {h["path"] for h in everything if since <= h["taken_at"][:4] <= until}
+    assert {hit["path"] for hit in json.loads(out)} == expected
+    low, high = datetime(int(since), 1, 1), datetime(int(until) + 1, 1, 1)
+    for hit in json.loads(out):
+        assert low <= wall_time(datetime.fromisoformat(hit["taken_at"])) < high
+
+
+def test_describe_ranks_the_labels(
+    album_in_library: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = album_in_library / "trips" / "Canon_40D.jpg"
+    labels = ["a cat", "a dog", "a mountain lake"]
+    code, out, _ = _run(capsys, "describe", str(photo), "--labels", *labels, "--json")
+    ranked = json.loads(out)
+    assert code == 0 and sorted(x["label"] for x in ranked) == sorted(labels)
+    assert sum(x["probability"] for x in ranked) == pytest.approx(1.0, abs=1e-12)
+    code, out, _ = _run(capsys, "describe", str(photo), "--labels", *labels)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3
+    assert [line.split("  ")[-1] for line in lines] == [x["label"] for x in ranked]
+
+
+def test_timeline_counts_years_months_days_and_recent_periods(
+    album_in_library: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "timeline", "--json")
+    timeline = json.loads(out)
+    assert code == 0
+    relative = {bucket["key"]: bucket for bucket in timeline["relative"]}
+    assert list(relative) == ["last-7-days", "last-30-days", "last-12-months", "all"]
+    total = sum(map(len, PHOTOS.values()))
+    assert relative["all"]["count"] == relative["all"]["indexed"] == total
+    assert sum(year["count"] for year in timeline["years"]) == total
+    for year in timeline["years"]:
+        assert year["kind"] == "year" and year["start"] < year["end"]
+        assert sum(month["count"] for month in year["children"]) == year["count"]
+        for month in year["children"]:
+            assert sum(day["count"] for day in month["children"]) == month["count"]
+            assert all(day["kind"] == "day" and not day["children"] for day in month["children"])
+
+    code, out, _ = _run(capsys, "timeline", str(album_in_library / "home"), "--json")
+    home_only = json.loads(out)
+    assert code == 0 and home_only["relative"][-1]["count"] == len(PHOTOS["home"])
+
+    code, out, _ = _run(capsys, "timeline")
+    assert code == 0 and f"All photos {total} photos, {total} indexed" in " ".join(out.split())
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["search", "cat", "--since", "2019-13"], 'bad date "2019-13"'),
+        (["search", "cat", "--since", "2020", "--until", "2019"], "bad date range"),
+        (["search", '"cat'], "bad query: unbalanced quote"),
+        (["search", "cat", "+"], "bad query: empty term at the end"),
+        (["search", "cat", "--in", "{tmp}/nowhere"], "folder not found: {tmp}/nowhere"),
+        (["search", "./missing.jpg + cat"], "image not found: ./missing.jpg"),
+        (["search", "--similar", "{tmp}/missing.jpg"], "image not found"),
+        (["search", "cat", "--in", "{tmp}"], "no indexed photos match: none in {tmp}"),
+        (["search", "cat", "--since", "2100"], "no indexed photos match: none taken on or after"),
+        (["search", "cat", "--model", "not-a-model"], "'not-a-model'"),
+        (["describe", "{tmp}/missing.jpg", "--labels", "a"], "image not found"),
+        (["index", "{tmp}/nowhere", "--model", "tiny"], "photo folder not found: {tmp}/nowhere"),
+        (["timeline", "{tmp}/nowhere"], "folder not found: {tmp}/nowhere"),
+        (["timeline", "{tmp}"], "the library has no photos in {tmp}"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(
+    album_in_library: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    code, out, err = _run(capsys, *(arg.format(tmp=tmp_path) for arg in argv))
+    assert code == 1
+    assert message.format(tmp=tmp_path) in _one_error(out, err)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["search"], "give a QUERY, or --similar IMAGE"),
+        (["search", "cat", "--similar", "x.jpg"], "not both"),
+        (["search", "cat", "--top", "0"], "must be at least 1"),
+        (["search", "cat", "--top", "many"], "not a whole number"),
+        (["describe", "x.jpg"], "--labels"),
+    ],
+)
+def test_usage_errors_exit_2(
+    home: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == "" and message in err
+
+
+def test_empty_library_and_missing_model(
+    home: Path,
+    album: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code, out, err = _run(capsys, "search", "a cat")
+    assert code == 1 and "no indexed photos" in _one_error(out, err)
+    assert "index a folder first" in err
+    code, out, err = _run(capsys, "timeline", "--json")
+    assert code == 0 and json.loads(out)["years"] == []
+
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "bare-home"))  # no model installed
+    code, out, err = _run(capsys, "index", str(album))
+    assert code == 1 and "is not installed" in _one_error(out, err)
+    assert "model install" in err
+
+
+# -- terminal safety -----------------------------------------------------------------------------
+
+EVIL = "evil\x1b]0;pwned\x07\x1b[2J\u202egpj.jpg"
+
+
+def test_file_names_reach_a_terminal_escaped(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy2(SAMPLES / "Canon_40D.jpg", album / EVIL)
+    (album / ("broken\x1b[31m.jpg")).write_text("not a photo")
+    monkeypatch.setattr(cli, "_isatty", lambda stream: True)
+    code, out, _ = _run(capsys, "index", str(album), "--model", "tiny")
+    assert code == 0 and "\x1b" not in out and "broken\\x1b[31m.jpg" in out
+
+    code, out, err = _run(capsys, "search", "anything")
+    assert code == 0 and out == f"{album}/evil\\x1b]0;pwned\\x07\\x1b[2J\\u202egpj.jpg\n"
+    code, out, err = _run(capsys, "search", f"img:{album}/{EVIL}")
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+    code, out, err = _run(capsys, "search", "./nope\x1b[2J.jpg")
+    assert code == 1 and "\x1b" not in err and "nope\\x1b[2J.jpg" in err
+
+    monkeypatch.setattr(cli, "_isatty", lambda stream: False)
+    code, out, _ = _run(capsys, "search", "anything")  # through a pipe: the exact name
+    assert out == f"{album}/{EVIL}\n"
+    code, out, _ = _run(capsys, "search", "anything", "--json")
+    assert "\x1b" not in out and json.loads(out)[0]["path"] == str(album / EVIL)
+
+
+def test_inert_escapes_controls_and_undecodable_bytes() -> None:
+    assert cli._inert("plain/Café 東京.jpg") == "plain/Café 東京.jpg"
+    assert cli._inert("a\tb\nc\x9bd\x7f") == "a\\x09b\\x0ac\\x9bd\\x7f"
+    assert cli._inert(os.fsdecode(b"caf\xe9.jpg")) == "caf\\xe9.jpg"
+    assert cli._inert("\u202e\u2066x") == "\\u202e\\u2066x"
+
+
+@pytest.mark.xfail(
+    raises=UnicodeEncodeError,
+    strict=True,
+    reason="core.store cannot store a path that is not valid UTF-8 yet (sqlite3 refuses it)",
+)
+def test_a_pipe_gets_exact_bytes_even_for_names_that_are_not_utf8(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    name = os.fsdecode(b"caf\xe9.jpg")
+    shutil.copy2(SAMPLES / "Canon_40D.jpg", album / name)
+    assert cli.main(["index", str(album), "--model", "tiny"]) == 0
+    capsys.readouterr()
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tui", "search", "a cafe"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == os.fsencode(str(album / name)) + b"\n"
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _progress(done: int, total: int, stage: Any = "encoding") -> IndexProgress:
+    return IndexProgress(done, total, 12.5, (total - done) / 12.5, None, 1, stage)
+
+
+def test_progress_bar_redraws_in_place_on_a_terminal_only() -> None:
+    terminal = _Terminal()
+    bar = cli._ProgressBar(terminal)
+    bar(_progress(0, 40, "scanning"))
+    bar(_progress(10, 40))
+    bar(_progress(40, 40))
+    bar.close()
+    text = terminal.getvalue()
+    assert "\n" not in text and text.count("\r") == 4 and text.endswith("\r\x1b[K")
+    assert "[######------------------]  10/40   25%  12.5 photos/s  ETA 0:02  1 failed" in text
+
+    log = io.StringIO()
+    bar = cli._ProgressBar(log)
+    bar(_progress(0, 0, "scanning"))
+    for done in range(0, 41):
+        bar(_progress(done, 40))  # many reports in a moment: only the first and the last show
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()
+    assert len(lines) == 3 and lines[1].startswith("encoding") and " 40/40 " in lines[2]
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_sigint_handler() -> Iterator[None]:
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    assert signal.getsignal(signal.SIGINT) is before

@@ -1,0 +1,420 @@
+"""Tests for core.search: query syntax, query vectors, ranking, probabilities, filters."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core import search as search_mod
+from core.album import wall_time
+from core.encoder import ClipModel
+from core.indexer import index
+from core.search import (
+    NoCandidatesError,
+    QueryError,
+    QueryTerm,
+    describe,
+    parse_query,
+    query_vector,
+    rank_texts,
+    search,
+    similar,
+)
+from core.store import Library, ModelMismatchError, PhotoRecord
+
+SAMPLES = Path("/work/shared/photos/exif-samples/jpg")
+
+# photos of the shared library, by sub-folder; their capture times span 2003 to 2018
+LIBRARY_PHOTOS = {
+    "trips": ("gps/DSCN0010.jpg", "gps/DSCN0027.jpg", "Canon_40D.jpg", "Nikon_D70.jpg"),
+    "home": (
+        "orientation/landscape_1.jpg",
+        "orientation/portrait_6.jpg",
+        "exif-org/kodak-dc240.jpg",
+        "Fujifilm_FinePix_E500.jpg",
+        "hdr/canon_hdr_NO.jpg",
+    ),
+}
+OUTSIDE_PHOTO = "Pentax_K10D.jpg"
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x)
+
+
+@pytest.fixture(scope="module")
+def indexed(
+    tiny_model: ClipModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Library, Path]]:
+    """A library of nine real photos in two folders, indexed with the tiny model (read only)."""
+    if not SAMPLES.is_dir():
+        pytest.skip("shared photos not present")
+    root = tmp_path_factory.mktemp("search-album")
+    album = root / "album"
+    for folder, names in LIBRARY_PHOTOS.items():
+        (album / folder).mkdir(parents=True)
+        for name in names:
+            shutil.copy2(SAMPLES / name, album / folder / Path(name).name)
+    library = Library.open(root / "library.sqlite", thumbnail_dir=root / "thumbnails")
+    summary = index(library, tiny_model, [album])
+    assert summary.indexed == sum(map(len, LIBRARY_PHOTOS.values())) and not summary.failed
+    yield library, album
+    library.close()
+
+
+@pytest.fixture
+def empty_library(tmp_path: Path) -> Iterator[Library]:
+    with Library.open(tmp_path / "empty.sqlite", thumbnail_dir=tmp_path / "thumbs") as library:
+        yield library
+
+
+def _all_vectors(library: Library, model: ClipModel) -> tuple[np.ndarray, np.ndarray]:
+    ids, matrix = library.vectors(model.name)
+    return ids, matrix.astype(np.float64)
+
+
+# -- parsing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a photo of a cat", [(1.0, "text", "a photo of a cat")]),
+        ("beach + sunset - people",
+         [(1, "text", "beach"), (1, "text", "sunset"), (-1, "text", "people")]),
+        ('2:cat + 0.5:"red car"', [(2.0, "text", "cat"), (0.5, "text", "red car")]),
+        ('"beach"+"sunset"', [(1, "text", "beach"), (1, "text", "sunset")]),
+        ('"a + b" - c', [(1, "text", "a + b"), (-1, "text", "c")]),
+        ('"say \\"cheese\\""', [(1, "text", 'say "cheese"')]),
+        ("t-shirt and c++", [(1, "text", "t-shirt and c++")]),
+        ("10:30 at night", [(1, "text", "10:30 at night")]),
+        ("2019-05-14: birthday", [(1, "text", "2019-05-14: birthday")]),
+        ("Grandma's cat", [(1, "text", "Grandma's cat")]),
+        ("./holiday/a b.jpg + night", [(1, "image", "./holiday/a b.jpg"), (1, "text", "night")]),
+        ("/photos/x.jpg - 3:rain", [(1, "image", "/photos/x.jpg"), (-3, "text", "rain")]),
+        ("~/x.png", [(1, "image", "~/x.png")]),
+        ('0.5:img:"a + b.jpg"', [(0.5, "image", "a + b.jpg")]),
+        ("img:cat.jpg", [(1, "image", "cat.jpg")]),
+        ("cat.jpg", [(1, "text", "cat.jpg")]),
+    ],
+)  # fmt: skip
+def test_parse_query(text: str, expected: list[tuple[float, str, str]]) -> None:
+    assert parse_query(text) == [QueryTerm(float(w), k, v) for w, k, v in expected]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "the query is empty"),
+        ("   ", "the query is empty"),
+        ('"beach + sunset', "unbalanced quote at character 1"),
+        ('beach + "sunset', "unbalanced quote at character 9"),
+        ("beach +", "empty term at the end"),
+        ("- beach", "empty term at character 1"),
+        ("beach + + sunset", "empty term at character 9"),
+        ('beach + ""', "empty term at character 9"),
+        ("2:", "empty term"),
+        ('red "car"', "a quote must enclose a whole term"),
+        ('"red" car', "expected + or - after the quoted term"),
+        ("0:cat", 'bad weight "0"'),
+        ("1.2.3:cat", 'bad weight "1.2.3"'),
+        ("beach + .:sun", 'bad weight "."'),
+    ],
+)
+def test_parse_errors_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(QueryError, match="bad query") as caught:
+        parse_query(text)
+    assert message in str(caught.value)
+
+
+# -- query vectors -------------------------------------------------------------------------------
+
+
+def test_sum_of_terms_is_the_normalised_sum_of_embeddings(tiny_model: ClipModel) -> None:
+    a, b, c = tiny_model.encode_texts(["a red car", "a snowy forest", "people"]).astype(np.float64)
+    got = query_vector(tiny_model, parse_query("a red car + a snowy forest"))
+    assert got.dtype == np.float32 and got.shape == (tiny_model.embed_dim,)
+    np.testing.assert_allclose(got, _unit(a + b), atol=1e-6)
+    got = query_vector(tiny_model, parse_query("2:a red car + 0.5:a snowy forest - people"))
+    np.testing.assert_allclose(got, _unit(2 * a + 0.5 * b - c), atol=1e-6)
+    got = query_vector(tiny_model, parse_query("a red car - a snowy forest"))
+    np.testing.assert_allclose(got, _unit(a - b), atol=1e-6)
+    # one term is its own normalised embedding, whatever its weight
+    np.testing.assert_allclose(query_vector(tiny_model, parse_query("3:people")), c, atol=1e-6)
+
+
+def test_terms_that_cancel_out_are_refused(tiny_model: ClipModel) -> None:
+    with pytest.raises(QueryError, match="cancel out"):
+        query_vector(tiny_model, parse_query("a cat - a cat"))
+    with pytest.raises(QueryError, match="empty"):
+        query_vector(tiny_model, [])
+
+
+def test_image_terms_use_stored_vectors_or_encode_the_file(
+    indexed: tuple[Library, Path], tiny_model: ClipModel, tmp_path: Path
+) -> None:
+    library, album = indexed
+    photo = album / "trips" / "DSCN0010.jpg"
+    record = library.record_for_path(photo)
+    assert record is not None
+    stored = library.vector_for(record.id, tiny_model.name)
+    assert stored is not None
+    got = query_vector(tiny_model, parse_query(f"img:{photo}"), library)
+    np.testing.assert_array_equal(got, _unit(stored).astype(np.float32))
+
+    outside = tmp_path / "outside.jpg"
+    shutil.copy2(SAMPLES / OUTSIDE_PHOTO, outside)
+    encoded = tiny_model.encode_images([outside])[0]
+    text = tiny_model.encode_texts(["night"])[0]
+    got = query_vector(tiny_model, parse_query(f"{outside} + 0.5:night"), library)
+    np.testing.assert_allclose(got, _unit(encoded + 0.5 * text.astype(np.float64)), atol=1e-6)
+
+    with pytest.raises(QueryError, match="image not found: ./no-such-photo.jpg"):
+        query_vector(tiny_model, parse_query("./no-such-photo.jpg"), library)
+
+
+# -- ranking -------------------------------------------------------------------------------------
+
+
+def test_hits_are_ranked_with_softmax_probabilities_over_all_candidates(
+    indexed: tuple[Library, Path], tiny_model: ClipModel
+) -> None:
+    library, _ = indexed
+    ids, matrix = _all_vectors(library, tiny_model)
+    query = query_vector(tiny_model, parse_query("a dog running on the beach")).astype(np.float64)
+    exact = matrix @ query
+    logits = tiny_model.logit_scale * exact
+    softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+
+    hits = search(library, tiny_model, "a dog running on the beach", top=100)
+    assert [hit.rank for hit in hits] == list(range(1, len(ids) + 1))
+    assert [hit.photo.id for hit in hits] == [int(i) for i in ids[np.argsort(-exact)]]
+    by_id = dict(zip(ids.tolist(), range(len(ids)), strict=True))
+    for hit in hits:
+        assert isinstance(hit.photo, PhotoRecord) and hit.photo.path.is_file()
+        assert hit.score == pytest.approx(exact[by_id[hit.photo.id]], abs=1e-6)
+        assert hit.probability == pytest.approx(softmax[by_id[hit.photo.id]], rel=1e-5)
+    assert sum(hit.probability for hit in hits) == pytest.approx(1.0, abs=1e-9)
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+
+    # fewer hits than candidates: the same first hits, probabilities still over all of them
+    top3 = search(library, tiny_model, "a dog running on the beach", top=3)
+    assert [(h.photo.id, h.rank) for h in top3] == [(h.photo.id, h.rank) for h in hits[:3]]
+    for short, full in zip(top3, hits, strict=False):
+        assert short.probability == pytest.approx(full.probability, rel=1e-9)
+    assert sum(h.probability for h in top3) < 1.0
+
+
+def test_a_query_vector_ranks_like_the_same_query_text(
+    indexed: tuple[Library, Path], tiny_model: ClipModel
+) -> None:
+    library, _ = indexed
+    vector = query_vector(tiny_model, parse_query("mountains + fog"))
+    by_text = search(library, tiny_model, "mountains + fog")
+    by_vector = search(library, tiny_model, 3.0 * vector)  # normalised by search
+    assert [h.photo.id for h in by_text] == [h.photo.id for h in by_vector]
+    np.testing.assert_allclose([h.score for h in by_text], [h.score for h in by_vector], atol=1e-6)
+    with pytest.raises(QueryError, match="dimensions"):
+        search(library, tiny_model, np.ones(tiny_model.embed_dim + 1, np.float32))
+    with pytest.raises(QueryError, match="zero vector"):
+        search(library, tiny_model, np.zeros(tiny_model.embed_dim, np.float32))
+    with pytest.raises(ValueError, match="top"):
+        search(library, tiny_model, vector, top=0)
+
+
+def test_filters_by_date_range_and_folder(
+    indexed: tuple[Library, Path], tiny_model: ClipModel
+) -> None:
+    library, album = indexed
+    ids, _ = library.vectors(tiny_model.name)
+    records = library.records(ids)
+    times = sorted(wall_time(r.taken_at) for r in records if r.taken_at is not None)
+    since, until = times[2], times[-2]  # some photos fall outside on each side
+    inside = {
+        r.id for r in records if r.taken_at is not None and since <= wall_time(r.taken_at) < until
+    }
+    assert 0 < len(inside) < len(records)
+    hits = search(library, tiny_model, "a house", top=100, since=since, until=until)
+    assert {h.photo.id for h in hits} == inside
+    assert sum(h.probability for h in hits) == pytest.approx(1.0, abs=1e-9)
+
+    only_since = search(library, tiny_model, "a house", top=100, since=since)
+    assert {h.photo.id for h in only_since} == {
+        r.id for r in records if r.taken_at is not None and wall_time(r.taken_at) >= since
+    }
+
+    hits = search(library, tiny_model, "a house", top=100, folder=album / "home")
+    assert sorted(h.photo.path.name for h in hits) == sorted(
+        Path(name).name for name in LIBRARY_PHOTOS["home"]
+    )
+    assert sum(h.probability for h in hits) == pytest.approx(1.0, abs=1e-9)
+
+    with pytest.raises(NoCandidatesError, match=r"no indexed photos match: none in .*nowhere"):
+        search(library, tiny_model, "a house", folder=album / "nowhere")
+    with pytest.raises(NoCandidatesError, match="taken on or after 2100-01-01"):
+        search(library, tiny_model, "a house", since=datetime(2100, 1, 1))
+
+
+def test_empty_library_and_other_model_are_clear_errors(
+    empty_library: Library, indexed: tuple[Library, Path], tiny_model: ClipModel
+) -> None:
+    with pytest.raises(NoCandidatesError, match="no indexed photos match: .*index a folder first"):
+        search(empty_library, tiny_model, "a cat")
+    library, album = indexed
+    other = SimpleNamespace(name="ViT-other", embed_dim=tiny_model.embed_dim, logit_scale=100.0)
+    with pytest.raises(ModelMismatchError, match="indexed with model 'tiny'.*--model tiny"):
+        search(library, other, np.ones(tiny_model.embed_dim, np.float32))  # type: ignore[arg-type]
+    with pytest.raises(ModelMismatchError):
+        similar(library, other, album / "trips" / "DSCN0010.jpg")  # type: ignore[arg-type]
+
+
+def test_similar_puts_the_photo_itself_first(
+    indexed: tuple[Library, Path], tiny_model: ClipModel, tmp_path: Path
+) -> None:
+    library, album = indexed
+    for photo in sorted(album.rglob("*.jpg")):
+        hits = similar(library, tiny_model, photo, top=3)
+        assert hits[0].photo.path == photo
+        assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert [h.rank for h in hits] == [1, 2, 3]
+    # an image outside the library is encoded; a library photo with the same pixels scores ~1
+    outside = tmp_path / "copy.jpg"
+    shutil.copy2(album / "home" / "canon_hdr_NO.jpg", outside)
+    hits = similar(library, tiny_model, outside, top=2)
+    assert hits[0].photo.path == album / "home" / "canon_hdr_NO.jpg"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(QueryError, match="image not found"):
+        similar(library, tiny_model, tmp_path / "missing.jpg")
+
+
+def test_describe_and_rank_texts(indexed: tuple[Library, Path], tiny_model: ClipModel) -> None:
+    library, album = indexed
+    photo = album / "trips" / "Canon_40D.jpg"
+    labels = ["a cat", "a dog", "a red car", "a mountain"]
+    ranked = describe(tiny_model, photo, labels, library=library)
+    assert sorted(x.label for x in ranked) == sorted(labels)
+    assert sum(x.probability for x in ranked) == pytest.approx(1.0, abs=1e-12)
+    image = _unit(tiny_model.encode_images([photo])[0])
+    texts = tiny_model.encode_texts(labels).astype(np.float64)
+    expected = dict(zip(labels, texts @ image, strict=True))
+    for label in ranked:
+        assert label.score == pytest.approx(expected[label.label], abs=1e-4)
+    assert [x.score for x in ranked] == sorted((x.score for x in ranked), reverse=True)
+    logits = tiny_model.logit_scale * np.array([x.score for x in ranked])
+    np.testing.assert_allclose(
+        [x.probability for x in ranked], np.exp(logits) / np.exp(logits).sum(), rtol=1e-9
+    )
+    with pytest.raises(QueryError, match="at least one label"):
+        describe(tiny_model, photo, [])
+
+    ranked = rank_texts(tiny_model, "a kitten", ["a cat", "a truck", "a kitten"])
+    assert ranked[0].label == "a kitten" and ranked[0].score == pytest.approx(1.0, abs=1e-5)
+    assert sum(x.probability for x in ranked) == pytest.approx(1.0, abs=1e-12)
+
+
+# -- a stand-in library: non-finite rows, the compact copy, the cache ------------------------------
+
+
+class _FakeLibrary:
+    """Just what :func:`core.search.search` reads from a library, over a given matrix."""
+
+    def __init__(self, path: Path, matrix: np.ndarray, model_name: str = "fake") -> None:
+        self.path = path
+        self.model_name = model_name
+        self.revision = 1
+        self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        self.ids = np.arange(1, len(matrix) + 1, dtype=np.int64) * 10
+        self.vector_calls = 0
+        self.vectors_calls = 0
+
+    def vectors(self, model_name: str, **filters: Any) -> tuple[np.ndarray, np.ndarray]:
+        """All rows, whatever the filters: a filter only sends the search down its exact path."""
+        assert model_name == self.model_name
+        self.vectors_calls += 1
+        return self.ids.copy(), self.matrix.copy()
+
+    def vector_for(self, photo_id: int, model_name: str) -> np.ndarray | None:
+        self.vector_calls += 1
+        return self.matrix[photo_id // 10 - 1].copy()
+
+    def records(self, ids: Any) -> list[PhotoRecord]:
+        return [
+            PhotoRecord(int(i), Path(f"/p/{int(i)}.jpg"), 1, 1, None, None, None, None,
+                        "indexed", None, None)
+            for i in ids
+        ]  # fmt: skip
+
+    def record_for_path(self, path: Any) -> None:
+        return None
+
+
+def _fake_model(dim: int) -> Any:
+    return SimpleNamespace(name="fake", embed_dim=dim, logit_scale=100.0)
+
+
+def _random_unit(rows: int, dim: int, seed: int) -> np.ndarray:
+    matrix = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("filtered", [False, True], ids=["compact", "exact"])
+def test_non_finite_vectors_never_reach_a_result(tmp_path: Path, filtered: bool) -> None:
+    matrix = _random_unit(40, 16, seed=5)
+    query = matrix[0] + matrix[2]  # rows 1 and 3 would be the best matches
+    matrix[0] = np.nan
+    matrix[2, 3] = np.inf
+    matrix[5, :] = -np.inf
+    library = _FakeLibrary(tmp_path / f"nan-{filtered}", matrix)
+    folder = tmp_path if filtered else None
+    hits = search(library, _fake_model(16), query, top=100, folder=folder)  # type: ignore[arg-type]
+    bad = {10, 30, 60}
+    assert hits and not bad & {h.photo.id for h in hits}
+    assert all(np.isfinite(h.score) and np.isfinite(h.probability) for h in hits)
+    assert sum(h.probability for h in hits) == pytest.approx(1.0, abs=1e-9)
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+
+    library = _FakeLibrary(tmp_path / f"all-nan-{filtered}", np.full((3, 16), np.nan))
+    with pytest.raises(NoCandidatesError):
+        search(library, _fake_model(16), query, folder=folder)  # type: ignore[arg-type]
+
+
+def test_compact_search_returns_the_exact_top_and_scores(tmp_path: Path) -> None:
+    dim = 64
+    matrix = _random_unit(6000, dim, seed=1)
+    library = _FakeLibrary(tmp_path / "big", matrix)
+    model = _fake_model(dim)
+    queries = _random_unit(20, dim, seed=2)
+    for query in queries:
+        exact = matrix.astype(np.float64) @ query.astype(np.float64)
+        order = np.argsort(-exact, kind="stable")[:20]
+        hits = search(library, model, query, top=20)
+        assert [h.photo.id for h in hits] == [int(library.ids[i]) for i in order]
+        np.testing.assert_allclose([h.score for h in hits], exact[order], atol=1e-6)
+        logits = 100.0 * exact
+        softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose([h.probability for h in hits], softmax[order], rtol=2e-3)
+    # quantised once: later searches read only the re-scored rows, not the whole matrix
+    assert library.vector_calls <= len(queries) * search_mod._rescore_count(20)
+
+
+def test_the_compact_copy_follows_the_library_revision(tmp_path: Path) -> None:
+    matrix = _random_unit(50, 16, seed=3)
+    library = _FakeLibrary(tmp_path / "revised", matrix)
+    model = _fake_model(16)
+    assert search(library, model, matrix[7], top=1)[0].photo.id == 80
+    assert search(library, model, matrix[9], top=1)[0].photo.id == 100
+    assert library.vectors_calls == 1  # read and quantised once
+    library.matrix = library.matrix[::-1].copy()
+    library.revision += 1
+    assert search(library, model, matrix[7], top=1)[0].photo.id == 10 * (50 - 7)
+    assert library.vectors_calls == 2
+    search(library, model, matrix[7], top=1, since=datetime(2000, 1, 1))
+    assert library.vectors_calls == 3  # a filtered search reads the rows it needs
