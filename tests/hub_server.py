@@ -40,8 +40,9 @@ class Fault:
     """What goes wrong when one file is fetched from the CDN.
 
     ``cut_after`` bytes of the first full ``GET`` are sent, then the connection is closed.
-    Later ranged ``GET`` requests are answered with ``range_status`` when it is set. With ``hold``,
-    the server waits after the first ``cut_after`` bytes (setting ``reached``) until ``hold`` is set.
+    Later ranged ``GET`` requests are answered with ``range_status`` when it is set. With
+    ``hold``, the server waits after the first ``cut_after`` bytes (setting ``reached``) until
+    ``hold`` is set.
     """
 
     cut_after: int
