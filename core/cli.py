@@ -453,19 +453,15 @@ def _folder_timeline(library: Library, folder: Path) -> Timeline:
     """The timeline of the library's photos inside ``folder``, indexed or not."""
     from core.album import build_timeline
 
-    ids: list[int] = []
-    if library.model_name is not None:
-        ids.extend(int(i) for i in library.vectors(library.model_name, folder=folder)[0])
-    indexed = set(ids)
-    ids.extend(photo.id for photo in library.pending(roots=[folder]))
-    ids.extend(r.id for r in library.failures() if r.path.is_relative_to(folder))
-    records = library.records(ids)
+    records = library.records(library.photo_ids(folder=folder, indexed_only=False))
     if not records:
         raise ClipsearchError(
             f"the library has no photos in {folder}; index it first: {PROG} index {folder}"
         )
     return build_timeline(
-        (record.taken_at, record.id in indexed) for record in records if record.taken_at is not None
+        (record.taken_at, record.status == "indexed")
+        for record in records
+        if record.taken_at is not None
     )
 
 

@@ -36,12 +36,18 @@ the candidates; NaN and infinity never reach a result.
 
 Ranking
 -------
-A search without filters ranks a compact copy of the library's vectors, made once per library
-revision and kept between searches: int8 codes with one scale per row (about ``D + 12`` bytes a
-photo instead of ``4 * D + 8``). Its scores are within about 2e-3 of the exact ones; the best
-``max(4 * top, top + 100)`` by those scores are found with ``np.argpartition`` and scored again
-with their stored float32 vectors, so the scores returned, and their order, are exact. A search
-with filters reads the float32 vectors of the photos that pass them and ranks those exactly.
+A search ranks a compact copy of the library's vectors, kept between searches: int8 codes with
+one scale per row (about ``D + 12`` bytes a photo instead of ``4 * D + 8``). Its scores are
+within about 2e-3 of the exact ones; the best ``max(4 * top, top + 100)`` by those scores are
+found with ``np.argpartition`` and scored again with their stored float32 vectors, so the scores
+returned, and their order, are exact. A search with filters asks the library only for the ids of
+the photos that pass them (:meth:`core.store.Library.photo_ids`) and ranks those rows of the
+same copy.
+
+The copy follows the library: when the library changed only by gaining embeddings (an indexing
+run that commits a batch every second), the next search reads and appends just the new ones
+(:meth:`core.store.Library.vectors_added`); when an embedding was removed or overwritten, it is
+made again from all of them.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -66,7 +72,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from core.encoder import ClipModel
-    from core.store import Library, PhotoRecord
+    from core.store import Library, PhotoRecord, VectorVersion
 
 TermKind = Literal["text", "image"]
 
@@ -397,25 +403,93 @@ class _CompactVectors:
     about ``2e-3`` of the exact one for ``D = 512``. :func:`_rank` re-scores the best candidates
     with the stored float32 vectors, so the scores it returns, and their order, are exact.
 
-    Rows that are not finite are left out when the codes are made.
+    Rows that are not finite are left out when the codes are made. An object never changes once
+    made: :meth:`extended` returns a new one, which may share the arrays (rows are appended to
+    spare room at their end that no older object reads), so a search that still holds an older
+    object goes on safely.
+
+    Attributes
+    ----------
+    ids
+        Photo ids, ``[N] int64``; the first :attr:`sorted_rows` ascending, then the rows
+        appended by :meth:`extended`, each batch ascending.
+    codes
+        ``[N, D] int8``.
+    scales
+        ``[N] float32``.
     """
 
     CHUNK = 256  # rows converted to float32 at a time: 512 KiB for D = 512, inside L2
+    GROWTH = 4  # room made when appending: a quarter more than needed
 
-    def __init__(self, ids: np.ndarray, matrix: np.ndarray) -> None:
+    def __init__(
+        self,
+        ids: np.ndarray,
+        codes: np.ndarray,
+        scales: np.ndarray,
+        count: int,
+        sorted_rows: int,
+        owner: list[int],
+    ) -> None:
+        self._ids, self._codes, self._scales = ids, codes, scales
+        self.ids: np.ndarray = ids[:count]
+        self.codes: np.ndarray = codes[:count]
+        self.scales: np.ndarray = scales[:count]
+        self.sorted_rows = sorted_rows
+        self._owner = owner  # [rows used in the shared arrays]: only that object may append
+
+    @classmethod
+    def build(cls, ids: np.ndarray, matrix: np.ndarray) -> _CompactVectors:
+        """Quantise ``matrix`` ``[N, D] float32`` whose rows belong to ``ids`` ``[N]``."""
+        ids, codes, scales = cls._quantised(ids, matrix)
+        sorted_rows = len(ids) if bool(np.all(ids[1:] > ids[:-1])) else 0
+        return cls(ids, codes, scales, len(ids), sorted_rows, [len(ids)])
+
+    @classmethod
+    def _quantised(
+        cls, ids: np.ndarray, matrix: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         finite = np.isfinite(matrix).all(axis=1)
         if not finite.all():
             ids, matrix = ids[finite], matrix[finite]
-        self.ids: np.ndarray = np.ascontiguousarray(ids, dtype=np.int64)
-        self.codes: np.ndarray = np.empty(matrix.shape, np.int8)
-        self.scales: np.ndarray = np.empty(len(ids), np.float32)
-        step = 16 * self.CHUNK
+        codes = np.empty(matrix.shape, np.int8)
+        scales = np.empty(len(ids), np.float32)
+        step = 4 * cls.CHUNK
+        work = np.empty((min(step, len(ids)), matrix.shape[1]), np.float32)
         for start in range(0, len(ids), step):
             block = matrix[start : start + step]
-            peak = np.abs(block).max(axis=1)
+            scaled = work[: len(block)]
+            peak = np.abs(block, out=scaled).max(axis=1)
             scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-            self.codes[start : start + step] = np.rint(block / scale[:, None])
-            self.scales[start : start + step] = scale
+            np.divide(block, scale[:, None], out=scaled)
+            codes[start : start + step] = np.rint(scaled, out=scaled)
+            scales[start : start + step] = scale
+        return np.ascontiguousarray(ids, dtype=np.int64), codes, scales
+
+    def extended(self, ids: np.ndarray, matrix: np.ndarray) -> _CompactVectors:
+        """This copy with more rows: ``ids`` ``[K]`` ascending, ``matrix`` ``[K, D] float32``."""
+        new_ids, new_codes, new_scales = self._quantised(ids, matrix)
+        count, added = len(self.ids), len(new_ids)
+        if not added:
+            return self
+        total = count + added
+        if self._owner[0] == count and total <= len(self._ids):
+            all_ids, codes, scales, owner = self._ids, self._codes, self._scales, self._owner
+        else:  # no room left, or another object appended already: new arrays
+            room = total + total // self.GROWTH
+            all_ids = np.empty(room, np.int64)
+            codes = np.empty((room, self.dim), np.int8)
+            scales = np.empty(room, np.float32)
+            all_ids[:count], codes[:count], scales[:count] = self.ids, self.codes, self.scales
+            owner = [count]
+        all_ids[count:total] = new_ids
+        codes[count:total] = new_codes
+        scales[count:total] = new_scales
+        owner[0] = total
+        in_order = self.sorted_rows == count and (count == 0 or new_ids[0] > self.ids[-1])
+        return _CompactVectors(
+            all_ids, codes, scales, total, total if in_order else self.sorted_rows, owner
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -424,25 +498,60 @@ class _CompactVectors:
     def dim(self) -> int:
         return int(self.codes.shape[1])
 
-    def scores(self, query: np.ndarray) -> np.ndarray:
-        """Approximate cosine of every row with ``query`` ``[D] float32`` -> ``[N] float32``."""
-        n = len(self.ids)
-        out = np.empty(n, np.float32)
-        buffer = np.empty((min(self.CHUNK, n), self.dim), np.float32)
-        for start in range(0, n, self.CHUNK):
-            stop = min(start + self.CHUNK, n)
-            rows = buffer[: stop - start]
-            np.copyto(rows, self.codes[start:stop], casting="unsafe")
-            np.dot(rows, query, out=out[start:stop])
-        out *= self.scales
+    def rows_of(self, wanted: np.ndarray) -> np.ndarray:
+        """Positions of the rows whose id is in ``wanted`` (``[M] int64``, ascending, unique).
+
+        ``O(M log N)`` over the ascending rows and ``O(T log M)`` over the ``T`` appended ones.
+        """
+        wanted = np.asarray(wanted, dtype=np.int64)
+        head = self.ids[: self.sorted_rows]
+        at = np.minimum(np.searchsorted(head, wanted), max(len(head) - 1, 0))
+        rows = at[head[at] == wanted] if len(head) else at[:0]
+        tail = self.ids[self.sorted_rows :]
+        if len(tail) and len(wanted):
+            at = np.minimum(np.searchsorted(wanted, tail), len(wanted) - 1)
+            rows = np.concatenate([rows, self.sorted_rows + np.flatnonzero(wanted[at] == tail)])
+        return rows
+
+    def scores(self, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Approximate cosine of the rows with ``query`` ``[D] float32``.
+
+        Parameters
+        ----------
+        query
+            ``[D] float32``.
+        rows
+            Positions of the rows to score, ``[M]``; all rows when None.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[M] float32`` (``[N]`` for all rows).
+        """
+        count = len(self.ids) if rows is None else len(rows)
+        out = np.empty(count, np.float32)
+        block = min(self.CHUNK, count)
+        codes = np.empty((block, self.dim), np.int8)
+        buffer = np.empty((block, self.dim), np.float32)
+        for start in range(0, count, self.CHUNK):
+            stop = min(start + self.CHUNK, count)
+            floats = buffer[: stop - start]
+            if rows is None:
+                np.copyto(floats, self.codes[start:stop], casting="unsafe")
+            else:
+                picked = codes[: stop - start]
+                np.take(self.codes, rows[start:stop], axis=0, out=picked)
+                np.copyto(floats, picked, casting="unsafe")
+            np.dot(floats, query, out=out[start:stop])
+        out *= self.scales if rows is None else self.scales[rows]
         return out
 
 
 def _return_freed_memory() -> None:
     """Hand heap pages freed after reading all vectors back to the system (glibc only).
 
-    Reading the vectors allocates one small block per row; once they are freed glibc keeps the
-    pages, which would leave about 1.6 KB a photo resident for nothing.
+    Reading the vectors allocates one small block per row; once they are freed glibc may keep
+    the pages, which would stay resident for nothing.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -452,30 +561,55 @@ def _return_freed_memory() -> None:
         pass
 
 
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    """A library's compact vectors and what they were made from."""
+
+    identity: tuple[int, int] | None
+    model_name: str
+    version: VectorVersion
+    compact: _CompactVectors
+
+
 _CACHE_SIZE = 2  # libraries whose compact vectors are kept
-_cache: dict[str, tuple[tuple[Any, ...], _CompactVectors]] = {}
+_cache: dict[str, _Cached] = {}
 _cache_lock = threading.Lock()
 
 
 def _compact_vectors(library: Library, model_name: str) -> _CompactVectors:
-    """The library's vectors, quantised once per library revision and kept for later searches."""
+    """The library's vectors, quantised, kept for later searches and brought up to date.
+
+    Reuses the copy while :attr:`~core.store.Library.vector_version` stays the same, appends
+    the embeddings written since when nothing was removed, and makes it again otherwise. Locks
+    are taken in one order: the library's (:meth:`~core.store.Library.snapshot`), then the
+    cache's.
+    """
     key = str(library.path)
     try:
         stat = os.stat(library.path)
         identity: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
     except OSError:
         identity = None
-    with _cache_lock:
-        version = (identity, library.revision, model_name)
+    with library.snapshot(), _cache_lock:
+        version = library.vector_version
         found = _cache.get(key)
-        if found is not None and found[0] == version:
-            return found[1]
+        if found is not None and (found.identity, found.model_name) == (identity, model_name):
+            if found.version == version or found.version.revision > version.revision:
+                return found.compact  # current, or newer than what this reader sees
+            if found.version.removed == version.removed and found.compact.dim == (
+                library.embed_dim or 0
+            ):
+                ids, matrix = library.vectors_added(model_name, found.version.revision)
+                compact = found.compact.extended(ids, matrix)
+                _cache[key] = _Cached(identity, model_name, version, compact)
+                return compact
         _cache.pop(key, None)  # let the old codes go before the new ones are built
+        del found
         ids, matrix = library.vectors(model_name)
-        compact = _CompactVectors(ids, matrix)
+        compact = _CompactVectors.build(ids, matrix)
         del ids, matrix
         _return_freed_memory()
-        _cache[key] = (version, compact)
+        _cache[key] = _Cached(identity, model_name, version, compact)
         while len(_cache) > _CACHE_SIZE:
             _cache.pop(next(iter(_cache)))
         return compact
@@ -508,11 +642,14 @@ def _describe_filters(
 
 @dataclass(slots=True)
 class _Candidates:
-    """The photos a search ranks: ids ``[N] int64``, and exact or compact vectors."""
+    """The photos a search ranks: their ids ``[N] int64`` and rows of the compact copy.
+
+    ``rows`` is None when every row is a candidate.
+    """
 
     ids: np.ndarray
-    matrix: np.ndarray | None = None
-    compact: _CompactVectors | None = None
+    compact: _CompactVectors
+    rows: np.ndarray | None = None
 
 
 def _candidates(
@@ -524,16 +661,19 @@ def _candidates(
 ) -> _Candidates:
     """Fetch what a search ranks; raise :class:`NoCandidatesError` when nothing is left."""
     _check_model(library, model)
-    if since is None and until is None and folder is None:
+    with library.snapshot():  # the copy and the filtered ids describe the same moment
         compact = _compact_vectors(library, model.name)
-        found = _Candidates(compact.ids, compact=compact)
-        dim = compact.dim
-    else:
-        ids, matrix = library.vectors(
-            model.name, since=since, until=until, folder=None if folder is None else Path(folder)
-        )
-        found = _Candidates(ids, matrix=matrix)
-        dim = matrix.shape[1]
+        if since is None and until is None and folder is None:
+            found = _Candidates(compact.ids, compact)
+        else:
+            wanted = library.photo_ids(
+                model.name,
+                since=since,
+                until=until,
+                folder=None if folder is None else Path(folder),
+            )
+            rows = compact.rows_of(wanted)
+            found = _Candidates(compact.ids[rows], compact, rows)
     if len(found.ids) == 0:
         filters = _describe_filters(since, until, folder)
         if filters:
@@ -542,10 +682,10 @@ def _candidates(
             "no indexed photos match: the library has no indexed photos yet; "
             "index a folder first (clipsearch-tui index FOLDER)"
         )
-    if dim != model.embed_dim:
+    if compact.dim != model.embed_dim:
         raise NoCandidatesError(
-            f"no indexed photos match: the stored embeddings have {dim} dimensions but model "
-            f"{model.name!r} makes {model.embed_dim}; re-index the library with this model"
+            f"no indexed photos match: the stored embeddings have {compact.dim} dimensions but "
+            f"model {model.name!r} makes {model.embed_dim}; re-index the library with this model"
         )
     return found
 
@@ -577,30 +717,21 @@ def _rank(
 ) -> list[Hit]:
     """Score every candidate, keep the ``top`` best (``first`` always first when present)."""
     ids = found.ids
-    if found.compact is not None:
-        scores = found.compact.scores(query)
-        chosen = _best(scores, _rescore_count(top))
-        if first is not None:
-            chosen = np.union1d(chosen, np.flatnonzero(ids == first))
-        scores[chosen] = _exact_scores(library, model, ids[chosen], query)
-    else:
-        assert found.matrix is not None
-        with np.errstate(invalid="ignore", over="ignore"):  # damaged rows are dropped below
-            scores = found.matrix @ query.astype(found.matrix.dtype, copy=False)
-        chosen = None
+    scores = found.compact.scores(query, found.rows)
+    chosen = _best(scores, _rescore_count(top))
+    if first is not None:
+        chosen = np.union1d(chosen, np.flatnonzero(ids == first))
+    scores[chosen] = _exact_scores(library, model, ids[chosen], query)
     finite = np.isfinite(scores)
     if not finite.all():
         keep = np.flatnonzero(finite)
-        if chosen is not None:
-            chosen = np.flatnonzero(np.isin(keep, chosen, assume_unique=True))
+        chosen = np.flatnonzero(np.isin(keep, chosen, assume_unique=True))
         ids, scores = ids[keep], scores[keep]
         if len(ids) == 0:
             raise NoCandidatesError(
                 "no indexed photos match: every stored embedding is damaged; re-index the library"
             )
     np.clip(scores, -1.0, 1.0, out=scores)
-    if chosen is None:
-        chosen = _best(scores, top)
     best = chosen[np.lexsort((ids[chosen], -scores[chosen]))]
     if first is not None:
         at = np.flatnonzero(ids[best] == first)

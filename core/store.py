@@ -12,30 +12,45 @@ Tables
     The album folders.
 ``photos``
     One row per photo: path, size, modification time, content hash, capture time, displayed
-    size, status (``pending``, ``indexed`` or ``failed``), error text, thumbnail file name, and
-    the model its embedding came from.
+    size, status (``pending``, ``indexed`` or ``failed``), error text, thumbnail file name, the
+    model its embedding came from, and the revision that wrote its embedding
+    (``vector_revision``).
 ``embeddings``
     One ``[D] float32`` BLOB per indexed photo, keyed by the photo's id.
 ``skipped``
     Files the scan did not index (unsupported format, empty file, unreadable folder), with why.
 ``meta``
-    The model the embeddings belong to, its embedding size, and a revision counter.
+    The model the embeddings belong to, its embedding size, a revision counter, and how many
+    embeddings were ever deleted or overwritten (``vectors_removed``, counted by triggers).
 
 Embeddings are written in the same transaction as the status that says the photo is indexed, so
 after a crash every photo is either indexed with its vector or still pending; there is never a
 vector without an ``indexed`` status, nor the reverse.
 
+Paths
+-----
+A path is stored as text that gives back exactly the path that went in, whatever bytes its name
+holds. A name that is not valid UTF-8 (``b'caf\\xe9.jpg'`` on Linux) reaches Python as a
+string with lone surrogates (``'caf\\udce9.jpg'``), which SQLite cannot store; each such code
+point, and the escape character itself, is written as U+FDD0 (a Unicode noncharacter, reserved
+for internal use, never part of a real name) followed by its code point in four hex digits.
+Every other name, that is nearly all of them, is stored as it is. The escape is one code word
+per character and no code word but ``/`` itself starts with ``/``, so ``a`` is a folder
+prefix of ``b`` exactly when the stored text of ``a`` is a prefix of that of ``b``: a folder
+filter stays one range over the unique index on ``path``.
+
 Storage choice
 --------------
-Vectors are float32 BLOBs inside the database, read for a search with one query whose rows are
-joined by ``bytearray().join`` into one buffer, with no per-row Python code. A memory-mapped
-vector file beside the database (row = slot) reads faster (``bench/indexing.py --storage``, see
-``bench/RESULTS.md``: 100,000 x 512 in 0.17 s against 0.67 s for the BLOBs, 10,000 in 14 ms
-against 48 ms, on 2 shared Xeon cores), but a file outside the database cannot be committed
-together with the status, and reusing the slot of a deleted photo can hand a reader that still
-sees the old row another photo's vector. A search that keeps the matrix between queries and
-reloads it only when :attr:`Library.revision` changes pays the read once. Pages are 16 KiB, so
-that the 2 KiB BLOBs of D = 512 pack with little waste (2.6 KB per photo on disk).
+Vectors are float32 BLOBs inside the database. :meth:`Library.vectors` streams them in id
+order, scanning the embeddings table (never sorting the BLOBs), and copies each block of rows
+into one preallocated matrix, so it holds little more than the matrix it returns. A
+memory-mapped vector file beside the database (row = slot) reads faster
+(``bench/indexing.py --storage``, see ``bench/RESULTS.md``), but a file outside the database
+cannot be committed together with the status, and reusing the slot of a deleted photo can hand a
+reader that still sees the old row another photo's vector. A search keeps a compact copy of the
+matrix between queries and, while photos are only added, reads just the new embeddings
+(:meth:`Library.vectors_added`, :attr:`Library.vector_version`). Pages are 16 KiB, so that the
+2 KiB BLOBs of D = 512 pack with little waste (2.6 KB per photo on disk).
 
 float32, not float16: float16 would halve the file but moves scores by up to 5e-5, which with
 random unit vectors (N = 10,000, D = 512, 1,000 random queries) changed the order of the top 10
@@ -64,8 +79,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import operator
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -93,6 +108,7 @@ __all__ = [
     "PendingPhoto",
     "PhotoRecord",
     "SyncReport",
+    "VectorVersion",
     "content_hash",
     "default_database_path",
 ]
@@ -114,6 +130,7 @@ BUSY_TIMEOUT_S = 10.0
 SYNC_CHUNK = 256  # photos hashed and read per transaction during a sync
 SYNC_WORKERS = 4
 _SQL_CHUNK = 500  # ids per ``IN (...)`` list
+_VECTOR_CHUNK = 256  # rows fetched at a time while reading vectors: 512 KiB for D = 512
 _WALL_FORMAT = "microseconds"
 
 
@@ -168,6 +185,23 @@ class PhotoRecord:
     status: str
     error: str | None
     thumbnail: Path | None
+
+
+class VectorVersion(NamedTuple):
+    """Where the embeddings of a library stand (:attr:`Library.vector_version`).
+
+    Attributes
+    ----------
+    revision
+        :attr:`Library.revision`.
+    removed
+        How many embeddings were ever deleted or overwritten. While it stays the same, the
+        embeddings of a later version are those of an earlier one plus the ones
+        :meth:`Library.vectors_added` returns.
+    """
+
+    revision: int
+    removed: int
 
 
 class PendingPhoto(NamedTuple):
@@ -319,9 +353,42 @@ def _migrate_2_indexes(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_3_exact_paths(db: sqlite3.Connection) -> None:
+    """Paths as reversible text (see *Paths* above): escape the escape character where it is."""
+    for table in ("photos", "roots", "skipped"):
+        db.execute(
+            f"UPDATE {table} SET path = replace(path, ?, ?) WHERE instr(path, ?) > 0",
+            (_PATH_ESCAPE, _escape_code_point(_PATH_ESCAPE), _PATH_ESCAPE),
+        )
+
+
+def _migrate_4_vector_changes(db: sqlite3.Connection) -> None:
+    """Let a reader tell embeddings that were only added from ones that were removed.
+
+    ``photos.vector_revision`` is the revision whose transaction wrote the photo's embedding (0
+    for those written before this migration); triggers count every embedding deleted or
+    overwritten in ``meta.vectors_removed``, whoever deletes it (a cascade from ``photos``
+    included).
+    """
+    bump = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'vectors_removed'"
+    for statement in (
+        "ALTER TABLE photos ADD COLUMN vector_revision INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX photos_vector_revision ON photos (vector_revision)",
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('vectors_removed', '0')",
+        f"CREATE TRIGGER embeddings_deleted AFTER DELETE ON embeddings BEGIN {bump}; END",
+        f"CREATE TRIGGER embeddings_updated AFTER UPDATE ON embeddings BEGIN {bump}; END",
+    ):
+        db.execute(statement)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: tuple[Migration, ...] = (_migrate_1_tables, _migrate_2_indexes)
+MIGRATIONS: tuple[Migration, ...] = (
+    _migrate_1_tables,
+    _migrate_2_indexes,
+    _migrate_3_exact_paths,
+    _migrate_4_vector_changes,
+)
 """Schema changes in order; ``PRAGMA user_version`` counts how many a database has had."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -333,6 +400,34 @@ def _wall_text(moment: datetime) -> str:
     return album.wall_time(moment).isoformat(timespec=_WALL_FORMAT)
 
 
+_PATH_ESCAPE = "\ufdd0"
+_UNSTORABLE = re.compile("[\ud800-\udfff\ufdd0]")
+_ESCAPED = re.compile("\ufdd0([0-9a-f]{4})")
+
+
+def _escape_code_point(char: str) -> str:
+    return f"{_PATH_ESCAPE}{ord(char):04x}"
+
+
+def _path_text(path: str | os.PathLike[str]) -> str:
+    """The text that stands for ``path`` in the database (see *Paths* above).
+
+    Lone surrogates (bytes of a name that is not valid UTF-8, under Python's
+    ``surrogateescape``) and U+FDD0 become U+FDD0 and four hex digits; the rest is unchanged.
+    """
+    text = os.fspath(path)
+    if text.isascii():
+        return text
+    return _UNSTORABLE.sub(lambda match: _escape_code_point(match.group()), text)
+
+
+def _path_from_text(text: str) -> str:
+    """The path that :func:`_path_text` turned into ``text``."""
+    if _PATH_ESCAPE not in text:
+        return text
+    return _ESCAPED.sub(lambda match: chr(int(match.group(1), 16)), text)
+
+
 def _under(path: str, folders: Sequence[str]) -> bool:
     """Whether ``path`` is one of ``folders`` or inside one of them."""
     return any(
@@ -341,8 +436,8 @@ def _under(path: str, folders: Sequence[str]) -> bool:
 
 
 def _prefix_range(folder: Path) -> tuple[str, str]:
-    """``(low, high)``: ``low <= path < high`` holds exactly for the paths inside ``folder``."""
-    text = str(folder)
+    """``(low, high)``: the stored text of a path is in ``[low, high)`` iff it is in ``folder``."""
+    text = _path_text(folder)
     base = text if text.endswith(os.sep) else text + os.sep
     return base, base[:-1] + chr(ord(os.sep) + 1)
 
@@ -557,11 +652,45 @@ class Library:
                 raise LibraryError(f"cannot write the library {self.path}: {error}") from error
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._reading(sql, params) as cursor:
+            return cursor.fetchall()
+
+    @contextlib.contextmanager
+    def _reading(self, sql: str, params: Sequence[Any] = ()) -> Iterator[sqlite3.Cursor]:
+        """A cursor over the rows of ``sql``, to be read inside the block (which holds the lock)."""
         with self._mutex:
             try:
-                return self._db.execute(sql, params).fetchall()
+                cursor = self._db.execute(sql, params)
             except sqlite3.OperationalError as error:
                 raise LibraryError(f"cannot read the library {self.path}: {error}") from error
+            try:
+                yield cursor
+            except sqlite3.OperationalError as error:
+                raise LibraryError(f"cannot read the library {self.path}: {error}") from error
+            finally:
+                cursor.close()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Within the block, every read through this object sees one state of the library.
+
+        A read transaction: the block sees the library as it was at its first read, however
+        many transactions other connections commit meanwhile (in WAL mode they are not held
+        up). Other threads that use this object wait for the block to end. Nested blocks join
+        the outer one. Nothing may be written through this object inside the block.
+        """
+        with self._mutex:
+            if self._db.in_transaction:
+                yield
+                return
+            try:
+                self._db.execute("BEGIN")
+            except sqlite3.OperationalError as error:
+                raise LibraryError(f"cannot read the library {self.path}: {error}") from error
+            try:
+                yield
+            finally:
+                self._db.execute("COMMIT")  # ends the read; nothing was written
 
     def _meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -572,11 +701,13 @@ class Library:
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     @staticmethod
-    def _bump(db: sqlite3.Connection) -> None:
+    def _bump(db: sqlite3.Connection) -> int:
+        """Increase the revision inside the open write transaction; return the new one."""
         db.execute(
             "INSERT INTO meta (key, value) VALUES ('revision', '1') ON CONFLICT (key) "
             "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
         )
+        return int(db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
 
     @contextlib.contextmanager
     def indexing_lock(self) -> Iterator[None]:
@@ -606,6 +737,21 @@ class Library:
         value = self._meta("revision")
         return int(value) if value else 0
 
+    @property
+    def vector_version(self) -> VectorVersion:
+        """The revision and how many embeddings were ever removed, read together.
+
+        A reader that holds the embeddings of one version can bring them up to a later version
+        with the same ``removed`` count by adding :meth:`vectors_added` after its revision; when
+        ``removed`` grew, it has to read them again.
+        """
+        values = dict(
+            self._query("SELECT key, value FROM meta WHERE key IN ('revision', 'vectors_removed')")
+        )
+        return VectorVersion(
+            int(values.get("revision") or 0), int(values.get("vectors_removed") or 0)
+        )
+
     # -- roots -------------------------------------------------------------------------------
 
     def add_roots(self, paths: Iterable[Path | str]) -> list[Path]:
@@ -624,7 +770,7 @@ class Library:
         with self._transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO roots (path, added_at) VALUES (?, ?)",
-                [(str(f), now) for f in folders],
+                [(_path_text(f), now) for f in folders],
             )
         return folders
 
@@ -635,18 +781,18 @@ class Library:
         """
         removed = [str(_absolute(p)) for p in paths]
         with self.indexing_lock(), self._transaction() as db:
-            db.executemany("DELETE FROM roots WHERE path = ?", [(r,) for r in removed])
-            remaining = [r for (r,) in db.execute("SELECT path FROM roots")]
+            db.executemany("DELETE FROM roots WHERE path = ?", [(_path_text(r),) for r in removed])
+            remaining = [_path_from_text(r) for (r,) in db.execute("SELECT path FROM roots")]
             gone = [
                 (photo_id,)
-                for photo_id, path in db.execute("SELECT id, path FROM photos")
-                if _under(path, removed) and not _under(path, remaining)
+                for photo_id, text in db.execute("SELECT id, path FROM photos")
+                if _under(path := _path_from_text(text), removed) and not _under(path, remaining)
             ]
             db.executemany("DELETE FROM photos WHERE id = ?", gone)
             skipped = [
-                (path,)
-                for (path,) in db.execute("SELECT path FROM skipped")
-                if _under(path, removed) and not _under(path, remaining)
+                (text,)
+                for (text,) in db.execute("SELECT path FROM skipped")
+                if _under(path := _path_from_text(text), removed) and not _under(path, remaining)
             ]
             db.executemany("DELETE FROM skipped WHERE path = ?", skipped)
             if gone:
@@ -655,7 +801,8 @@ class Library:
 
     def roots(self) -> list[Path]:
         """The album folders, sorted."""
-        return [Path(p) for (p,) in self._query("SELECT path FROM roots ORDER BY path")]
+        rows = self._query("SELECT path FROM roots")
+        return [Path(path) for path in sorted(_path_from_text(text) for (text,) in rows)]
 
     # -- model -------------------------------------------------------------------------------
 
@@ -769,7 +916,7 @@ class Library:
     ) -> SyncReport:
         report = SyncReport(cancelled=scan_result.cancelled)
         stored = {
-            row[1]: _Found(row[0], *row[2:])
+            _path_from_text(row[1]): _Found(row[0], *row[2:])
             for row in self._query(
                 "SELECT id, path, size, mtime_ns, content_hash, status, time_source FROM photos"
             )
@@ -816,6 +963,7 @@ class Library:
                 moving = {digest for digest, paths in vanished_by_hash.items() if paths}
                 probes = list(pool.map(functools.partial(_probe, moving=moving), chunk))
                 with self._transaction() as db:
+                    revision = self._bump(db)
                     for (entry, is_change), probe in zip(chunk, probes, strict=True):
                         if probe.error is not None or probe.content_hash is None:
                             report.skipped.append((entry.path, probe.error or "unreadable"))
@@ -834,12 +982,11 @@ class Library:
                                 indexed_by_hash.setdefault(probe.content_hash, old.id)
                             continue
                         source = indexed_by_hash.get(probe.content_hash)
-                        self._insert(db, probe, copy_from=source)
+                        self._insert(db, probe, source, revision)
                         if source is not None:
                             report.copied += 1
                         else:
                             report.new += 1
-                    self._bump(db)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
@@ -859,11 +1006,15 @@ class Library:
             if not report.cancelled:
                 db.executemany(
                     "DELETE FROM skipped WHERE path = ?",
-                    [(p,) for (p,) in db.execute("SELECT path FROM skipped") if _under(p, folders)],
+                    [
+                        (text,)
+                        for (text,) in db.execute("SELECT path FROM skipped")
+                        if _under(_path_from_text(text), folders)
+                    ],
                 )
             db.executemany(
                 "INSERT OR REPLACE INTO skipped (path, reason) VALUES (?, ?)",
-                [(str(path), reason) for path, reason in report.skipped],
+                [(_path_text(path), reason) for path, reason in report.skipped],
             )
             db.executemany("DELETE FROM photos WHERE id = ?", [(f.id,) for _, f in gone])
             if gone:
@@ -884,7 +1035,10 @@ class Library:
             capture.height,
         )
 
-    def _insert(self, db: sqlite3.Connection, probe: _Probe, copy_from: int | None) -> int:
+    def _insert(
+        self, db: sqlite3.Connection, probe: _Probe, copy_from: int | None, revision: int
+    ) -> int:
+        """Add a new photo; with ``copy_from``, as indexed with that photo's embedding."""
         entry = probe.entry
         status, thumbnail, model = "pending", None, None
         if copy_from is not None:
@@ -894,9 +1048,10 @@ class Library:
             ).fetchone()
         cursor = db.execute(
             "INSERT INTO photos (path, size, mtime_ns, content_hash, taken_at, wall, time_source,"
-            " width, height, status, thumbnail, model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " width, height, status, thumbnail, model, vector_revision)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                str(entry.path),
+                _path_text(entry.path),
                 entry.size,
                 entry.mtime_ns,
                 probe.content_hash,
@@ -904,6 +1059,7 @@ class Library:
                 status,
                 thumbnail,
                 model,
+                revision if copy_from is not None else 0,
             ),
         )
         photo_id = int(cursor.lastrowid or 0)
@@ -935,7 +1091,7 @@ class Library:
         entry = probe.entry
         db.execute(
             "UPDATE photos SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
-            (str(entry.path), entry.size, entry.mtime_ns, old.id),
+            (_path_text(entry.path), entry.size, entry.mtime_ns, old.id),
         )
         if old.time_source == "mtime" and old.mtime_ns != entry.mtime_ns:
             # the capture time was the file's modification time, which the move changed
@@ -972,15 +1128,16 @@ class Library:
         roots
             Keep photos inside these folders (default: all).
         """
-        sql, params = self._filters("", "status = 'pending'", since, until, None)
+        sql, params = self._filters("pending", since, until, None)
         rows = self._query(
             f"SELECT id, path, content_hash FROM photos WHERE {sql} ORDER BY wall DESC, id",
             params,
         )
         folders = [str(_absolute(r)) for r in roots] if roots is not None else None
+        found = [(photo_id, _path_from_text(text), digest) for photo_id, text, digest in rows]
         return [
             PendingPhoto(photo_id, Path(path), digest)
-            for photo_id, path, digest in rows
+            for photo_id, path, digest in found
             if folders is None or _under(path, folders)
         ]
 
@@ -1022,47 +1179,109 @@ class Library:
         if matrix.ndim != 2 or len(matrix) != len(ids) or len(thumbnails) != len(ids):
             raise ValueError(f"expected {len(ids)} vectors and thumbnails, got {matrix.shape}")
         with self._transaction() as db:
+            revision = self._bump(db)
+            # an embedding that is overwritten is deleted first, so that the trigger counts it
             db.executemany(
-                "INSERT OR REPLACE INTO embeddings (photo_id, vector) VALUES (?, ?)",
+                "DELETE FROM embeddings WHERE photo_id = ?",
+                [(int(i),) for i in chain(ids, (i for i, _ in failed))],
+            )
+            db.executemany(
+                "INSERT INTO embeddings (photo_id, vector) VALUES (?, ?)",
                 [(int(i), row.tobytes()) for i, row in zip(ids, matrix, strict=True)],
             )
             db.executemany(
-                "UPDATE photos SET status = 'indexed', error = NULL, thumbnail = ?, model = ?"
-                " WHERE id = ?",
-                [(t, model_name, int(i)) for i, t in zip(ids, thumbnails, strict=True)],
+                "UPDATE photos SET status = 'indexed', error = NULL, thumbnail = ?, model = ?,"
+                " vector_revision = ? WHERE id = ?",
+                [(t, model_name, revision, int(i)) for i, t in zip(ids, thumbnails, strict=True)],
             )
             db.executemany(
                 "UPDATE photos SET status = 'failed', error = ?, model = NULL WHERE id = ?",
                 [(error, int(i)) for i, error in failed],
             )
-            db.executemany(
-                "DELETE FROM embeddings WHERE photo_id = ?", [(int(i),) for i, _ in failed]
-            )
-            self._bump(db)
 
     # -- reading -----------------------------------------------------------------------------
 
     @staticmethod
     def _filters(
-        table: str,
-        base: str,
+        status: str | None,
         since: datetime | None,
         until: datetime | None,
         folder: Path | None,
     ) -> tuple[str, list[Any]]:
-        """A WHERE clause for ``base`` and the date and folder filters, columns of ``table``."""
-        clauses, params = [base], []
+        """A WHERE clause on ``photos`` for a status (any when None), dates and a folder.
+
+        With a folder, the other terms carry SQLite's unary ``+``, which keeps them out of
+        index selection: the range on ``path`` is then searched in its unique index, instead
+        of every photo of that status through ``photos_status``.
+        """
+        plus = "+" if folder is not None else ""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            clauses.append(f"{plus}status = ?")
+            params.append(status)
         if since is not None:
-            clauses.append(f"{table}wall >= ?")
+            clauses.append(f"{plus}wall >= ?")
             params.append(_wall_text(since))
         if until is not None:
-            clauses.append(f"{table}wall < ?")
+            clauses.append(f"{plus}wall < ?")
             params.append(_wall_text(until))
         if folder is not None:
             low, high = _prefix_range(_absolute(folder))
-            clauses.append(f"{table}path >= ? AND {table}path < ?")
+            clauses.append("path >= ? AND path < ?")
             params.extend((low, high))
-        return " AND ".join(clauses), params
+        return " AND ".join(clauses) or "1", params
+
+    def _check_model(self, model_name: str | None) -> None:
+        stored = self.model_name
+        if model_name is not None and stored is not None and stored != model_name:
+            raise self._mismatch(stored, model_name)
+
+    def photo_ids(
+        self,
+        model_name: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        folder: Path | None = None,
+        indexed_only: bool = True,
+    ) -> np.ndarray:
+        """The ids of the photos that pass the filters, without reading any embedding.
+
+        Parameters
+        ----------
+        model_name
+            When given, the model the caller will compare embeddings of; checked like
+            :meth:`vectors` checks it.
+        since, until
+            Keep photos whose wall-clock capture time is in ``[since, until)``; either may be
+            None.
+        folder
+            Keep photos inside this folder (at any depth).
+        indexed_only
+            Keep only indexed photos (those :meth:`vectors` returns); with False, pending and
+            failed photos too.
+
+        Returns
+        -------
+        numpy.ndarray
+            Photo ids, ``[N] int64``, ascending.
+
+        Raises
+        ------
+        ModelMismatchError
+            ``model_name`` is given and the library holds another model's embeddings.
+        """
+        self._check_model(model_name)
+        where, params = self._filters("indexed" if indexed_only else None, since, until, folder)
+        return self._ids(f"SELECT id FROM photos WHERE {where}", params)
+
+    def _ids(self, sql: str, params: Sequence[Any]) -> np.ndarray:
+        """The ids ``sql`` selects, ``[N] int64``, ascending."""
+        with self._reading(sql, params) as cursor:
+            ids = np.fromiter(chain.from_iterable(cursor), dtype=np.int64)
+        ids.sort()  # cheaper than ORDER BY, which would sort rows read through an index
+        return ids
 
     def vectors(
         self,
@@ -1089,37 +1308,105 @@ class Library:
         ids : numpy.ndarray
             Photo ids, ``[N] int64``, ascending.
         matrix : numpy.ndarray
-            Their embeddings, ``[N, D] float32``, C-contiguous and writable, rows L2-normalised.
-            ``N`` may be 0 (``D`` is then the stored length, or 0 for a library never indexed).
+            Their embeddings, ``[N, D] float32``, C-contiguous and writable, rows L2-normalised;
+            a stored vector of the wrong length (a damaged row) comes back as NaN. ``N`` may be 0
+            (``D`` is then the stored length, or 0 for a library never indexed).
 
         Raises
         ------
         ModelMismatchError
             The library holds another model's embeddings.
         """
-        stored = self.model_name
-        if stored is not None and stored != model_name:
-            raise self._mismatch(stored, model_name)
-        dim = self.embed_dim or 0
-        where, params = self._filters("p.", "p.status = 'indexed'", since, until, folder)
-        rows = self._query(
-            "SELECT p.id, e.vector FROM photos AS p JOIN embeddings AS e ON e.photo_id = p.id "
-            f"WHERE {where} ORDER BY p.id",
-            params,
+        self._check_model(model_name)
+        with self.snapshot():
+            if since is None and until is None and folder is None:
+                count = self._query("SELECT count(*) FROM photos WHERE status = 'indexed'")[0][0]
+                # embeddings first: rows come in id order from a scan, never sorted
+                return self._read_vectors(
+                    count,
+                    [
+                        (
+                            "SELECT e.photo_id, e.vector FROM embeddings AS e CROSS JOIN photos"
+                            " AS p ON p.id = e.photo_id WHERE p.status = 'indexed'"
+                            " ORDER BY e.photo_id",
+                            (),
+                        )
+                    ],
+                )
+            return self._vectors_of(self.photo_ids(since=since, until=until, folder=folder))
+
+    def vectors_added(self, model_name: str, after: int) -> tuple[np.ndarray, np.ndarray]:
+        """The embeddings written by transactions after revision ``after``.
+
+        Read inside :meth:`snapshot` together with :attr:`vector_version`, and with ``after``
+        the revision of an earlier version whose ``removed`` count is the same, these are
+        exactly the rows :meth:`vectors` gained between the two versions.
+
+        Returns
+        -------
+        ids : numpy.ndarray
+            Photo ids, ``[K] int64``, ascending.
+        matrix : numpy.ndarray
+            Their embeddings, ``[K, D] float32``, as :meth:`vectors` returns them.
+
+        Raises
+        ------
+        ModelMismatchError
+            The library holds another model's embeddings.
+        """
+        self._check_model(model_name)
+        with self.snapshot():
+            ids = self._ids(
+                "SELECT id FROM photos INDEXED BY photos_vector_revision"
+                " WHERE vector_revision > ? AND status = 'indexed'",
+                (int(after),),
+            )
+            return self._vectors_of(ids)
+
+    def _vectors_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The embeddings of ``ids`` (``[N] int64``, ascending), looked up by id."""
+        wanted = ids.tolist()
+        chunks = (wanted[i : i + _SQL_CHUNK] for i in range(0, len(wanted), _SQL_CHUNK))
+        return self._read_vectors(
+            len(wanted),
+            (
+                (
+                    "SELECT photo_id, vector FROM embeddings"
+                    f" WHERE photo_id IN ({', '.join('?' * len(chunk))}) ORDER BY photo_id",
+                    chunk,
+                )
+                for chunk in chunks
+            ),
         )
-        ids = np.fromiter(map(operator.itemgetter(0), rows), dtype=np.int64, count=len(rows))
-        buffer = bytearray().join(map(operator.itemgetter(1), rows))
-        matrix = np.frombuffer(buffer, dtype=np.float32).reshape(len(rows), dim)
+
+    def _read_vectors(
+        self, count: int, queries: Iterable[tuple[str, Sequence[Any]]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Copy the ``(id, vector)`` rows of ``queries``, at most ``count``, into new arrays.
+
+        The rows arrive :data:`_VECTOR_CHUNK` at a time, so little is held besides the result.
+        Rows of all the queries together must come in ascending id order.
+        """
+        ids = np.empty(count, np.int64)
+        matrix = np.empty((count, self.embed_dim or 0), np.float32)
+        done = 0
+        for sql, params in queries:
+            with self._reading(sql, params) as cursor:
+                while rows := cursor.fetchmany(_VECTOR_CHUNK):
+                    done = _copy_vector_rows(rows, ids, matrix, done)
+                    del rows  # let this chunk go before the next one is fetched
+        if done < count:  # indexed photos without an embedding: only in a damaged library
+            ids, matrix = ids[:done].copy(), matrix[:done].copy()
         return ids, matrix
 
     def _record(self, row: tuple[Any, ...]) -> PhotoRecord:
-        photo_id, path, size, mtime_ns, taken_at, source, width, height, status, error, thumb = row
+        photo_id, text, size, mtime_ns, taken_at, source, width, height, status, error, thumb = row
         thumbnail = self.thumbnail_dir / thumb if thumb else None
         if thumbnail is not None and not thumbnail.is_file():
             thumbnail = None
         return PhotoRecord(
             id=photo_id,
-            path=Path(path),
+            path=Path(_path_from_text(text)),
             size=size,
             mtime_ns=mtime_ns,
             taken_at=datetime.fromisoformat(taken_at) if taken_at else None,
@@ -1147,7 +1434,7 @@ class Library:
     def record_for_path(self, path: Path | str) -> PhotoRecord | None:
         """The photo at this path (made absolute, not resolved), or None."""
         rows = self._query(
-            f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE path = ?", (str(_absolute(path)),)
+            f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE path = ?", (_path_text(_absolute(path)),)
         )
         return self._record(rows[0]) if rows else None
 
@@ -1162,16 +1449,14 @@ class Library:
 
     def failures(self) -> list[PhotoRecord]:
         """Photos that could not be read, by path; they are tried again once they change."""
-        rows = self._query(
-            f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE status = 'failed' ORDER BY path"
-        )
-        return [self._record(row) for row in rows]
+        rows = self._query(f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE status = 'failed'")
+        return sorted((self._record(row) for row in rows), key=lambda record: str(record.path))
 
     def skipped(self) -> list[tuple[Path, str]]:
         """Files and folders the last scans did not index, with the reason, by path."""
-        return [
-            (Path(p), r) for p, r in self._query("SELECT path, reason FROM skipped ORDER BY path")
-        ]
+        rows = self._query("SELECT path, reason FROM skipped")
+        found = sorted((_path_from_text(text), reason) for text, reason in rows)
+        return [(Path(path), reason) for path, reason in found]
 
     def timeline(self, now: datetime | None = None) -> album.Timeline:
         """Every photo grouped by year, month and day, with how many of each are indexed."""
@@ -1211,6 +1496,25 @@ class Library:
             "skipped": self._query("SELECT count(*) FROM skipped")[0][0],
             "revision": self.revision,
         }
+
+
+def _copy_vector_rows(
+    rows: list[tuple[int, bytes]], ids: np.ndarray, matrix: np.ndarray, at: int
+) -> int:
+    """Copy ``(photo id, vector BLOB)`` rows to ``ids`` and ``matrix`` from row ``at`` on.
+
+    Returns the row after the last one written. A BLOB of the wrong length gives a NaN row.
+    """
+    stop = at + len(rows)
+    chunk_ids, blobs = zip(*rows, strict=True)
+    ids[at:stop] = chunk_ids
+    row_bytes = matrix.itemsize * matrix.shape[1]
+    if set(map(len, blobs)) == {row_bytes}:
+        matrix[at:stop] = np.frombuffer(b"".join(blobs), np.float32).reshape(len(rows), -1)
+        return stop
+    for row, blob in enumerate(blobs, at):  # a damaged row among them
+        matrix[row] = np.frombuffer(blob, np.float32) if len(blob) == row_bytes else np.nan
+    return stop
 
 
 def _probe(item: tuple[album.FileEntry, bool], moving: set[str]) -> _Probe:

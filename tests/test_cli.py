@@ -252,9 +252,30 @@ def test_timeline_counts_years_months_days_and_recent_periods(
     code, out, _ = _run(capsys, "timeline", str(album_in_library / "home"), "--json")
     home_only = json.loads(out)
     assert code == 0 and home_only["relative"][-1]["count"] == len(PHOTOS["home"])
+    assert home_only["relative"][-1]["indexed"] == len(PHOTOS["home"])
 
     code, out, _ = _run(capsys, "timeline")
     assert code == 0 and f"All photos {total} photos, {total} indexed" in " ".join(out.split())
+
+
+def test_timeline_of_a_folder_counts_every_status_without_reading_vectors(
+    home: Path, album: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli.main(["index", str(album), "--model", "tiny", "--json"]) == 0
+    capsys.readouterr()
+
+    def no_vectors(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the timeline read the embeddings")
+
+    monkeypatch.setattr(Library, "vectors", no_vectors)
+    code, out, err = _run(capsys, "timeline", str(album / "broken"), "--json")
+    assert code == 0, err
+    everything = json.loads(out)["relative"][-1]
+    assert (everything["count"], everything["indexed"]) == (len(BROKEN_PHOTOS), 0)
+    code, out, err = _run(capsys, "timeline", str(album / "jpg"), "--json")
+    jpegs = [name for name in ALBUM_PHOTOS if name.startswith("jpg/")]
+    everything = json.loads(out)["relative"][-1]
+    assert code == 0 and everything["count"] == everything["indexed"] == len(jpegs)
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -364,11 +385,6 @@ def test_inert_escapes_controls_and_undecodable_bytes() -> None:
     assert cli._inert("\u202e\u2066x") == "\\u202e\\u2066x"
 
 
-@pytest.mark.xfail(
-    raises=UnicodeEncodeError,
-    strict=True,
-    reason="core.store cannot store a path that is not valid UTF-8 yet (sqlite3 refuses it)",
-)
 def test_a_pipe_gets_exact_bytes_even_for_names_that_are_not_utf8(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from datetime import datetime
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from core import search as search_mod
-from core.album import wall_time
+from core.album import scan, wall_time
 from core.encoder import ClipModel
 from core.indexer import index
 from core.search import (
@@ -27,7 +28,7 @@ from core.search import (
     search,
     similar,
 )
-from core.store import Library, ModelMismatchError, PhotoRecord
+from core.store import Library, ModelMismatchError, PhotoRecord, VectorVersion
 
 SAMPLES = Path("/work/shared/photos/exif-samples/jpg")
 
@@ -324,22 +325,60 @@ def test_describe_and_rank_texts(indexed: tuple[Library, Path], tiny_model: Clip
 
 
 class _FakeLibrary:
-    """Just what :func:`core.search.search` reads from a library, over a given matrix."""
+    """Just what :mod:`core.search` reads from a library, over a given matrix.
+
+    Every photo passes every filter; ``vectors_read`` counts the rows handed out by
+    :meth:`vectors` and :meth:`vectors_added`.
+    """
 
     def __init__(self, path: Path, matrix: np.ndarray, model_name: str = "fake") -> None:
         self.path = path
         self.model_name = model_name
-        self.revision = 1
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         self.ids = np.arange(1, len(matrix) + 1, dtype=np.int64) * 10
+        self.vector_version = VectorVersion(1, 0)
+        self.added: list[tuple[int, int]] = []  # (revision, first row it added)
         self.vector_calls = 0
         self.vectors_calls = 0
+        self.vectors_read = 0
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        yield
+
+    def replace(self, matrix: np.ndarray) -> None:
+        """Overwrite every vector, as a re-index would."""
+        self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        revision, removed = self.vector_version
+        self.vector_version = VectorVersion(revision + 1, removed + len(matrix))
+
+    def add(self, rows: np.ndarray) -> None:
+        """Commit one batch of new photos."""
+        self.added.append((self.vector_version.revision + 1, len(self.matrix)))
+        self.matrix = np.concatenate([self.matrix, rows.astype(np.float32)])
+        self.ids = np.arange(1, len(self.matrix) + 1, dtype=np.int64) * 10
+        revision, removed = self.vector_version
+        self.vector_version = VectorVersion(revision + 1, removed)
 
     def vectors(self, model_name: str, **filters: Any) -> tuple[np.ndarray, np.ndarray]:
-        """All rows, whatever the filters: a filter only sends the search down its exact path."""
-        assert model_name == self.model_name
+        assert model_name == self.model_name and not filters
         self.vectors_calls += 1
+        self.vectors_read += len(self.ids)
         return self.ids.copy(), self.matrix.copy()
+
+    def vectors_added(self, model_name: str, after: int) -> tuple[np.ndarray, np.ndarray]:
+        assert model_name == self.model_name
+        first = min((row for revision, row in self.added if revision > after), default=None)
+        start = len(self.ids) if first is None else first
+        self.vectors_read += len(self.ids) - start
+        return self.ids[start:].copy(), self.matrix[start:].copy()
+
+    def photo_ids(self, model_name: str | None = None, **filters: Any) -> np.ndarray:
+        return self.ids.copy()
 
     def vector_for(self, photo_id: int, model_name: str) -> np.ndarray | None:
         self.vector_calls += 1
@@ -412,9 +451,185 @@ def test_the_compact_copy_follows_the_library_revision(tmp_path: Path) -> None:
     assert search(library, model, matrix[7], top=1)[0].photo.id == 80
     assert search(library, model, matrix[9], top=1)[0].photo.id == 100
     assert library.vectors_calls == 1  # read and quantised once
-    library.matrix = library.matrix[::-1].copy()
-    library.revision += 1
+    library.replace(library.matrix[::-1])
     assert search(library, model, matrix[7], top=1)[0].photo.id == 10 * (50 - 7)
-    assert library.vectors_calls == 2
+    assert library.vectors_calls == 2  # vectors were overwritten: read again
     search(library, model, matrix[7], top=1, since=datetime(2000, 1, 1))
-    assert library.vectors_calls == 3  # a filtered search reads the rows it needs
+    assert library.vectors_calls == 2  # a filtered search ranks rows of the same copy
+    assert library.vectors_read == 100
+
+
+def test_added_rows_are_appended_to_the_compact_copy(tmp_path: Path) -> None:
+    dim = 16
+    matrix = _random_unit(300, dim, seed=4)
+    library = _FakeLibrary(tmp_path / "growing", matrix[:100])
+    model = _fake_model(dim)
+    search(library, model, matrix[0], top=5)
+    first = search_mod._compact_vectors(library, "fake")  # type: ignore[arg-type]
+    for start in range(100, 300, 40):  # five batches, each one committed between searches
+        library.add(matrix[start : start + 40])
+        hits = search(library, model, matrix[start + 3], top=3)
+        assert hits[0].photo.id == 10 * (start + 4)
+        assert hits[0].score == pytest.approx(1.0, abs=1e-6)
+    assert (library.vectors_calls, library.vectors_read) == (1, 300)
+    compact = search_mod._compact_vectors(library, "fake")  # type: ignore[arg-type]
+    assert len(first) == 100 and len(compact) == 300  # the older copy is left as it was
+    np.testing.assert_array_equal(compact.ids, library.ids)
+    exact = search(library, model, matrix[150], top=300)
+    scores = matrix.astype(np.float64) @ matrix[150].astype(np.float64)
+    assert [h.photo.id for h in exact] == [10 * (i + 1) for i in np.argsort(-scores, kind="stable")]
+
+
+@pytest.mark.parametrize("tail_sorted", [True, False])
+def test_rows_of_finds_ids_in_the_sorted_rows_and_in_appended_ones(tail_sorted: bool) -> None:
+    rng = np.random.default_rng(6)
+    matrix = _random_unit(60, 8, seed=6)
+    ids = np.arange(0, 120, 2, dtype=np.int64)  # even ids first, then odd ones appended
+    compact = search_mod._CompactVectors.build(ids[:40], matrix[:40])
+    extra = np.sort(rng.choice(np.arange(1, 200, 2), 20, replace=False))
+    if tail_sorted:
+        extra += 200
+    compact = compact.extended(extra, matrix[40:])
+    assert compact.sorted_rows == (60 if tail_sorted else 40)
+    all_ids = np.concatenate([ids[:40], extra])
+    for wanted in (np.array([], np.int64), np.arange(0, 400), rng.choice(400, 50, replace=False)):
+        wanted = np.unique(wanted)
+        rows = compact.rows_of(wanted)
+        assert sorted(compact.ids[rows].tolist()) == sorted(set(all_ids) & set(wanted.tolist()))
+    rows = compact.rows_of(np.sort([extra[5], ids[3]]))
+    assert sorted(rows.tolist()) == [3, 45]
+    query = matrix[45]
+    np.testing.assert_allclose(compact.scores(query, rows), matrix[rows] @ query, atol=2e-2)
+    np.testing.assert_allclose(compact.scores(query), matrix @ query, atol=2e-2)
+
+
+# -- a real library while it is being indexed ------------------------------------------------------
+
+DIM = 16
+
+
+def _fake_photos(folder: Path, numbers: range) -> None:
+    """Files that the scan takes for photos: each has its own content, none can be decoded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in numbers:
+        (folder / f"IMG_{i:04d}.jpg").write_bytes(b"photo number %d" % i)
+
+
+def _commit(library: Library, album: Path, seed: int, keep: Any = None) -> dict[int, np.ndarray]:
+    """Sync the album and commit embeddings for its pending photos (those ``keep`` accepts)."""
+    library.add_roots([album])
+    library.sync(scan([album]))
+    library.use_model("fake", DIM)
+    todo = [p for p in library.pending() if keep is None or keep(p)]
+    vectors = _random_unit(len(todo), DIM, seed)
+    with library.indexing_lock():
+        library.save_batch("fake", [p.id for p in todo], vectors, [None] * len(todo))
+    return {p.id: v for p, v in zip(todo, vectors, strict=True)}
+
+
+class _VectorsRead:
+    """Counts the embeddings a :class:`Library` hands out, whichever method reads them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = self.rows = 0
+        vectors, added = Library.vectors, Library.vectors_added
+
+        def counted_vectors(library: Library, *args: Any, **kwargs: Any) -> Any:
+            ids, matrix = vectors(library, *args, **kwargs)
+            self.full += 1
+            self.rows += len(ids)
+            return ids, matrix
+
+        def counted_added(library: Library, *args: Any, **kwargs: Any) -> Any:
+            ids, matrix = added(library, *args, **kwargs)
+            self.rows += len(ids)
+            return ids, matrix
+
+        monkeypatch.setattr(Library, "vectors", counted_vectors)
+        monkeypatch.setattr(Library, "vectors_added", counted_added)
+
+
+def _exact_order(vectors: dict[int, np.ndarray], query: np.ndarray) -> list[int]:
+    ids = sorted(vectors)
+    scores = np.array([float(vectors[i].astype(np.float64) @ query) for i in ids])
+    return [ids[i] for i in np.lexsort((ids, -scores))]
+
+
+def test_a_search_after_one_more_batch_reads_only_the_new_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    album, model = tmp_path / "album", _fake_model(DIM)
+    _fake_photos(album / "old", range(40))
+    read = _VectorsRead(monkeypatch)
+    with Library.open(tmp_path / "lib.sqlite", thumbnail_dir=tmp_path / "thumbs") as library:
+        vectors = _commit(library, album, seed=1)
+        search(library, model, vectors[min(vectors)], top=5)
+        assert (read.full, read.rows) == (1, 40)
+
+        _fake_photos(album / "new", range(40, 45))
+        added = _commit(library, album, seed=2)
+        vectors.update(added)
+        query = added[max(added)]
+        hits = search(library, model, query, top=10)
+        assert (read.full, read.rows) == (1, 45)  # only the five new rows were read
+        assert [h.photo.id for h in hits] == _exact_order(vectors, query)[:10]
+        assert hits[0].score == pytest.approx(1.0, abs=1e-6)
+
+        hits = search(library, model, query, top=50, folder=album / "new")
+        assert {h.photo.id for h in hits} == set(added)
+        assert (read.full, read.rows) == (1, 45)
+
+        with library.indexing_lock():  # one photo fails on a second try: its vector goes
+            library.save_batch("fake", [], np.zeros((0, DIM), np.float32), [], [(min(added), "x")])
+        del vectors[min(added)]
+        hits = search(library, model, query, top=50)
+        assert (read.full, read.rows) == (2, 89)  # a removal makes the copy again
+        assert [h.photo.id for h in hits] == _exact_order(vectors, query)
+
+
+def test_photos_indexed_out_of_id_order_are_found_by_filtered_searches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    album, model = tmp_path / "album", _fake_model(DIM)
+    _fake_photos(album / "a", range(0, 30))
+    _fake_photos(album / "b", range(30, 60))
+    read = _VectorsRead(monkeypatch)
+    with Library.open(tmp_path / "lib.sqlite", thumbnail_dir=tmp_path / "thumbs") as library:
+        vectors = _commit(library, album, seed=3, keep=lambda p: p.id % 3 == 0)
+        search(library, model, vectors[max(vectors)], top=1)
+        vectors.update(_commit(library, album, seed=4, keep=lambda p: p.id % 3 == 1))
+        vectors.update(_commit(library, album, seed=5))
+        assert len(vectors) == 60
+        for query_id in (1, 29, 31, 60):
+            for folder in (album / "a", album / "b", None):
+                hits = search(library, model, vectors[query_id], top=60, folder=folder)
+                paths = {h.photo.id: h.photo.path for h in hits}
+                expected = {
+                    i for i in vectors if folder is None or paths.get(i, folder).parent == folder
+                }
+                assert set(paths) == expected
+                assert len(expected) == (60 if folder is None else 30)
+                subset = {i: vectors[i] for i in expected}
+                assert [h.photo.id for h in hits] == _exact_order(subset, vectors[query_id])
+        assert (read.full, read.rows) == (1, 60)
+
+
+def test_filtered_searches_rank_the_cached_copy_without_reading_vectors(
+    indexed: tuple[Library, Path], tiny_model: ClipModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library, album = indexed
+    search(library, tiny_model, "a house")  # the copy is made, or was already
+    read = _VectorsRead(monkeypatch)
+    records = library.records(library.photo_ids(tiny_model.name))
+    times = sorted(wall_time(r.taken_at) for r in records if r.taken_at is not None)
+    since, until = times[1], times[-1]
+    query = query_vector(tiny_model, parse_query("a house")).astype(np.float64)
+    for kwargs in ({"folder": album / "home"}, {"since": since, "until": until}):
+        hits = search(library, tiny_model, "a house", top=100, **kwargs)  # type: ignore[arg-type]
+        wanted = library.photo_ids(tiny_model.name, **kwargs)  # type: ignore[arg-type]
+        assert {h.photo.id for h in hits} == set(wanted.tolist())
+        for hit in hits:
+            stored = library.vector_for(hit.photo.id, tiny_model.name)
+            assert stored is not None
+            assert hit.score == pytest.approx(float(stored.astype(np.float64) @ query), abs=1e-6)
+    assert (read.full, read.rows) == (0, 0)

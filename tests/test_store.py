@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +18,13 @@ import pytest
 
 from core import album as album_mod
 from core import store
-from core.store import Library, LibraryBusyError, LibraryError, ModelMismatchError
+from core.store import (
+    Library,
+    LibraryBusyError,
+    LibraryError,
+    ModelMismatchError,
+    VectorVersion,
+)
 
 DIM = 8
 
@@ -83,12 +91,53 @@ def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> Non
     db.close()
 
     with Library.open(path) as library:
-        assert library.stats()["schema_version"] == store.SCHEMA_VERSION == 2
+        assert library.stats()["schema_version"] == store.SCHEMA_VERSION == 4
         assert library.record_for_path("/a.jpg") is not None
         assert [p.path for p in library.pending(since=datetime(2019, 1, 1))] == [Path("/a.jpg")]
     db = sqlite3.connect(path)
     indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"photos_wall", "photos_status", "photos_hash"} <= indexes
+    assert {"photos_wall", "photos_status", "photos_hash", "photos_vector_revision"} <= indexes
+
+
+ESCAPE = "\ufdd0"  # the character the library escapes paths with; valid in a file name
+
+
+def test_schema_2_rows_are_converted_and_keep_their_exact_paths(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    db = sqlite3.connect(path)
+    store.MIGRATIONS[0](db)
+    store.MIGRATIONS[1](db)
+    db.execute("PRAGMA user_version = 2")
+    odd, plain = f"/album/odd{ESCAPE}dce9.jpg", "/album/plain.jpg"
+    vector = _unit_rows(1)[0]
+    for photo_id, name in ((1, odd), (2, plain)):
+        db.execute(
+            "INSERT INTO photos (id, path, size, mtime_ns, content_hash, wall, status, model)"
+            " VALUES (?, ?, 1, 2, ?, '2020-01-01T00:00:00.000000', 'indexed', 'fake')",
+            (photo_id, name, str(photo_id)),
+        )
+        db.execute("INSERT INTO embeddings VALUES (?, ?)", (photo_id, vector.tobytes()))
+    db.execute("INSERT INTO roots VALUES (?, '2020-01-01')", (f"/album{ESCAPE}",))
+    db.execute("INSERT INTO skipped VALUES (?, 'empty file')", (f"/album/{ESCAPE}.jpg",))
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [("model", "fake"), ("embed_dim", str(DIM))])
+    db.execute("INSERT INTO meta VALUES ('revision', '7')")
+    db.commit()
+    db.close()
+
+    with Library.open(path) as library:
+        assert library.stats()["schema_version"] == 4
+        record = library.record_for_path(odd)
+        assert record is not None and record.id == 1 and str(record.path) == odd
+        assert [str(r.path) for r in library.records([1, 2])] == [odd, plain]
+        assert library.roots() == [Path(f"/album{ESCAPE}")]
+        assert library.skipped() == [(Path(f"/album/{ESCAPE}.jpg"), "empty file")]
+        assert library.vector_version == VectorVersion(7, 0)
+        ids, matrix = library.vectors("fake", folder=Path("/album"))
+        assert ids.tolist() == [1, 2]
+        np.testing.assert_array_equal(matrix[0], vector)
+    raw = sqlite3.connect(path)
+    stored = dict(raw.execute("SELECT id, path FROM photos"))
+    assert stored == {1: f"/album/odd{ESCAPE}fdd0dce9.jpg", 2: plain}  # escaped where needed
 
 
 def test_a_newer_or_foreign_database_is_refused_with_a_clear_error(tmp_path: Path) -> None:
@@ -251,6 +300,67 @@ def test_cancel_during_sync_keeps_what_was_read(
         assert library.sync(album_mod.scan([album])).new == len(scan.files) - 5
 
 
+def _name(raw: bytes) -> str:
+    """A file name from its bytes, as the scan reads it (``surrogateescape`` on POSIX)."""
+    return os.fsdecode(raw)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that takes any bytes")
+def test_names_that_are_not_utf8_are_stored_and_given_back_exactly(tmp_path: Path) -> None:
+    root = tmp_path / "album"
+    odd = root / _name(b"caf\xe9")  # a folder whose name is not UTF-8
+    near = root / _name(b"caf\xe9x")  # the same bytes and more: not inside ``odd``
+    photos = {
+        odd / _name(b"photo \xff\xfe.jpg"): b"one",
+        odd / f"esc{ESCAPE}ape.jpg": b"two",
+        near / "IMG_1.jpg": b"three",
+        root / "plain \u00e9\U0001f600.jpg": b"four",
+        root / _name(b"\xe9t\xe9.jpg"): b"five",
+    }
+    raw_file = odd / _name(b"raw\xe9.NEF")
+    for path, content in {**photos, raw_file: b"II*\x00"}.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    exact = {os.fsencode(path) for path in photos}
+
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        report = _synced(library, root)
+        assert report.new == len(photos)
+        assert {os.fsencode(p.path) for p in library.pending()} == exact
+        assert {os.fsencode(p.path) for p in library.pending(roots=[odd])} == {
+            os.fsencode(p) for p in photos if p.parent == odd
+        }
+        for path in photos:
+            record = library.record_for_path(path)
+            assert record is not None and os.fsencode(record.path) == os.fsencode(path)
+        assert (raw_file, album_mod.RAW_REASON) in library.skipped()
+
+        _index_all(library)
+        for folder in (odd, near, root):
+            inside = {os.fsencode(p) for p in photos if folder in p.parents}
+            ids = library.photo_ids("fake", folder=folder)
+            assert {os.fsencode(r.path) for r in library.records(ids)} == inside
+            assert library.vectors("fake", folder=folder)[0].tolist() == ids.tolist()
+
+        report = library.sync(album_mod.scan([root]))
+        assert (report.unchanged, report.new, report.deleted) == (len(photos), 0, 0)
+        before = library.record_for_path(odd / _name(b"photo \xff\xfe.jpg"))
+        moved_to = root / _name(b"moved \xe9.jpg")
+        os.rename(odd / _name(b"photo \xff\xfe.jpg"), moved_to)
+        report = library.sync(album_mod.scan([root]))
+        after = library.record_for_path(moved_to)
+        assert report.moved == 1 and before is not None and after is not None
+        assert after.id == before.id and after.status == "indexed"
+
+        library.add_roots([odd])
+        assert library.roots() == sorted([root, odd])
+        library.remove_roots([root])  # what ``odd`` holds stays
+        assert library.roots() == [odd]
+        left = {os.fsencode(r.path) for r in library.records(library.photo_ids())}
+        assert left == {os.fsencode(odd / f"esc{ESCAPE}ape.jpg")}
+        assert library.skipped() == [(raw_file, album_mod.RAW_REASON)]
+
+
 # --------------------------------------------------------------------------------------------
 # reading
 
@@ -285,6 +395,166 @@ def test_vectors_come_as_one_normalised_matrix_filtered_by_date_and_folder(
         with pytest.raises(ModelMismatchError, match="indexed with model 'fake'"):
             library.vectors("other")
         assert library.vector_for(int(all_ids[0]), "other") is None
+
+
+def test_photo_ids_filter_like_vectors_without_reading_them(tmp_path: Path, album: Path) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        _synced(library, album)
+        assert library.photo_ids().tolist() == []  # nothing indexed yet
+        everything = library.photo_ids(indexed_only=False)
+        assert everything.dtype == np.int64 and len(everything) == library.stats()["photos"]
+        assert everything.tolist() == sorted(everything.tolist())
+        library.use_model("fake", DIM)
+        todo = library.pending()
+        with library.indexing_lock():
+            library.save_batch(
+                "fake",
+                [p.id for p in todo[2:]],
+                _unit_rows(len(todo) - 2),
+                [None] * (len(todo) - 2),
+                [(todo[0].id, "broken")],
+            )
+
+        ids, _ = library.vectors("fake")
+        assert library.photo_ids("fake").tolist() == ids.tolist()
+        assert set(everything) - set(ids) == {todo[0].id, todo[1].id}
+        gps = album / "jpg/gps"
+        assert (
+            library.photo_ids(folder=gps).tolist()
+            == library.vectors("fake", folder=gps)[0].tolist()
+        )
+        since, until = datetime(2008, 10, 22, 16, 29), datetime(2008, 10, 22, 16, 30)
+        assert (
+            library.photo_ids(since=since, until=until).tolist()
+            == library.vectors("fake", since=since, until=until)[0].tolist()
+        )
+        folder = album / "jpg/orientation"
+        assert {
+            r.path.parent
+            for r in library.records(library.photo_ids(folder=folder, indexed_only=False))
+        } == {folder}
+        assert len(library.photo_ids(folder=folder, indexed_only=False)) == 6
+        with pytest.raises(ModelMismatchError):
+            library.photo_ids("other")
+
+
+def test_vectors_reads_in_chunks_into_one_preallocated_matrix(tmp_path: Path) -> None:
+    dim, count = 512, 6000
+    path = tmp_path / "big.sqlite"
+    with Library.open(path) as library:
+        library.use_model("fake", dim)
+    raw = sqlite3.connect(path)
+    raw.executemany(
+        "INSERT INTO photos (id, path, size, mtime_ns, content_hash, wall, status)"
+        " VALUES (?, ?, 1, 1, ?, '2020-01-01T00:00:00.000000', 'pending')",
+        [(i, f"/album/{i}.jpg", str(i)) for i in range(1, count + 1)],
+    )
+    raw.commit()
+    raw.close()
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((count, dim)).astype(np.float32)
+    with Library.open(path) as library:
+        with library.indexing_lock():
+            library.save_batch("fake", range(1, count + 1), vectors, [None] * count)
+        tracemalloc.start()
+        try:
+            ids, matrix = library.vectors("fake")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(matrix, vectors)
+        assert ids.tolist() == list(range(1, count + 1))
+        # the result and one chunk of rows; holding every row first would double it
+        assert peak < 1.25 * (matrix.nbytes + ids.nbytes), peak / matrix.nbytes
+
+
+def test_a_damaged_vector_comes_back_as_nan(tmp_path: Path, album: Path) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        _synced(library, album)
+        vectors = _index_all(library)
+        victim = sorted(vectors)[3]
+        raw = sqlite3.connect(library.path)
+        raw.execute("UPDATE embeddings SET vector = x'0000' WHERE photo_id = ?", (victim,))
+        raw.commit()
+        raw.close()
+        ids, matrix = library.vectors("fake")
+        assert ids.tolist() == sorted(vectors)
+        assert np.isnan(matrix[3]).all()
+        np.testing.assert_array_equal(
+            np.delete(matrix, 3, axis=0), np.stack([vectors[i] for i in ids if i != victim])
+        )
+
+
+def test_vector_version_counts_every_removal_and_vectors_added_the_rest(
+    tmp_path: Path, album: Path, album_writable: Callable[..., Any]
+) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        _synced(library, album)
+        library.use_model("fake", DIM)
+        todo = library.pending()
+        start = library.vector_version
+        assert start.removed == 0
+        half, rest = todo[: len(todo) // 2], todo[len(todo) // 2 :]
+        first, second = _unit_rows(len(half), 1), _unit_rows(len(rest), 2)
+        with library.indexing_lock():
+            library.save_batch("fake", [p.id for p in half], first, [None] * len(half))
+        middle = library.vector_version
+        assert middle.revision > start.revision and middle.removed == 0
+        with library.indexing_lock():
+            library.save_batch("fake", [p.id for p in rest], second, [None] * len(rest))
+        end = library.vector_version
+        assert end.removed == 0
+
+        ids, matrix = library.vectors_added("fake", middle.revision)
+        order = np.argsort([p.id for p in rest])
+        assert ids.tolist() == sorted(p.id for p in rest)
+        np.testing.assert_array_equal(matrix, second[order])
+        assert len(library.vectors_added("fake", start.revision)[0]) == len(todo)
+        assert len(library.vectors_added("fake", end.revision)[0]) == 0
+        with pytest.raises(ModelMismatchError):
+            library.vectors_added("other", 0)
+
+        def removed() -> int:
+            return library.vector_version.removed
+
+        with library.indexing_lock():  # overwritten
+            library.save_batch("fake", [half[0].id], _unit_rows(1, 3), [None])
+        assert removed() == 1
+        assert library.vectors_added("fake", end.revision)[0].tolist() == [half[0].id]
+        with library.indexing_lock():  # failed on a second try
+            library.save_batch("fake", [], np.zeros((0, DIM), np.float32), [], [(half[1].id, "x")])
+        assert removed() == 2
+        gps = album / "jpg/gps"
+        with album_writable(album):
+            (gps / "DSCN0012.jpg").unlink()  # deleted: the row goes, with its vector
+            os.utime(gps / "DSCN0010.jpg", ns=(time.time_ns(), time.time_ns()))  # changed
+        library.sync(album_mod.scan([album]))
+        assert removed() == 4
+        indexed = library.stats()["indexed"]
+        library.use_model("other", DIM, replace=True)
+        assert removed() == 4 + indexed
+
+
+def test_a_snapshot_sees_one_state_of_the_library(tmp_path: Path, album: Path) -> None:
+    with (
+        Library.open(tmp_path / "lib.sqlite") as library,
+        Library.open(tmp_path / "lib.sqlite") as writer,
+    ):
+        _synced(library, album)
+        vectors = _index_all(library)
+        with library.snapshot():
+            version = library.vector_version
+            with writer.indexing_lock():
+                writer.save_batch(
+                    "fake", [], np.zeros((0, DIM), np.float32), [], [(min(vectors), "x")]
+                )
+            assert library.vector_version == version
+            with library.snapshot():  # nested: the same moment
+                assert len(library.vectors("fake")[0]) == len(vectors)
+            with pytest.raises(LibraryError):
+                library.add_roots([album])  # nothing is written inside a snapshot
+        assert library.vector_version.removed == version.removed + 1
+        assert len(library.vectors("fake")[0]) == len(vectors) - 1
 
 
 def test_empty_library_gives_empty_arrays(tmp_path: Path) -> None:
