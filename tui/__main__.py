@@ -13,7 +13,7 @@ def main() -> int:
     return cli_main(sys.argv[1:], launch_app=_launch)
 
 
-def _launch(paths: list[Path]) -> int:
+def _launch(paths: list[Path], images: str = "auto") -> int:
     """Build and run the Textual app, imported only now so that commands never load Textual."""
     try:
         from tui.app import make_app
@@ -26,7 +26,7 @@ def _launch(paths: list[Path]) -> int:
             file=sys.stderr,
         )
         return 1
-    app = make_app(paths)
+    app = make_app(paths, images=images)
     app.run()
     return int(app.return_code or 0)
 

@@ -1,0 +1,850 @@
+"""The terminal app driven through Pilot: every flow, on a tiny random model and real photos.
+
+The model is the shared ``tiny_model`` (a random tiny ViT); each test gets its own
+``CLIPSEARCH_HOME`` that links to it. The album is a dozen real photos with EXIF capture times, a
+file that is not a photo, and a photo whose name holds an escape sequence and markup.
+Thumbnails are off (``images="none"``) except where the half-cell renderer is under test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from core.encoder import ClipModel
+from tui.app import ClipSearchApp, make_app
+from tui.config import TuiConfig
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.detail import DetailScreen
+from tui.screens.errors import ErrorsScreen
+from tui.screens.help import HelpScreen
+from tui.screens.install import InstallScreen
+from tui.widgets.indexing import IndexingPanel
+from tui.widgets.results import ResultRow, ResultsList
+from tui.widgets.timeline import TimelineTree
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "photos" / "exif-samples" / "jpg"
+
+TUI_PHOTOS = (
+    "Canon_40D.jpg",
+    "Canon_DIGITAL_IXUS_400.jpg",
+    "Canon_PowerShot_S40.jpg",
+    "Fujifilm_FinePix_E500.jpg",
+    "Kodak_CX7530.jpg",
+    "Nikon_COOLPIX_P1.jpg",
+    "Nikon_D70.jpg",
+    "Olympus_C8080WZ.jpg",
+    "Pentax_K10D.jpg",
+    "Sony_HDR-HC3.jpg",
+    "gps/DSCN0010.jpg",
+    "exif-org/canon-ixus.jpg",
+)
+"""Photos of the test album; every one has an EXIF capture time between 2001 and 2008."""
+
+EVIL_NAME = "evil\x1b[31m[bold]red\x07.jpg"
+"""A photo whose name holds an escape sequence, a bell and Rich markup."""
+
+BROKEN_NAME = "not-a-photo.jpg"
+FIXED_MTIME = 1_200_000_000  # 2008-01-10: for the files whose capture time is their mtime
+
+SIZE = (80, 24)
+
+pytestmark = [
+    pytest.mark.anyio,
+    # textual-image 0.12 still calls Image.getdata, which Pillow 12 deprecates
+    pytest.mark.filterwarnings("ignore:Image.Image.getdata is deprecated:DeprecationWarning"),
+]
+TUI_LABELS = ("a cat", "a dog", "a red car", "a mountain")
+
+
+def tui_config(**changes: object) -> TuiConfig:
+    """Settings for the tests: the tiny model and a short label list."""
+    values: dict[str, object] = {"model": "tiny", "labels": TUI_LABELS, "page_size": 8}
+    values.update(changes)
+    return TuiConfig(**values)  # type: ignore[arg-type]
+
+
+def screen_text(app: ClipSearchApp) -> str:
+    """The current screen as plain text, one line per terminal row."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def settle(pilot: object, done: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Let the app run until ``done()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError("the app did not get there in time")
+        await pilot.pause(0.05)  # type: ignore[attr-defined]
+
+
+def ready(app: ClipSearchApp) -> Callable[[], bool]:
+    """True once the model is loaded and no sync or indexing runs."""
+    return lambda: app.model is not None and not app.indexing and not app._jobs
+
+
+def make_album(root: Path) -> Path:
+    """Copy the test photos to ``root`` with fixed modification times."""
+    if not SAMPLES.is_dir():
+        pytest.skip("shared photos not present")
+    root.mkdir(parents=True)
+    for name in TUI_PHOTOS:
+        shutil.copyfile(SAMPLES / name, root / Path(name).name)
+    shutil.copyfile(SAMPLES / "Canon_40D.jpg", root / EVIL_NAME)
+    (root / BROKEN_NAME).write_text("this is not a JPEG\n")
+    for entry in root.iterdir():
+        os.utime(entry, (FIXED_MTIME, FIXED_MTIME))
+    return root
+
+
+def link_model(home: Path, model: ClipModel) -> None:
+    """Make the shared tiny model an installed model of ``home``."""
+    models = home / "data" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (models / "tiny").symlink_to(model.model_dir, target_is_directory=True)
+
+
+@pytest.fixture(scope="session")
+def tui_album(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test album, shared by every test (nothing writes to it)."""
+    return make_album(tmp_path_factory.mktemp("tui-album") / "album")
+
+
+@pytest.fixture
+def tui_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: ClipModel) -> Path:
+    """A fresh ``CLIPSEARCH_HOME`` with the tiny model installed and no library."""
+    home = tmp_path / "home"
+    link_model(home, tiny_model)
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tui_indexed_template(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: ClipModel, tui_album: Path
+) -> Path:
+    """A home whose library holds the test album, indexed with the tiny model."""
+    from core.indexer import index
+    from core.store import Library
+
+    home = tmp_path_factory.mktemp("tui-indexed") / "home"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLIPSEARCH_HOME", str(home))
+        with Library.open() as library:
+            summary = index(library, tiny_model, [tui_album])
+    assert summary.indexed == len(TUI_PHOTOS) + 1
+    return home
+
+
+@pytest.fixture
+def tui_indexed_home(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model: ClipModel,
+    tui_indexed_template: Path,
+) -> Path:
+    """A copy of the indexed home for this test."""
+    home = tmp_path / "home"
+    shutil.copytree(tui_indexed_template, home)
+    link_model(home, tiny_model)
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def tui_slow_index(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Make each indexing batch wait until the returned event is set (30 s at most)."""
+    import core.indexer
+
+    release = threading.Event()
+    real_commit = core.indexer._commit
+
+    def slow_commit(*args: object, **kwargs: object) -> None:
+        release.wait(30.0)
+        real_commit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(core.indexer, "_commit", slow_commit)
+    yield release
+    release.set()
+
+
+async def search_for(pilot: object, app: ClipSearchApp, query: str) -> None:
+    """Type ``query`` in the query box, press Enter and wait for the results."""
+    generation = app._search_generation
+    box = app.query_one("#query")
+    box.focus()
+    if len(query) <= 12:
+        box.value = ""  # type: ignore[attr-defined]
+        await pilot.press(*query, "enter")  # type: ignore[attr-defined]
+    else:  # long queries are pasted, as typing them key by key only slows the test down
+        box.value = query  # type: ignore[attr-defined]
+        await pilot.press("enter")  # type: ignore[attr-defined]
+    await settle(pilot, lambda: app._search_generation > generation and app.search_complete)
+    await pilot.pause(0.1)  # type: ignore[attr-defined]
+
+
+def select_bucket(app: ClipSearchApp, key: str) -> None:
+    """Put the timeline cursor on the bucket ``key``, opening its parents."""
+    tree = app.query_one(TimelineTree)
+    node = tree._bucket_nodes[key]
+    parent = node.parent
+    while parent is not None:
+        parent.expand()
+        parent = parent.parent
+    tree.focus()
+    tree.move_cursor(node)
+
+
+# --------------------------------------------------------------------------------------------
+# Opening and the timeline
+
+
+async def test_opens_scans_the_album_and_shows_the_timeline(tui_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await pilot.pause(0.2)
+        tree = app.query_one(TimelineTree)
+        all_photos = tree.bucket("all")
+        assert all_photos is not None and all_photos.count == len(TUI_PHOTOS) + 2
+        assert all_photos.indexed == 0
+        assert tree.bucket("2008") is not None and tree.bucket("2008").count == 7
+        select_bucket(app, "2008-03")
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "Last 7 days  0 photos" in text
+        assert "All photos  14 photos  0%" in text
+        assert "2008-03  2 photos  0%" in text
+        assert app.sub_title == "model tiny"
+        assert app.roots == [tui_album]
+
+
+async def test_index_a_bucket_in_the_background(
+    tui_home: Path,
+    tui_album: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tui_slow_index: threading.Event,
+):
+    seen: list[tuple[int, int]] = []
+    real = IndexingPanel.progressed
+
+    def spy(self: IndexingPanel, progress, queued: int = 0) -> None:  # type: ignore[no-untyped-def]
+        seen.append((progress.done, progress.total))
+        real(self, progress, queued)
+
+    monkeypatch.setattr(IndexingPanel, "progressed", spy)
+    app = make_app([tui_album], images="none", config=tui_config(batch_size=2))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        select_bucket(app, "2008")
+        await pilot.press("i")
+        await settle(pilot, lambda: (0, 7) in seen)
+        assert app.indexing
+        assert "Indexing 2008" in screen_text(app)
+        assert "0/7" in screen_text(app)
+        tui_slow_index.set()
+        await settle(pilot, ready(app))
+        await pilot.pause(0.2)
+        tree = app.query_one(TimelineTree)
+        year = tree.bucket("2008")
+        assert year is not None and year.count == 7
+        assert year.indexed == 6  # and the file that is not a photo failed
+        other = tree.bucket("2006")
+        assert other is not None and other.indexed == 0
+        assert seen[-1] == (7, 7)
+        text = screen_text(app)
+        assert "Done: 2008" in text
+        assert "6 indexed, 1 failed" in text
+        assert "1 error (e lists)" in text
+
+
+async def test_searching_while_indexing_runs(
+    tui_indexed_home: Path, tui_album: Path, tui_slow_index: threading.Event, tmp_path: Path
+):
+    from core.store import Library
+
+    with Library.open() as library:
+        library.use_model("tiny", 64)
+        extra = tmp_path / "more"
+        make_album(extra)
+    app = make_app([tui_album, extra], images="none", config=tui_config(batch_size=1))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        select_bucket(app, "all")
+        await pilot.press("i")
+        await settle(pilot, lambda: "Indexing All photos" in screen_text(app))
+        await search_for(pilot, app, "a dog")
+        assert app.indexing, "the search finished while indexing still ran"
+        assert app.query_one(ResultsList).hits
+        tui_slow_index.set()
+        await settle(pilot, ready(app))
+
+
+# --------------------------------------------------------------------------------------------
+# Searching
+
+
+async def test_search_shows_ranked_results_with_probabilities(
+    tui_indexed_home: Path, tui_album: Path
+):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "a red bicycle in the snow")
+        results = app.query_one(ResultsList)
+        hits = results.hits
+        assert len(hits) == len(TUI_PHOTOS) + 1
+        assert [hit.rank for hit in hits] == list(range(1, len(hits) + 1))
+        scores = [hit.score for hit in hits]
+        assert scores == sorted(scores, reverse=True)
+        assert 0.99 < sum(hit.probability for hit in hits) < 1.01
+        assert results.mounted_rows == 8  # one page; the rest is mounted on scroll
+        text = screen_text(app)
+        first = hits[0]
+        assert f"#1  {first.probability * 100:.1f}%  cos {first.score:.3f}" in text
+        assert f"{len(hits)} for a red bicycle in the snow" in text
+
+
+async def test_query_arithmetic_and_a_bad_query(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, 'beach + 2:"red car" - people')
+        assert len(app.query_one(ResultsList).hits) == len(TUI_PHOTOS) + 1
+        await search_for(pilot, app, f"4:{tui_album / 'Canon_40D.jpg'} + 0.1:night")
+        best = app.query_one(ResultsList).hits[0].photo.path.name
+        assert best in ("Canon_40D.jpg", EVIL_NAME)  # the same photo under two names
+        generation = app._search_generation
+        app.query_one("#query").value = "a + + oops"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await settle(pilot, lambda: "bad query" in screen_text(app))
+        assert app._search_generation == generation + 1
+
+
+async def test_down_and_escape_move_between_the_query_and_the_results(
+    tui_indexed_home: Path, tui_album: Path
+):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "[bold]cat")
+        assert "for [bold]cat" in screen_text(app)  # the query is shown as typed, not as markup
+        await pilot.press("down")
+        assert app.focused is app.query_one(ResultsList)
+        await pilot.press("down")
+        assert app.query_one(ResultsList).cursor == 1
+        await pilot.press("escape")
+        assert app.focused is app.query_one("#query")
+
+
+async def test_results_mount_more_rows_as_the_list_scrolls(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config(page_size=5))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "a dog")
+        results = app.query_one(ResultsList)
+        assert results.mounted_rows == 5
+        results.focus()
+        await pilot.press("down", "down")
+        await pilot.pause(0.1)
+        assert results.mounted_rows == 10
+        await pilot.press("end")
+        await pilot.pause(0.1)
+        assert results.mounted_rows == len(results.hits)
+        assert len(app.query(ResultRow)) == len(results.hits)
+
+
+async def test_filter_results_to_the_selected_bucket(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "a dog")
+        select_bucket(app, "2008")
+        generation = app._search_generation
+        await pilot.press("f")
+        await settle(pilot, lambda: app._search_generation > generation)
+        await settle(pilot, lambda: "in 2008" in screen_text(app))
+        hits = app.query_one(ResultsList).hits
+        assert len(hits) == 6  # the seventh photo of 2008 could not be indexed
+        assert all(hit.photo.taken_at.year == 2008 for hit in hits)
+        assert "Results in 2008" in screen_text(app)
+        generation = app._search_generation
+        await pilot.press("f")
+        await settle(pilot, lambda: app._search_generation > generation)
+        await settle(pilot, lambda: len(app.query_one(ResultsList).hits) == len(TUI_PHOTOS) + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The detail view
+
+
+async def test_detail_view_shows_path_date_size_and_camera(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, str(tui_album / "Canon_40D.jpg"))
+        app.query_one(ResultsList).focus()
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
+        screen = app.screen
+        assert isinstance(screen, DetailScreen)
+        await settle(pilot, lambda: screen.camera is not None)
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "Canon_40D.jpg" in text
+        assert str(tui_album) in text
+        assert "2008-05-30 15:56 (DateTimeOriginal)" in text
+        assert "8.0 kB, 100x68" in text
+        assert "Canon EOS 40D" in text
+        await pilot.press("c")
+        assert app.clipboard == str(tui_album / "Canon_40D.jpg")
+        await pilot.press("o")
+        assert app.clipboard == str(tui_album)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DetailScreen)
+
+
+async def test_detail_view_shows_a_larger_preview(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="halfcell", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, str(tui_album / "Canon_40D.jpg"))
+        app.query_one(ResultsList).focus()
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
+        preview = app.screen.query_one("#detail-preview")
+        await settle(pilot, lambda: bool(preview.children))
+        await pilot.pause(0.1)
+        picture = preview.children[0]
+        assert picture.size.width > 10  # larger than a list thumbnail
+        assert "▀" in "".join(segment.text for segment in picture.render_line(0))
+
+
+async def test_a_click_on_a_result_opens_it(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "a dog")
+        second = app.query(ResultRow)[1]
+        await pilot.click(second, offset=(5, 1))
+        await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
+        assert app.screen.hit is second.hit  # type: ignore[attr-defined]
+        assert app.query_one(ResultsList).cursor == 1
+
+
+async def test_find_similar_replaces_the_results(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "a dog")
+        results = app.query_one(ResultsList)
+        results.focus()
+        await pilot.press("down", "down", "enter")
+        await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
+        chosen = app.screen.hit.photo  # type: ignore[attr-defined]
+        generation = app._search_generation
+        await pilot.press("s")
+        await settle(pilot, lambda: not isinstance(app.screen, DetailScreen))
+        await settle(pilot, lambda: app._search_generation > generation)
+        await settle(pilot, lambda: results.hits and results.hits[0].photo.id == chosen.id)
+        assert results.hits[0].score == pytest.approx(1.0, abs=1e-5)
+        await settle(pilot, lambda: f"like {chosen.path.name}" in screen_text(app))
+
+
+async def test_describe_ranks_the_configured_labels(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "a dog")
+        app.query_one(ResultsList).focus()
+        await pilot.press("d")  # from the results: opens the detail view and describes
+        await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
+        screen = app.screen
+        assert isinstance(screen, DetailScreen)
+        await settle(pilot, lambda: bool(screen.described))
+        labels = [label for label, _ in screen.described]
+        assert sorted(labels) == sorted(TUI_LABELS)
+        assert sum(p for _, p in screen.described) == pytest.approx(1.0)
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        best, probability = screen.described[0]
+        assert f"{probability * 100:.1f}% {best}" in text
+
+
+async def test_copy_path_from_the_results(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "a dog")
+        results = app.query_one(ResultsList)
+        results.focus()
+        await pilot.press("c")
+        assert app.clipboard == str(results.hits[0].photo.path)
+
+
+async def test_names_and_exif_text_reach_the_screen_inert(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config(page_size=20))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "a dog")
+        results = app.query_one(ResultsList)
+        index = next(i for i, hit in enumerate(results.hits) if hit.photo.path.name == EVIL_NAME)
+        results.focus()
+        results.cursor = index
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "evil\\x1b[31m[bold]red\\x07.jpg" in text
+        assert "\x1b" not in text and "\x07" not in text
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
+        await settle(pilot, lambda: "reading..." not in screen_text(app))
+        assert "evil\\x1b[31m[bold]red\\x07.jpg" in screen_text(app)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+async def test_error_list_shows_the_photos_that_failed(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, ready(app))
+        app.query_one(TimelineTree).focus()
+        await pilot.press("e")
+        await settle(pilot, lambda: isinstance(app.screen, ErrorsScreen))
+        screen = app.screen
+        assert isinstance(screen, ErrorsScreen)
+        assert [Path(path).name for path, _ in screen.failures] == [BROKEN_NAME]
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "1 photos could not be indexed" in text
+        assert BROKEN_NAME in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ErrorsScreen)
+
+
+# --------------------------------------------------------------------------------------------
+# First run
+
+
+async def test_first_run_installs_the_model_with_progress(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model: ClipModel,
+    tui_album: Path,
+):
+    import core.install
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    stages: list[str] = []
+
+    def fake_install(name, from_file=None, *, progress=None, cancel=None, **_):  # type: ignore[no-untyped-def]
+        assert name == "tiny"
+        for step, stage in enumerate(("download", "hash", "convert", "manifest")):
+            stages.append(stage)
+            progress(stage, step, 4)
+            assert not cancel.is_set()
+        link_model(home, tiny_model)
+        progress("done", 4, 4)
+        return home / "data" / "models" / "tiny"
+
+    monkeypatch.setattr(core.install, "install_model", fake_install)
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
+        assert isinstance(app.screen, InstallScreen)
+        await pilot.click("#install")
+        await settle(pilot, ready(app))
+        assert stages == ["download", "hash", "convert", "manifest"]
+        assert app.model is not None and app.model.name == "tiny"
+        assert not isinstance(app.screen, InstallScreen)
+
+
+async def test_first_run_offline_shows_the_install_from_file_route(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tui_album: Path
+):
+    import core.install
+    from core.errors import DownloadError
+
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
+
+    def offline(name, from_file=None, **_):  # type: ignore[no-untyped-def]
+        raise DownloadError("cannot reach the model hub at https://huggingface.co (offline)")
+
+    monkeypatch.setattr(core.install, "install_model", offline)
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
+        await pilot.click("#install")
+        await settle(pilot, lambda: "Install failed" in screen_text(app))
+        text = screen_text(app)
+        assert "cannot be reached (offline?)" in text
+        assert "clipsearch-tui model install tiny --from FILE" in text
+        await pilot.click("#quit")
+    assert app.return_code == 1
+
+
+async def test_first_run_install_can_be_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tui_album: Path
+):
+    import core.install
+
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
+    started = threading.Event()
+
+    def waits(name, from_file=None, *, progress=None, cancel=None, **_):  # type: ignore[no-untyped-def]
+        progress("download", 10, 1000)
+        started.set()
+        assert cancel.wait(10)
+        raise core.install.InstallCancelledError("install cancelled")
+
+    monkeypatch.setattr(core.install, "install_model", waits)
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
+        await pilot.click("#install")
+        await settle(pilot, started.is_set)
+        await pilot.click("#cancel")
+        await settle(pilot, lambda: "Install cancelled" in screen_text(app))
+        assert not app.screen.installing  # type: ignore[attr-defined]
+
+
+async def test_with_no_library_and_no_path_the_gallery_is_offered(
+    tui_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import tui.app
+
+    gallery = make_album(tmp_path / "gallery")
+    monkeypatch.setattr(tui.app, "gallery_folder", lambda: gallery)
+    app = make_app([], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: "sample gallery" in screen_text(app))
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(pilot, lambda: app.roots == [gallery])
+        await settle(pilot, ready(app))
+        await pilot.pause(0.2)
+        bucket = app.query_one(TimelineTree).bucket("all")
+        assert bucket is not None and bucket.count == len(TUI_PHOTOS) + 2
+
+
+# --------------------------------------------------------------------------------------------
+# Quitting, pausing, help, palette
+
+
+async def test_quit_during_indexing_asks_then_stops_cleanly(
+    tui_home: Path, tui_album: Path, tui_slow_index: threading.Event
+):
+    from core.store import Library
+
+    app = make_app([tui_album], images="none", config=tui_config(batch_size=1))
+    async with app.run_test(size=SIZE) as pilot:
+        try:
+            await settle(pilot, ready(app))
+            select_bucket(app, "all")
+            await pilot.press("i")
+            await settle(pilot, lambda: "0/14" in screen_text(app))  # encoding its first batch
+            await pilot.press("q")
+            await settle(pilot, lambda: "still running" in screen_text(app))
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")
+            await pilot.pause(0.1)
+            assert app.indexing and app.is_running
+            await pilot.press("q")
+            await settle(pilot, lambda: "still running" in screen_text(app))
+            await pilot.press("y")
+            await settle(pilot, lambda: "Stopping" in screen_text(app))
+            assert not app._job_done.is_set(), "the batch under way is still being encoded"
+        finally:
+            tui_slow_index.set()
+        await settle(pilot, lambda: not app.is_running)
+    assert app._job_done.is_set()
+    assert app.return_code == 0
+    with Library.open() as library, library.indexing_lock():
+        stats = library.stats()
+    assert stats["indexed"] < len(TUI_PHOTOS) + 1
+
+
+async def test_pause_and_resume_indexing(
+    tui_home: Path, tui_album: Path, tui_slow_index: threading.Event
+):
+    from core.store import Library
+
+    app = make_app([tui_album], images="none", config=tui_config(batch_size=1))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        select_bucket(app, "all")
+        await pilot.press("i")
+        await settle(pilot, lambda: "Indexing All photos" in screen_text(app))
+        await pilot.press("p")
+        await settle(pilot, lambda: "Paused: All photos" in screen_text(app))
+        tui_slow_index.set()
+        await pilot.pause(1.0)
+        assert app.indexing
+        with Library.open() as library:
+            assert library.stats()["indexed"] <= 2  # the batch under way when paused, at most
+        await pilot.press("p")
+        await settle(pilot, ready(app))
+        await settle(pilot, lambda: app.query_one(TimelineTree).bucket("all").indexed == 13)
+
+
+async def test_stop_indexing_keeps_what_was_indexed(
+    tui_home: Path, tui_album: Path, tui_slow_index: threading.Event
+):
+    app = make_app([tui_album], images="none", config=tui_config(batch_size=1))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        select_bucket(app, "all")
+        await pilot.press("i")
+        await settle(pilot, lambda: "Indexing All photos" in screen_text(app))
+        tui_slow_index.set()
+        await pilot.press("x")
+        await settle(pilot, ready(app))
+        assert "Stopped: All photos" in screen_text(app)
+
+
+async def test_indexing_while_another_process_indexes_says_so(tui_home: Path, tui_album: Path):
+    from core.store import Library
+
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, ready(app))
+        with Library.open() as other, other.indexing_lock():
+            select_bucket(app, "2008")
+            await pilot.press("i")
+            await settle(pilot, lambda: "Failed: 2008" in screen_text(app))
+        assert not app.indexing
+        assert any("another clipsearch-tui process" in n.message for n in app._notifications)
+
+
+async def test_help_screen_lists_the_keys(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(pilot, ready(app))
+        app.query_one(TimelineTree).focus()
+        await pilot.press("question_mark")
+        await settle(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = screen_text(app)
+        for key, action in (("i", "Index"), ("f", "Filter"), ("p", "Pause"), ("x", "Stop")):
+            assert re.search(rf"\b{key} +{action}\b", text), (key, action)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_command_palette_offers_every_action(tui_indexed_home: Path, tui_album: Path):
+    from tui.commands import APP_COMMANDS, ClipSearchCommands
+
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        for _, _, action in APP_COMMANDS:
+            assert hasattr(app, f"action_{action}"), action
+        provider = ClipSearchCommands(app.screen)
+        found = [hit.text async for hit in provider.search("index")]
+        assert "Index the selected period" in found
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"errors")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, ErrorsScreen))
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshots: the whole screen at a fixed size, compared with files kept in tests/snapshots/tui.
+
+SNAPSHOTS = Path(__file__).parent / "snapshots" / "tui"
+UPDATE_SNAPSHOTS = os.environ.get("TUI_SNAPSHOT_UPDATE") == "1"
+"""Set ``TUI_SNAPSHOT_UPDATE=1`` to write the snapshot files anew instead of comparing."""
+
+
+def normalised(text: str) -> str:
+    """Screen text with the search time (which differs between runs) replaced."""
+    lines = []
+    for line in text.splitlines():
+        if re.search(r"\(\d+ ms\)", line):
+            line = re.sub(r"─+(?= \d+ (for|like) )", "─", re.sub(r"\(\d+ ms\)", "(N ms)", line))
+        lines.append(line)
+    text = "\n".join(lines)
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def assert_snapshot(name: str, text: str) -> None:
+    path = SNAPSHOTS / f"{name}.txt"
+    if UPDATE_SNAPSHOTS or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        if not UPDATE_SNAPSHOTS:
+            pytest.fail(f"snapshot {path.name} was missing and has been written; run again")
+    assert text == path.read_text(encoding="utf-8"), f"screen differs from {path}"
+
+
+async def snapshot_screen(pilot: object, app: ClipSearchApp) -> str:
+    """Wait until every worker is done and the screen is drawn, then read it."""
+    await app.workers.wait_for_complete()
+    await pilot.pause(0.2)  # type: ignore[attr-defined]
+    return screen_text(app)
+
+
+@pytest.fixture
+def tui_snapshot_album() -> Iterator[Path]:
+    """The test album at a fixed path, so that the screen does not depend on a temporary name."""
+    import tempfile
+
+    base = Path(tempfile.gettempdir()) / "clipsearch-tui-snapshot"
+    shutil.rmtree(base, ignore_errors=True)
+    album = make_album(base / "album")
+    yield album
+    shutil.rmtree(base, ignore_errors=True)
+
+
+async def index_everything(pilot: object, app: ClipSearchApp) -> None:
+    await settle(pilot, ready(app))
+    app.query_one(TimelineTree).focus()
+    await pilot.press("I")  # type: ignore[attr-defined]
+    tree = app.query_one(TimelineTree)
+    await settle(pilot, lambda: ready(app)() and tree.bucket("all").indexed == 13)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("images", ["none", "halfcell"])
+async def test_snapshot_of_results(tui_home: Path, tui_snapshot_album: Path, images: str):
+    app = make_app([tui_snapshot_album], images=images, config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await index_everything(pilot, app)
+        await search_for(pilot, app, "a dog")
+        if images != "none":
+            rows = list(app.query(ResultRow))[:4]
+            await settle(pilot, lambda: all(row._image is not None for row in rows))
+            await pilot.pause(0.1)
+            colours = {segment.style.bgcolor for segment in rows[0].render_line(0)}
+            assert len(colours) > 2, "the thumbnail is drawn with the photo's colours"
+        text = await snapshot_screen(pilot, app)
+    assert_snapshot(f"results-{images}", normalised(text))
+
+
+async def test_snapshot_of_the_detail_view(tui_home: Path, tui_snapshot_album: Path):
+    app = make_app([tui_snapshot_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await index_everything(pilot, app)
+        await search_for(pilot, app, str(tui_snapshot_album / "Nikon_D70.jpg"))
+        app.query_one(ResultsList).focus()
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
+        await pilot.press("d")
+        await settle(pilot, lambda: bool(app.screen.described))  # type: ignore[attr-defined]
+        text = await snapshot_screen(pilot, app)
+    assert_snapshot("detail-none", normalised(text))
+
+
+def test_snapshots_are_committed() -> None:
+    """The snapshot files exist, so the comparisons above cannot pass by writing them."""
+    for name in ("results-none", "results-halfcell", "detail-none"):
+        assert (SNAPSHOTS / f"{name}.txt").is_file(), name

@@ -1,0 +1,112 @@
+"""End to end: the real ``clipsearch-tui`` command in a tmux pane, read back with capture-pane.
+
+Skipped when tmux is not installed. The tmux server runs on a socket of its own, with no user
+configuration, and is killed at the end.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from core.encoder import ClipModel
+from tests.test_tui_app import (  # noqa: F401 - fixtures used by name
+    link_model,
+    tui_album,
+    tui_indexed_template,
+)
+
+TMUX = shutil.which("tmux")
+COMMAND = Path(sys.executable).with_name("clipsearch-tui")
+
+pytestmark = [
+    pytest.mark.skipif(TMUX is None, reason="tmux is not installed"),
+    pytest.mark.skipif(not COMMAND.exists(), reason="the clipsearch-tui command is not installed"),
+]
+
+
+class Pane:
+    """One tmux session on a private server: send keys, read the screen."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def tmux(self, *args: str) -> str:
+        assert TMUX is not None
+        done = subprocess.run(
+            [TMUX, "-L", self.socket, "-f", "/dev/null", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        return done.stdout
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "e2e")
+
+    def send(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "e2e", *keys)
+
+    def wait_for(self, found: Callable[[str], bool], timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.screen()
+            if found(text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the screen never showed what was expected:\n{text}")
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def tui_pane(
+    tmp_path: Path,
+    tiny_model: ClipModel,
+    tui_indexed_template: Path,  # noqa: F811 - the fixture imported above
+    tui_album: Path,  # noqa: F811 - the fixture imported above
+) -> Iterator[Pane]:
+    """``clipsearch-tui ALBUM`` started in an 80x24 tmux pane, on an indexed library."""
+    home = tmp_path / "home"
+    shutil.copytree(tui_indexed_template, home)
+    link_model(home, tiny_model)
+    (home / "config").mkdir(exist_ok=True)
+    (home / "config" / "config.toml").write_text('[tui]\nmodel = "tiny"\n')
+    command = " ".join(
+        [
+            "env",
+            f"CLIPSEARCH_HOME={shlex.quote(str(home))}",
+            "TERM=xterm-256color",
+            shlex.quote(str(COMMAND)),
+            shlex.quote(str(tui_album)),
+            "; echo EXIT=$?; sleep 60",
+        ]
+    )
+    pane = Pane(f"clipsearch-e2e-{uuid.uuid4().hex[:8]}")
+    pane.tmux("new-session", "-d", "-s", "e2e", "-x", "80", "-y", "24", command)
+    try:
+        yield pane
+    finally:
+        subprocess.run([TMUX or "tmux", "-L", pane.socket, "kill-server"], check=False)
+
+
+def test_type_a_query_and_read_the_results(tui_pane: Pane) -> None:
+    tui_pane.wait_for(lambda text: "Type a query below" in text and "Done: album scan" in text)
+    tui_pane.send("-l", "a dog")
+    tui_pane.send("Enter")
+    text = tui_pane.wait_for(lambda text: "for a dog" in text)
+    assert "#1 " in text and "cos " in text and "%" in text
+    assert "opt.num_threads" not in text, "a native library wrote over the screen"
+    assert "\x1b" not in text
+    assert "▀" in text, "thumbnails are drawn with half-cell blocks inside tmux"
+    tui_pane.send("C-q")
+    text = tui_pane.wait_for(lambda text: "EXIT=" in text, timeout=15)
+    assert "EXIT=0" in text

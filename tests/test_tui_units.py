@@ -1,0 +1,341 @@
+"""Parts of the terminal app that need no model: safe text, settings, timeline, result paging."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from textual.app import App, ComposeResult
+
+import tui
+from core.album import Bucket, build_timeline
+from core.search import Hit
+from core.store import PhotoRecord
+from tui.config import DEFAULT_LABELS, ConfigError, TuiConfig, load_config
+from tui.engine import bucket_bounds
+from tui.text import duration, file_size, inert, percent, plain
+from tui.widgets import images
+from tui.widgets.results import ResultRow, ResultsList
+from tui.widgets.timeline import TimelineTree, bucket_label
+
+pytestmark = [
+    pytest.mark.anyio,
+    # textual-image 0.12 still calls Image.getdata, which Pillow 12 deprecates
+    pytest.mark.filterwarnings("ignore:Image.Image.getdata is deprecated:DeprecationWarning"),
+]
+
+# --------------------------------------------------------------------------------------------
+# Text
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("IMG_0001.jpg", "IMG_0001.jpg"),
+        ("été 東京 🍣 [bold].jpg", "été 東京 🍣 [bold].jpg"),
+        ("a\x1b]0;title\x07b", "a\\x1b]0;title\\x07b"),
+        ("csi\x9b31m", "csi\\x9b31m"),
+        ("del\x7f", "del\\x7f"),
+        ("line\nbreak\ttab", "line\\x0abreak\\x09tab"),
+        ("rtl\u202egpj.exe", "rtl\\u202egpj.exe"),
+        ("bytes\udcff", "bytes\\udcff"),
+        ("sep\u2028x", "sep\\u2028x"),
+    ],
+)
+def test_inert_escapes_what_could_act_on_the_terminal(raw: str, shown: str) -> None:
+    assert inert(raw) == shown
+    assert inert(raw).isprintable()
+
+
+def test_plain_text_is_never_markup() -> None:
+    text = plain("[red]not red[/red] \x1b[0m")
+    assert text.plain == "[red]not red[/red] \\x1b[0m"
+    assert not text.spans
+
+
+def test_number_formats() -> None:
+    assert percent(0.4213) == "42.1%"
+    assert percent(0.0) == "0.0%"
+    assert percent(0.000042) == "0.0042%"
+    assert duration(75.3) == "1:15"
+    assert duration(3725) == "1:02:05"
+    assert duration(None) == duration(float("nan")) == duration(float("inf")) == "--:--"
+    assert file_size(2_345_678) == "2.3 MB"
+    assert file_size(999) == "999 B"
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+def test_settings_default_when_there_is_no_file(tmp_path: Path) -> None:
+    assert load_config(tmp_path / "config.toml") == TuiConfig()
+    assert TuiConfig().labels == DEFAULT_LABELS
+
+
+def test_settings_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            [tui]
+            model = "tiny"
+            images = "halfcell"
+            results = 50
+            page_size = 10
+            batch_size = 4
+            labels = ["a cat", " a dog "]
+
+            [other]
+            ignored = true
+            """
+        )
+    )
+    config = load_config(path)
+    assert config == TuiConfig("tiny", "halfcell", 50, 10, 4, ("a cat", "a dog"))
+
+
+def test_settings_from_json_when_there_is_no_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path))
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"tui": {"labels": ["x", "y"]}}))
+    assert load_config().labels == ("x", "y")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[tui]\ncolour = 1\n", "unknown setting 'colour'"),
+        ('[tui]\nimages = "ascii"\n', "images must be one of"),
+        ("[tui]\nresults = 0\n", "results must be a whole number from 1"),
+        ("[tui]\npage_size = true\n", "page_size must be a whole number"),
+        ("[tui]\nlabels = []\n", "labels must be a list of non-empty texts"),
+        ('[tui]\nlabels = ["ok", " "]\n', "labels must be a list of non-empty texts"),
+        ("tui = 3\n", "[tui] must be a table"),
+        ("[tui\n", "is not valid TOML"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Timeline
+
+
+def _timeline(days: dict[str, tuple[int, int]]) -> object:
+    items = []
+    for day, (count, indexed) in days.items():
+        moment = datetime.fromisoformat(day)
+        items += [(moment, i < indexed) for i in range(count)]
+    return build_timeline(items, now=datetime(2020, 1, 1))
+
+
+def test_bucket_labels() -> None:
+    month = Bucket("2019-05", "May 2019", "month", datetime(2019, 5, 1), datetime(2019, 6, 1))
+    month.count, month.indexed = 37, 30
+    assert bucket_label(month).plain == "2019-05  37 photos  81%"
+    recent = Bucket("last-7-days", "Last 7 days", "relative", datetime.min, datetime.max)
+    assert bucket_label(recent).plain == "Last 7 days  0 photos"
+    recent.count = recent.indexed = 1
+    assert bucket_label(recent).plain == "Last 7 days  1 photo  100%"
+
+
+def test_bucket_bounds() -> None:
+    assert bucket_bounds("all") == (None, None)
+    assert bucket_bounds("2019-05") == (datetime(2019, 5, 1), datetime(2019, 6, 1))
+    since, until = bucket_bounds("last-7-days", now=datetime(2020, 1, 10, 12))
+    assert (since, until) == (datetime(2020, 1, 4), datetime(2020, 1, 11))
+
+
+class _TreeApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield TimelineTree(id="timeline")
+
+
+async def test_timeline_updates_in_place() -> None:
+    app = _TreeApp()
+    async with app.run_test(size=(60, 20)) as pilot:
+        tree = app.query_one(TimelineTree)
+        tree.show(_timeline({"2019-05-14": (2, 0), "2018-01-02": (1, 0)}))  # type: ignore[arg-type]
+        await pilot.pause()
+        assert [child.data for child in tree.root.children] == [
+            "last-7-days", "last-30-days", "last-12-months", "all", "2019", "2018",
+        ]  # fmt: skip
+        tree.move_cursor(tree._bucket_nodes["2018"])
+        tree._bucket_nodes["2019"].expand()
+        tree.show(_timeline({"2019-05-14": (2, 2), "2020-02-01": (1, 0), "2017-03-03": (1, 1)}))  # type: ignore[arg-type]
+        await pilot.pause()
+        keys = [child.data for child in tree.root.children]
+        assert keys[4:] == ["2020", "2019", "2017"]  # 2018 is gone, the others in date order
+        assert tree._bucket_nodes["2019"].is_expanded
+        assert str(tree._bucket_nodes["2019-05"].label) == "2019-05  2 photos  100%"
+        assert tree.bucket("2018") is None and "2018-01" not in tree._bucket_nodes
+        assert tree.selected_bucket is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Result paging and thumbnails
+
+
+def _hits(count: int, thumbnail: Path | None) -> list[Hit]:
+    hits = []
+    for i in range(count):
+        record = PhotoRecord(
+            id=i + 1,
+            path=Path(f"/photos/IMG_{i:04d}.jpg"),
+            size=1000,
+            mtime_ns=0,
+            taken_at=datetime(2019, 5, 14, 9, 30),
+            time_source="DateTimeOriginal",
+            width=640,
+            height=480,
+            status="indexed",
+            error=None,
+            thumbnail=thumbnail,
+        )
+        hits.append(Hit(i + 1, record, 0.3 - i * 0.001, 1.0 / count))
+    return hits
+
+
+class _ResultsApp(App[None]):
+    CSS_PATH = str(Path(tui.__file__).parent / "app.tcss")
+
+    def __init__(self, image_class: images.ImageWidget | None) -> None:
+        super().__init__()
+        self.image_class = image_class
+        self.opened: list[Hit] = []
+
+    def compose(self) -> ComposeResult:
+        yield ResultsList(self.image_class, page_size=30, id="results")
+
+    def on_results_list_opened(self, message: ResultsList.Opened) -> None:
+        self.opened.append(message.hit)
+
+
+async def test_results_mount_a_page_at_a_time() -> None:
+    app = _ResultsApp(None)
+    async with app.run_test(size=(60, 20)) as pilot:
+        results = app.query_one(ResultsList)
+        await results.show(_hits(200, None))
+        await pilot.pause()
+        assert results.mounted_rows == 30 and len(app.query(ResultRow)) == 30
+        results.scroll_end(animate=False)
+        await pilot.pause(0.2)
+        assert results.mounted_rows == 60
+        results.focus()
+        await pilot.press("home", "down", "enter")
+        assert app.opened[-1].rank == 2
+        await pilot.press("end")
+        await pilot.pause()
+        assert results.mounted_rows == 200
+        await results.show(_hits(3, None))
+        await pilot.pause()
+        assert results.mounted_rows == 3 and results.cursor == 0
+
+
+async def test_thumbnails_are_decoded_off_the_ui_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tui.widgets.results as results_module
+
+    thumb = tmp_path / "thumb.jpg"
+    Image.new("RGB", (256, 192), (200, 30, 40)).save(thumb)
+    threads: list[str] = []
+    real = results_module.load_thumbnail
+
+    def spy(path: Path | None, longest: int) -> Image.Image | None:
+        threads.append(threading.current_thread().name)
+        return real(path, longest)
+
+    monkeypatch.setattr(results_module, "load_thumbnail", spy)
+    app = _ResultsApp(images.image_class("halfcell"))
+    async with app.run_test(size=(60, 20)) as pilot:
+        ui_thread = threading.current_thread().name
+        results = app.query_one(ResultsList)
+        await results.show(_hits(40, thumb))
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        assert len(threads) == 30 and ui_thread not in threads
+        row = app.query(ResultRow).first()
+        colours = {segment.style.bgcolor for segment in row.render_line(0)}
+        assert any(c is not None and c.triplet and c.triplet.red > 150 for c in colours)
+
+
+def test_list_thumbnails_are_drawn_inline() -> None:
+    from textual_image import widget
+    from textual_image.renderable import halfcell, tgp
+
+    assert images.renderable_class(None) is None
+    assert images.renderable_class(widget.HalfcellImage) is halfcell.Image
+    assert images.renderable_class(widget.TGPImage) is tgp.Image
+    # Sixel needs one textual-image widget per picture: the list uses half-cell blocks instead
+    assert images.renderable_class(widget.SixelImage) is halfcell.Image
+
+
+def test_image_renderer_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from textual_image import widget
+
+    assert images.image_class("none") is None
+    assert images.image_class("halfcell") is widget.HalfcellImage
+    assert images.image_class("kitty") is widget.TGPImage
+    assert images.image_class("sixel") is widget.SixelImage
+    monkeypatch.setenv("TMUX", "/tmp/tmux-0/default,1,0")
+    assert images.image_class("auto") is widget.HalfcellImage
+    with pytest.raises(ValueError, match="images must be one of"):
+        images.image_class("ascii")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Native libraries' stderr
+
+
+def test_native_stderr_is_kept_off_the_terminal(tmp_path: Path) -> None:
+    """What C code writes on descriptor 2 goes to the log; what Textual writes, to the terminal."""
+    script = textwrap.dedent(
+        """
+        import os, pty, sys
+        from pathlib import Path
+        master, slave = pty.openpty()
+        os.dup2(slave, 2)
+        sys.__stderr__ = os.fdopen(2, "w")
+        from tui.terminal import divert_native_stderr
+        log = Path(sys.argv[1])
+        with divert_native_stderr(log):
+            os.write(2, b"native warning\\n")
+            sys.__stderr__.write("drawn by textual\\n")
+            sys.__stderr__.flush()
+        os.write(2, b"after\\n")
+        import select
+        screen = ""
+        while "after" not in screen and select.select([master], [], [], 2.0)[0]:
+            screen += os.read(master, 1000).decode()
+        print(repr(screen))
+        print(repr(log.read_text()))
+        """
+    )
+    log = tmp_path / "native.log"
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(log)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout.splitlines()
+    screen, logged = (eval(line) for line in out)  # noqa: S307 - our own repr() output
+    assert "drawn by textual" in screen and "after" in screen
+    assert "native warning" not in screen
+    assert logged == "native warning\n"

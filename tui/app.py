@@ -1,0 +1,804 @@
+"""The terminal app: timeline, indexing and results panes over the engine in :mod:`core`.
+
+:func:`make_app` builds the app for the command line and for the tests alike. Everything that
+blocks (opening the library, loading the model, scanning, indexing, searching, reading
+thumbnails) runs in thread workers, which report back only through the messages of
+:mod:`tui.messages`; the UI thread never decodes a photo or waits on the database for long.
+
+Writing to the library (a sync of the album, an indexing run) goes through one queue of
+:class:`~tui.engine.Job`, run one at a time on a library connection of its own, while searches
+read through another; indexing therefore keeps running while the user searches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Input, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from core import album
+from core.encoder import ClipModel, load_model
+from core.errors import ClipsearchError, ModelNotInstalledError
+from core.paths import HOME_ENV, cache_dir
+from core.search import Hit, parse_query, query_vector, search, similar
+from core.store import Library, SyncReport
+from tui.commands import ClipSearchCommands
+from tui.config import ConfigError, ImageMode, TuiConfig, config_path, load_config
+from tui.engine import (
+    Job,
+    bucket_bounds,
+    choose_model_name,
+    gallery_folder,
+    run_in_low_priority_thread,
+)
+from tui.messages import (
+    EngineReady,
+    FailuresLoaded,
+    IndexFinished,
+    IndexProgressed,
+    ModelMissing,
+    SearchFailed,
+    SearchFinished,
+    TimelineLoaded,
+)
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.detail import DetailScreen
+from tui.screens.errors import ErrorsScreen
+from tui.screens.help import HelpScreen, binding_rows
+from tui.screens.install import InstallScreen
+from tui.terminal import LOG_NAME, divert_native_stderr
+from tui.text import inert
+from tui.widgets.images import ImageWidget, image_class
+from tui.widgets.indexing import IndexingPanel
+from tui.widgets.results import ResultsList
+from tui.widgets.timeline import TimelineTree
+
+SearchKind = Literal["text", "similar"]
+
+TIMELINE_REFRESH_S = 1.0
+"""While indexing, the timeline's counts are refreshed at most this often."""
+
+STOP_WAIT_S = 30.0
+"""Longest wait for an indexing run to stop after it was cancelled, when quitting."""
+
+
+class ClipSearchApp(App[int]):
+    """Search your photos in natural language: see :func:`make_app`.
+
+    The handlers of worker messages return at once when the app is no longer running: a worker
+    may report after shutdown began, when the widgets it would update are gone.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "clipsearch"
+    COMMANDS = App.COMMANDS | {ClipSearchCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "focus_query", "Search", key_display="/"),
+        Binding("i", "index_bucket", "Index"),
+        Binding("f", "filter_bucket", "Filter"),
+        Binding("p", "pause", "Pause"),
+        Binding("x", "stop_indexing", "Stop"),
+        Binding("e", "errors", "Errors"),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("s", "similar", "Similar", show=False),
+        Binding("d", "describe", "Describe", show=False),
+        Binding("c", "copy_path", "Copy path", show=False),
+        Binding("I", "index_all", "Index everything", show=False),
+        Binding("F", "clear_filter", "Clear filter", show=False),
+        Binding("r", "rescan", "Rescan album", show=False),
+        Binding("down", "focus_results", "Go to the results", show=False),
+        Binding("escape", "focus_query", "Back to the query", show=False),
+    ]
+
+    def __init__(
+        self,
+        paths: list[Path],
+        *,
+        config: TuiConfig,
+        image_class: ImageWidget | None,
+        config_error: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.paths = [Path(p).expanduser().absolute() for p in paths]
+        self.config = config
+        self.image_class = image_class
+        self.config_error = config_error
+        self.library: Library | None = None
+        self.model: ClipModel | None = None
+        self.model_name: str | None = None
+        self.roots: list[Path] = []
+        self.last_search_s: float | None = None
+        """Seconds from Enter to the first page of the latest search."""
+        self.search_complete = False
+        """Whether the latest search's whole result list has arrived."""
+        self._shown_generation = 0
+        self._jobs: deque[Job] = deque()
+        self._job: Job | None = None
+        self._job_numbers = 0
+        self._job_done = threading.Event()
+        self._job_done.set()
+        self._resume = threading.Event()
+        self._resume.set()
+        self._last_timeline = 0.0
+        self._search_generation = 0
+        self._query: tuple[SearchKind, str] | None = None
+        self._filter: str | None = None
+        self._quitting = False
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="side"):
+                timeline = TimelineTree(id="timeline")
+                timeline.border_title = "Timeline"
+                yield timeline
+                yield IndexingPanel(id="indexing")
+            with Vertical(id="results-pane") as pane:
+                pane.border_title = "Results"
+                yield Static(
+                    Text("Opening the library...", style="dim"), id="results-hint", markup=False
+                )
+                yield ResultsList(self.image_class, self.config.page_size, id="results")
+        yield Input(
+            placeholder="Search your photos: beach + sunset - people   (Enter)",
+            id="query",
+        )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#query", Input).focus()
+        if self.config_error:
+            self.notify(self.config_error, title="Settings", severity="warning", markup=False)
+        self._start(None)
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    @work(thread=True, group="engine", exclusive=True, exit_on_error=False)
+    def _start(self, library: Library | None) -> None:
+        """Open the library (unless given), add the folders given, and load the model."""
+        if library is None:
+            opened = Library.open()
+            try:
+                if self.paths:
+                    opened.add_roots(self.paths)
+            except BaseException:
+                opened.close()
+                raise
+            library = opened
+        name = choose_model_name(self.config, library)
+        roots = library.roots()
+        try:
+            model = load_model(name)
+        except ModelNotInstalledError as error:
+            self.post_message(ModelMissing(library, name, str(error)))
+            return
+        with contextlib.suppress(ClipsearchError):
+            # Load the text network and the search's copy of the vectors now, not on first use.
+            search(library, model, "a photo", top=1)
+        offer = not roots and not self.paths and gallery_folder() is not None
+        self.post_message(EngineReady(library, model, name, roots, offer))
+
+    def on_model_missing(self, message: ModelMissing) -> None:
+        if not self.is_running:
+            message.library.close()
+            return
+        self.library = message.library
+        self._hint("No model installed.")
+
+        def installed(done: bool | None) -> None:
+            if done:
+                self.notify(f"Model {message.model_name} installed", markup=False)
+                self._hint("Loading the model...")
+                self._start(self.library)
+            else:
+                self.exit(return_code=1, message=Text("no CLIP model installed: " + message.reason))
+
+        self.push_screen(InstallScreen(message.model_name, message.reason), installed)
+
+    def on_engine_ready(self, message: EngineReady) -> None:
+        if not self.is_running:
+            message.model.close()
+            message.library.close()
+            return
+        self.library, self.model = message.library, message.model
+        self.model_name = message.model_name
+        self.roots = list(message.roots)
+        self.sub_title = f"model {message.model_name}"
+        self._hint("Type a query below and press Enter.")
+        self._load_timeline()
+        if message.offer_gallery:
+            self.action_gallery()
+        elif self.roots:
+            self._enqueue(Job(self._next_job_number(), "sync", None, "album scan"))
+        else:
+            self._hint("No album folder yet: start with clipsearch-tui PATH.")
+
+    # -- timeline ----------------------------------------------------------------------------
+
+    @work(thread=True, group="timeline", exclusive=True, exit_on_error=False)
+    def _load_timeline(self) -> None:
+        if self.library is not None:
+            self.post_message(TimelineLoaded(self.library.timeline()))
+
+    def on_timeline_loaded(self, message: TimelineLoaded) -> None:
+        if not self.is_running:
+            return
+        self.query_one(TimelineTree).show(message.timeline)
+
+    # -- indexing ----------------------------------------------------------------------------
+
+    @property
+    def indexing(self) -> bool:
+        """Whether a sync or an indexing run is in progress."""
+        return self._job is not None
+
+    def _next_job_number(self) -> int:
+        self._job_numbers += 1
+        return self._job_numbers
+
+    def _enqueue(self, job: Job) -> None:
+        if self._job is not None and self._job.same_work(job):
+            self.notify(f"Already running: {job.name}", markup=False)
+            return
+        if any(queued.same_work(job) for queued in self._jobs):
+            return
+        self._jobs.append(job)
+        if self._job is None:
+            self._run_next_job()
+        else:
+            self.notify(f"{job.name}: queued after {self._job.name}", markup=False)
+            self._panel().set_queued(len(self._jobs))
+
+    def _run_next_job(self) -> None:
+        if self._job is not None or not self._jobs or self.model is None:
+            return
+        job = self._jobs.popleft()
+        self._job = job
+        self._job_done.clear()
+        self._resume.set()
+        self._panel().started(job.name, len(self._jobs))
+        self.refresh_bindings()
+        self._run_job(job)
+
+    @work(thread=True, group="index", exit_on_error=False)
+    def _run_job(self, job: Job) -> None:
+        """Run one job in a thread of low CPU priority, so that searching stays quick."""
+        worker = get_current_worker()
+        try:
+            run_in_low_priority_thread(self._job_body, job, worker.cancelled_event)
+        finally:
+            self._job_done.set()
+
+    def _job_body(self, job: Job, cancel: threading.Event) -> None:
+        """Run one job on a library connection of its own; always posts IndexFinished."""
+        library: Library | None = None
+        try:
+            library = Library.open(self.library.path if self.library else None)
+            if job.kind == "sync":
+                report, found = self._sync(library, job, cancel)
+                summary = f"{found} photos"
+                if report.new or report.changed:
+                    summary += f", {report.new + report.changed} new or changed"
+                if report.deleted:
+                    summary += f", {report.deleted} gone"
+                self.post_message(
+                    IndexFinished(
+                        job.number,
+                        "",
+                        0,
+                        0,
+                        report.cancelled,
+                        summary=summary,
+                        roots=library.roots(),
+                    )
+                )
+            else:
+                from core.indexer import IndexProgress, index
+
+                assert self.model is not None and job.key is not None
+                since, until = bucket_bounds(job.key)
+
+                def report(progress: IndexProgress) -> None:
+                    stage = progress.stage
+                    current = str(progress.current) if progress.current else stage
+                    self._progress(
+                        IndexProgressed(
+                            job.number,
+                            progress.done,
+                            progress.total,
+                            progress.rate_per_s,
+                            progress.eta_s,
+                            current if stage == "encoding" else stage,
+                            progress.errors,
+                        ),
+                        cancel,
+                    )
+
+                summary = index(
+                    library,
+                    self.model,
+                    since=since,
+                    until=until,
+                    progress=report,
+                    cancel=cancel,
+                    batch_size=self.config.batch_size,
+                )
+                failed = len(summary.failed)
+                line = f"{summary.indexed} indexed"
+                if failed:
+                    line += f", {failed} failed"
+                self.post_message(
+                    IndexFinished(
+                        job.number,
+                        job.key,
+                        summary.indexed,
+                        failed,
+                        summary.cancelled,
+                        summary=line,
+                    )
+                )
+        except ClipsearchError as error:
+            self.post_message(IndexFinished(job.number, job.key or "", 0, 0, False, str(error)))
+        except BaseException as error:
+            text = f"{type(error).__name__}: {error}"
+            self.post_message(
+                IndexFinished(job.number, job.key or "", 0, 0, False, text, unexpected=True)
+            )
+            raise  # shown by on_worker_state_changed, with its traceback in the log
+        finally:
+            if library is not None:
+                library.close()
+
+    def _sync(self, library: Library, job: Job, cancel: threading.Event) -> tuple[SyncReport, int]:
+        """Scan the album and record new and changed photos, so the timeline knows them."""
+        if job.roots:
+            library.add_roots(job.roots)
+        roots = job.roots or library.roots()
+        present = [root for root in roots if root.is_dir()]
+        started = time.monotonic()
+
+        def progress(done: int, total: int, stage: str) -> None:
+            elapsed = time.monotonic() - started
+            rate = done / elapsed if elapsed > 0 else 0.0
+            eta = (total - done) / rate if rate > 0 and total else None
+            self._progress(IndexProgressed(job.number, done, total, rate, eta, stage, 0), cancel)
+
+        result = album.scan(present, cancel=cancel, progress=lambda n: progress(n, 0, "scanning"))
+        started = time.monotonic()
+        report = library.sync(
+            result,
+            roots=present,
+            cancel=cancel,
+            progress=lambda done, total: progress(done, total, "reading dates"),
+        )
+        return report, len(result.files)
+
+    def _progress(self, message: IndexProgressed, cancel: threading.Event) -> None:
+        """Post progress, then wait here while paused (this runs in the job's thread)."""
+        self.post_message(message)
+        while not self._resume.wait(0.1) and not cancel.is_set():
+            pass
+
+    def on_index_progressed(self, message: IndexProgressed) -> None:
+        if not self.is_running:
+            return
+        if self._job is None or message.job != self._job.number:
+            return
+        self._panel().progressed(message, len(self._jobs))
+        now = time.monotonic()
+        if now - self._last_timeline >= TIMELINE_REFRESH_S:
+            self._last_timeline = now
+            self._load_timeline()
+
+    def on_index_finished(self, message: IndexFinished) -> None:
+        if not self.is_running:
+            return
+        job = self._job
+        if job is None or message.job != job.number:
+            return
+        self._job = None
+        if self._quitting:
+            self.exit()
+            return
+        if message.roots is not None:
+            self.roots = message.roots
+        self._panel().finished(message, job.name, len(self._jobs))
+        if message.error is not None and not message.unexpected:
+            self.notify(
+                inert(message.error), title=f"{job.name} failed", severity="error", markup=False
+            )
+        elif job.kind == "index" and not message.cancelled:
+            noun = "photo" if message.indexed == 1 else "photos"
+            text = f"{message.indexed} {noun} indexed"
+            if message.errors:
+                text += f", {message.errors} could not be read (e lists them)"
+            self.notify(text, title=f"Indexed {job.name}", markup=False)
+        self._load_timeline()
+        self.refresh_bindings()
+        self._run_next_job()
+
+    def _panel(self) -> IndexingPanel:
+        return self.query_one(IndexingPanel)
+
+    # -- searching ---------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#query")
+    def _query_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if text:
+            self.run_search("text", text)
+
+    def run_search(self, kind: SearchKind, query: str) -> None:
+        """Start a search (text query, or photos similar to an image path) in a worker."""
+        self._query = (kind, query)
+        if self.model is None or self.library is None:
+            self._hint("The model is not loaded yet.")
+            return
+        self._search_generation += 1
+        self.search_complete = False
+        since, until = bucket_bounds(self._filter) if self._filter else (None, None)
+        self._search(self._search_generation, kind, query, since, until)
+
+    @work(thread=True, group="search", exclusive=True, exit_on_error=False)
+    def _search(
+        self,
+        generation: int,
+        kind: SearchKind,
+        query: str,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> None:
+        """Rank the photos; a text query posts the first screenful before the rest.
+
+        The query is encoded once. Ranking only as many photos as fit on screen is several times
+        quicker than ranking :attr:`TuiConfig.results` of them, so the first page appears sooner
+        and the full list follows in a second message.
+        """
+        assert self.library is not None and self.model is not None
+        worker = get_current_worker()
+        started = time.perf_counter()
+        total = self.config.results
+        try:
+            if kind == "similar":
+                hits = similar(self.library, self.model, query, top=total, since=since, until=until)
+            else:
+                vector = query_vector(self.model, parse_query(query), self.library)
+                first = min(total, self.config.page_size)
+                hits = search(self.library, self.model, vector, top=first, since=since, until=until)
+                if len(hits) == first < total:
+                    elapsed = time.perf_counter() - started
+                    self.post_message(SearchFinished(generation, query, hits, elapsed, False))
+                    if worker.is_cancelled:
+                        return
+                    hits = search(
+                        self.library, self.model, vector, top=total, since=since, until=until
+                    )
+        except ClipsearchError as error:
+            self.post_message(SearchFailed(generation, query, str(error)))
+            return
+        elapsed = time.perf_counter() - started
+        self.post_message(SearchFinished(generation, query, hits, elapsed, True))
+
+    async def on_search_finished(self, message: SearchFinished) -> None:
+        if not self.is_running or message.generation != self._search_generation:
+            return
+        results = self.query_one(ResultsList)
+        if self._shown_generation == message.generation:
+            results.extend(message.hits)  # the rest of the list behind the first page
+        else:
+            self._shown_generation = message.generation
+            await results.show(message.hits)
+            self.last_search_s = message.elapsed_s
+        self.search_complete = message.complete
+        kind = self._query[0] if self._query else "text"
+        what = Path(message.query).name if kind == "similar" else message.query
+        label = "like" if kind == "similar" else "for"
+        count = f"{len(message.hits)}" if message.complete else f"{len(message.hits)}+"
+        subtitle = f"{count} {label} {inert(what)}"
+        if self._filter:
+            subtitle += f" in {self._filter}"
+        subtitle += f" ({self.last_search_s * 1000:.0f} ms)"
+        self.query_one("#results-pane").border_subtitle = Text(subtitle)
+        self._hint("" if message.hits else "No results.")
+
+    def on_search_failed(self, message: SearchFailed) -> None:
+        if not self.is_running or message.generation != self._search_generation:
+            return
+        self.search_complete = True
+        self._hint(message.reason, error=True)
+
+    def _hint(self, text: str, *, error: bool = False) -> None:
+        hint = self.query_one("#results-hint", Static)
+        shown = Text(inert(text), style="red" if error else "dim")
+        if hint.display != bool(text):
+            hint.display = bool(text)
+        if text and hint.content != shown:
+            hint.update(shown)
+
+    # -- results -----------------------------------------------------------------------------
+
+    def on_results_list_opened(self, message: ResultsList.Opened) -> None:
+        self._open_detail(message.hit)
+
+    def _open_detail(self, hit: Hit, *, describe: bool = False) -> None:
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self.run_search("similar", str(path))
+
+        screen = DetailScreen(
+            hit,
+            library=self.library,
+            model=self.model,
+            labels=self.config.labels,
+            image_class=self.image_class,
+            describe_now=describe,
+        )
+        self.push_screen(screen, chosen)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pause", "stop_indexing"):
+            return self.indexing
+        return True
+
+    def action_focus_query(self) -> None:
+        self.query_one("#query", Input).focus()
+
+    def action_focus_results(self) -> None:
+        results = self.query_one(ResultsList)
+        if results.hits:
+            results.focus()
+
+    def action_index_bucket(self) -> None:
+        bucket = self.query_one(TimelineTree).selected_bucket
+        if bucket is None:
+            self.notify("Pick a period in the timeline first", severity="warning")
+            return
+        name = bucket.label if bucket.kind == "relative" else bucket.key
+        self._enqueue(Job(self._next_job_number(), "index", bucket.key, name))
+
+    def action_index_all(self) -> None:
+        self._enqueue(Job(self._next_job_number(), "index", "all", "All photos"))
+
+    def action_rescan(self) -> None:
+        self._enqueue(Job(self._next_job_number(), "sync", None, "album scan"))
+
+    def action_filter_bucket(self) -> None:
+        bucket = self.query_one(TimelineTree).selected_bucket
+        if bucket is None:
+            return
+        if self._filter == bucket.key or bucket.key == "all":
+            self.action_clear_filter()
+            return
+        self._filter = bucket.key
+        self.query_one("#results-pane").border_title = f"Results in {bucket.key}"
+        self._rerun()
+
+    def action_clear_filter(self) -> None:
+        self._filter = None
+        self.query_one("#results-pane").border_title = "Results"
+        self._rerun()
+
+    def _rerun(self) -> None:
+        if self._query is not None:
+            self.run_search(*self._query)
+
+    def action_pause(self) -> None:
+        if self._job is None:
+            return
+        paused = self._resume.is_set()
+        if paused:
+            self._resume.clear()
+        else:
+            self._resume.set()
+        self._panel().paused(paused)
+
+    def action_stop_indexing(self) -> None:
+        if self._job is None:
+            return
+        self._jobs.clear()
+        self.workers.cancel_group(self, "index")
+        self._resume.set()
+        self._panel().cancelling()
+
+    async def _wait_for_job_thread(self, timeout: float = STOP_WAIT_S) -> bool:
+        """Cancel the indexing run and wait until its thread has left the engine."""
+        self.workers.cancel_group(self, "index")
+        self._resume.set()
+        deadline = time.monotonic() + timeout
+        while not self._job_done.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self._job_done.is_set()
+
+    def action_errors(self) -> None:
+        self._load_failures()
+
+    @work(thread=True, group="failures", exclusive=True, exit_on_error=False)
+    def _load_failures(self) -> None:
+        if self.library is None:
+            return
+        failures = [(str(r.path), r.error or "unreadable") for r in self.library.failures()]
+        skipped = [(str(path), reason) for path, reason in self.library.skipped()]
+        self.post_message(FailuresLoaded(failures, skipped))
+
+    def on_failures_loaded(self, message: FailuresLoaded) -> None:
+        if not self.is_running:
+            return
+        self.push_screen(ErrorsScreen(message.failures, message.skipped))
+
+    def action_open_result(self) -> None:
+        hit = self.query_one(ResultsList).highlighted
+        if hit is not None:
+            self._open_detail(hit)
+
+    def action_similar(self) -> None:
+        hit = self.query_one(ResultsList).highlighted
+        if hit is not None:
+            self.run_search("similar", str(hit.photo.path))
+
+    def action_describe(self) -> None:
+        hit = self.query_one(ResultsList).highlighted
+        if hit is not None:
+            self._open_detail(hit, describe=True)
+
+    def action_copy_path(self) -> None:
+        hit = self.query_one(ResultsList).highlighted
+        if hit is not None:
+            self.copy_to_clipboard(str(hit.photo.path))
+            self.notify(inert(str(hit.photo.path)), title="Path copied", markup=False)
+
+    def action_gallery(self) -> None:
+        folder = gallery_folder()
+        if folder is None:
+            self.notify("No sample gallery is installed", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._add_root(folder)
+            elif not self.roots:
+                self._hint("No album folder yet: start with clipsearch-tui PATH.")
+
+        question = Text(
+            "No photo folders are known yet. Open the sample gallery that comes with "
+            "clipsearch-tui? You can add your own folders later with: clipsearch-tui PATH\n\n"
+        )
+        question.append(inert(str(folder)), style="dim")
+        self.push_screen(ConfirmScreen("Sample gallery", question, "Open it", "Not now"), answered)
+
+    def _add_root(self, folder: Path) -> None:
+        """Add an album folder and scan it (both in the indexing worker)."""
+        self._enqueue(Job(self._next_job_number(), "sync", None, "album scan", [folder]))
+
+    def action_help(self) -> None:
+        sections = [
+            ("Everywhere", binding_rows(self.BINDINGS)),
+            ("Results", binding_rows(ResultsList.BINDINGS)),
+            ("Result detail", binding_rows(DetailScreen.BINDINGS)),
+            (
+                "Timeline",
+                [("up, down", "Move"), ("enter, space", "Open or close a year or month")],
+            ),
+            ("Command palette", [("^p", "Every action by name")]),
+            ("Settings", [("file", inert(str(config_path())))]),
+        ]
+        self.push_screen(HelpScreen(sections))
+
+    def action_quit(self) -> None:
+        if self._job is None:
+            self.exit()
+            return
+        question = Text(
+            f"Indexing {self._job.name} is still running. Stop it and quit? "
+            "Photos indexed so far are kept; the rest can be indexed later."
+        )
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            if self._job is None:
+                self.exit()
+                return
+            self._quitting = True
+            self.action_stop_indexing()
+            self._panel().cancelling(quitting=True)
+            self.set_timer(STOP_WAIT_S, self._quit_now)
+
+        self.push_screen(ConfirmScreen("Quit?", question, "Stop and quit", "Keep going"), answered)
+
+    def _quit_now(self) -> None:
+        """Quit even though the indexing run has not stopped yet (it is waited for on unmount)."""
+        self.exit()
+
+    # -- errors and shutdown -----------------------------------------------------------------
+
+    def run(self, *args: Any, **kwargs: Any) -> int | None:
+        """Run the app, with what native libraries print kept off the screen (see
+        :mod:`tui.terminal`)."""
+        with divert_native_stderr(cache_dir() / LOG_NAME):
+            return super().run(*args, **kwargs)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place where an unexpected failure of any worker is shown."""
+        worker = event.worker
+        if event.state != WorkerState.ERROR:
+            return
+        error = worker.error
+        if isinstance(error, ClipsearchError):
+            text = str(error)
+        else:
+            text = f"{type(error).__name__}: {error}"
+        if worker.group == "engine":
+            self._hint(text, error=True)
+        self.notify(
+            inert(text),
+            title=f"{worker.group or worker.name} failed",
+            severity="error",
+            markup=False,
+        )
+
+    async def on_unmount(self) -> None:
+        if not self._job_done.is_set():
+            await self._wait_for_job_thread()
+        if self.model is not None:
+            self.model.close()
+        if self.library is not None:
+            self.library.close()
+
+
+def make_app(
+    paths: list[Path],
+    *,
+    images: str = "auto",
+    home: Path | None = None,
+    config: TuiConfig | None = None,
+) -> ClipSearchApp:
+    """Build the app, for the command line and for the tests.
+
+    Parameters
+    ----------
+    paths
+        Album folders given on the command line; they are added to the library.
+    images
+        ``auto``, ``kitty``, ``sixel``, ``halfcell`` or ``none``: how thumbnails are drawn.
+        ``auto`` defers to the ``images`` setting, then to detection.
+    home
+        Use this folder for models, library, thumbnails and settings (sets ``CLIPSEARCH_HOME``
+        for this process).
+    config
+        Settings to use instead of those read from the configuration file.
+
+    Notes
+    -----
+    The terminal is asked what graphics it supports here, before the app takes it over.
+    """
+    if home is not None:
+        os.environ[HOME_ENV] = str(Path(home).expanduser().absolute())
+    config_error = None
+    if config is None:
+        try:
+            config = load_config()
+        except ConfigError as error:
+            config, config_error = TuiConfig(), f"{error}; using the default settings"
+    mode: ImageMode = config.images if images == "auto" else images  # type: ignore[assignment]
+    return ClipSearchApp(
+        paths, config=config, image_class=image_class(mode), config_error=config_error
+    )

@@ -1,0 +1,183 @@
+"""Settings of the terminal app, read from the ``[tui]`` table of the user's configuration file.
+
+The file is ``config.toml`` in :func:`core.paths.config_dir` (``$CLIPSEARCH_HOME/config`` when
+that variable is set); ``config.json`` there is read instead when no ``config.toml`` exists. Every
+setting is optional::
+
+    [tui]
+    # Model to search and index with. Default: the model the library was indexed with, else the
+    # registry's default model.
+    model = "ViT-B-32-256-datacomp"
+    # How thumbnails are drawn: "auto", "kitty", "sixel", "halfcell" or "none".
+    # The --images option of the command line overrides it.
+    images = "auto"
+    # Largest number of results one search returns.
+    results = 200
+    # Result rows added to the list at a time, as it is scrolled.
+    page_size = 30
+    # Photos encoded per batch while indexing.
+    batch_size = 16
+    # Texts that "describe" ranks for a photo (image -> text).
+    labels = ["a photo of a person", "a photo of a dog", "a landscape"]
+
+The JSON form is ``{"tui": {"results": 100, "labels": [...]}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+from core.errors import ClipsearchError
+from core.paths import config_dir
+
+ImageMode = Literal["auto", "kitty", "sixel", "halfcell", "none"]
+IMAGE_MODES: tuple[str, ...] = get_args(ImageMode)
+
+CONFIG_NAMES = ("config.toml", "config.json")
+SECTION = "tui"
+
+DEFAULT_LABELS: tuple[str, ...] = (
+    "a photo of a person",
+    "a group of people",
+    "a selfie",
+    "a photo of a child",
+    "a photo of a dog",
+    "a photo of a cat",
+    "a bird",
+    "a landscape",
+    "a beach",
+    "mountains",
+    "a forest",
+    "a city street",
+    "a building",
+    "the inside of a room",
+    "food on a plate",
+    "a car",
+    "a flower",
+    "a night scene",
+    "snow",
+    "a document or a screenshot",
+)
+
+
+class ConfigError(ClipsearchError):
+    """The configuration file cannot be read or holds a bad setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class TuiConfig:
+    """The app's settings; see this module's documentation for the file they are read from.
+
+    Attributes
+    ----------
+    model
+        Model to search and index with; None picks the library's model, else the default one.
+    images
+        Thumbnail renderer: ``auto`` (detect Kitty or Sixel, else half-cell blocks), ``kitty``,
+        ``sixel``, ``halfcell`` or ``none`` (text only).
+    results
+        Largest number of results one search returns (1 to 10,000).
+    page_size
+        Result rows mounted at a time; more are mounted as the list is scrolled (5 to 500).
+    batch_size
+        Photos encoded per batch while indexing (1 to 256).
+    labels
+        Texts that "describe" ranks for a photo; at least one, none empty.
+    """
+
+    model: str | None = None
+    images: ImageMode = "auto"
+    results: int = 200
+    page_size: int = 30
+    batch_size: int = 16
+    labels: tuple[str, ...] = DEFAULT_LABELS
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], source: str = "settings") -> TuiConfig:
+        """Build the settings from a ``[tui]`` table; unknown keys and bad values raise."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown setting {unknown[0]!r} in [{SECTION}]; "
+                f"known settings: {', '.join(sorted(known))}"
+            )
+        values: dict[str, Any] = {}
+        if "model" in data:
+            model = data["model"]
+            if model is not None and (not isinstance(model, str) or not model.strip()):
+                raise ConfigError(f"{source}: [tui] model must be a model name")
+            values["model"] = model
+        if "images" in data:
+            if data["images"] not in IMAGE_MODES:
+                raise ConfigError(
+                    f"{source}: [tui] images must be one of {', '.join(IMAGE_MODES)}, "
+                    f"not {data['images']!r}"
+                )
+            values["images"] = cast(ImageMode, data["images"])
+        for key, low, high in (
+            ("results", 1, 10_000),
+            ("page_size", 5, 500),
+            ("batch_size", 1, 256),
+        ):
+            if key in data:
+                value = data[key]
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int)
+                    or not low <= value <= high
+                ):
+                    raise ConfigError(
+                        f"{source}: [tui] {key} must be a whole number from {low} to {high}"
+                    )
+                values[key] = value
+        if "labels" in data:
+            labels = data["labels"]
+            if (
+                not isinstance(labels, list)
+                or not labels
+                or not all(isinstance(label, str) and label.strip() for label in labels)
+            ):
+                raise ConfigError(f"{source}: [tui] labels must be a list of non-empty texts")
+            values["labels"] = tuple(label.strip() for label in labels)
+        return cls(**values)
+
+
+def config_path() -> Path:
+    """The configuration file that is read: ``config.toml``, else ``config.json`` if present."""
+    folder = config_dir()
+    for name in CONFIG_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    return folder / CONFIG_NAMES[0]
+
+
+def load_config(path: Path | None = None) -> TuiConfig:
+    """Read the ``[tui]`` settings; defaults when the file or the table is absent.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read or parsed, or a setting is unknown or out of range.
+    """
+    path = path or config_path()
+    if not path.is_file():
+        return TuiConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path} is not valid {path.suffix[1:].upper()}: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a table of settings")
+    section = data.get(SECTION, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [{SECTION}] must be a table")
+    return TuiConfig.from_mapping(section, str(path))

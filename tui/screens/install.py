@@ -1,0 +1,162 @@
+"""First run: offer to install the model, with progress and cancel, or show the offline route."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, ProgressBar, Static
+from textual.worker import get_current_worker
+
+from core import install
+from core.errors import ClipsearchError, DownloadError
+from core.registry import get_spec
+from tui.messages import InstallFinished, InstallProgressed
+from tui.text import file_size, inert
+
+OFFLINE_ROUTE = "clipsearch-tui model install {name} --from FILE"
+
+_STAGES = {
+    "download": "Downloading",
+    "hash": "Checking the checkpoint",
+    "convert": "Converting to ncnn",
+    "manifest": "Writing the manifest",
+    "done": "Installed",
+}
+
+
+def _model_facts(name: str) -> str:
+    try:
+        spec = get_spec(name)
+    except ClipsearchError:
+        return f"{name} (not in the model registry)"
+    facts = [name]
+    if spec.description:
+        facts.append(spec.description)
+    if spec.license and spec.license != "unknown":
+        facts.append(f"licence {spec.license}")
+    if spec.hub_repo:
+        facts.append(f"from {spec.hub_repo}")
+    return ", ".join(facts)
+
+
+class InstallScreen(ModalScreen[bool]):
+    """Dismissed with True once the model is installed; False when the user quits instead."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Quit"),
+        Binding("c", "cancel_install", "Cancel install", show=False),
+    ]
+
+    def __init__(self, model_name: str, reason: str) -> None:
+        super().__init__(classes="dialog-screen")
+        self.model_name = model_name
+        self.reason = reason
+        self.installing = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog") as dialog:
+            dialog.border_title = "No CLIP model installed"
+            text = Text()
+            text.append("Searching needs a CLIP model. Install the default model now?\n\n")
+            text.append(inert(_model_facts(self.model_name)), style="bold")
+            text.append(
+                "\n\nIt is downloaded from the model hub (HF_ENDPOINT applies) and converted "
+                "for ncnn; this takes a few minutes."
+            )
+            yield Static(text, id="install-text", classes="dialog-text")
+            yield Static("", id="install-stage")
+            yield ProgressBar(total=None, show_eta=False, id="install-bar")
+            yield Static("", id="install-error", classes="dialog-text")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Install", variant="primary", id="install")
+                yield Button("Cancel", id="cancel", disabled=True)
+                yield Button("Quit", id="quit")
+
+    def on_mount(self) -> None:
+        self.query_one("#install-bar").display = False
+        self.query_one("#install", Button).focus()
+
+    @on(Button.Pressed, "#install")
+    def start(self) -> None:
+        """Start (or retry) the install in a thread worker."""
+        if self.installing:
+            return
+        self.installing = True
+        self.query_one("#install", Button).disabled = True
+        self.query_one("#cancel", Button).disabled = False
+        self.query_one("#install-error", Static).update("")
+        self.query_one("#install-bar").display = True
+        self.query_one("#install-stage", Static).update("Starting...")
+        self._install(self.model_name)
+
+    @work(thread=True, group="install", exclusive=True, exit_on_error=False)
+    def _install(self, name: str) -> None:
+        worker = get_current_worker()
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            self.post_message(InstallProgressed(stage, done, total))
+
+        try:
+            install.install_model(name, progress=progress, cancel=worker.cancelled_event)
+        except install.InstallCancelledError:
+            self.post_message(InstallFinished(name, None, cancelled=True))
+        except DownloadError as error:
+            self.post_message(InstallFinished(name, f"download: {error}"))
+        except ClipsearchError as error:
+            self.post_message(InstallFinished(name, str(error)))
+        else:
+            self.post_message(InstallFinished(name, None))
+
+    def on_install_progressed(self, message: InstallProgressed) -> None:
+        stage = _STAGES.get(message.stage, message.stage)
+        if message.stage == "download" and message.total:
+            stage += f" {file_size(message.done)} of {file_size(message.total)}"
+        elif message.stage == "download":
+            stage += f" {file_size(message.done)}"
+        self.query_one("#install-stage", Static).update(Text(stage))
+        bar = self.query_one("#install-bar", ProgressBar)
+        bar.update(total=message.total, progress=message.done)
+
+    def on_install_finished(self, message: InstallFinished) -> None:
+        self.installing = False
+        self.query_one("#cancel", Button).disabled = True
+        if message.error is None and not message.cancelled:
+            self.dismiss(True)
+            return
+        self.query_one("#install-text").display = True
+        install_button = self.query_one("#install", Button)
+        install_button.disabled = False
+        install_button.label = "Retry"
+        self.query_one("#install-bar").display = False
+        if message.cancelled:
+            self.query_one("#install-stage", Static).update(Text("Install cancelled."))
+            return
+        self.query_one("#install-stage", Static).update(Text("Install failed.", style="red"))
+        self.query_one("#install-text").display = False  # room for the error and the way out
+        error = message.error or ""
+        offline = error.startswith("download:")
+        text = Text()
+        if offline:
+            text.append("The model hub cannot be reached (offline?).\n", style="bold")
+            error = error.removeprefix("download: ")
+        text.append(inert(error) + "\n\n")
+        text.append("To install from a checkpoint file downloaded elsewhere, run:\n")
+        text.append(OFFLINE_ROUTE.format(name=self.model_name), style="bold")
+        self.query_one("#install-error", Static).update(text)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel_install(self) -> None:
+        if self.installing:
+            self.workers.cancel_group(self, "install")
+            self.query_one("#install-stage", Static).update(Text("Cancelling..."))
+
+    @on(Button.Pressed, "#quit")
+    def action_close(self) -> None:
+        self.workers.cancel_group(self, "install")
+        self.dismiss(False)
