@@ -50,7 +50,8 @@ PROG = "clipsearch-tui"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-LaunchApp = Callable[[list[Path]], int | None]
+LaunchApp = Callable[[list[Path], str], int | None]
+IMAGE_MODES = ("auto", "kitty", "sixel", "halfcell", "none")
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
         if missing:
             commands = ", ".join(sorted(_command_names(parser)))
             return _usage(parser, f"{missing[0]}: no such folder (commands are: {commands})")
-        return int(launch_app(list(args.paths)) or 0)
+        return int(launch_app(list(args.paths), args.images) or 0)
     except ClipsearchError as error:
         _print_error(str(error))
         return error.exit_code
@@ -111,10 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Search your own photo album in natural language, from a terminal.",
-        usage=f"{PROG} [-h] [--version] [PATH ...] | {PROG} COMMAND ...",
+        usage=f"{PROG} [-h] [--version] [--images MODE] [PATH ...] | {PROG} COMMAND ...",
         epilog=f"With no command, {PROG} opens the app, on the album folders PATH if given.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {clipsearch_version()}")
+    parser.add_argument(
+        "--images",
+        choices=IMAGE_MODES,
+        default="auto",
+        help="how the app draws thumbnails: detected (auto), Kitty or Sixel graphics, "
+        "half-cell blocks (any terminal, SSH, tmux) or none",
+    )
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", prog=PROG)
     for add_commands in _COMMAND_GROUPS:
         add_commands(commands)
@@ -732,6 +740,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     app.add_argument("-h", "--help", action="help", help=argparse.SUPPRESS)
     app.add_argument("--version", action="version", version=f"{PROG} {clipsearch_version()}")
     app.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    app.add_argument("--images", choices=IMAGE_MODES, default="auto")
     return app.parse_args(argv)
 
 

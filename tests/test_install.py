@@ -609,12 +609,19 @@ def test_version_from_the_console_script() -> None:
 
 
 def test_no_command_opens_the_app(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    calls: list[list[Path]] = []
-    assert main([], launch_app=lambda paths: calls.append(paths)) == 0
-    assert main([str(tmp_path)], launch_app=lambda paths: calls.append(paths)) == 0
-    assert calls == [[], [tmp_path]]
-    assert main(["no-such-folder"], launch_app=lambda paths: calls.append(paths)) == 2
+    calls: list[tuple[list[Path], str]] = []
+
+    def launch(paths: list[Path], images: str) -> None:
+        calls.append((paths, images))
+
+    assert main([], launch_app=launch) == 0
+    assert main([str(tmp_path)], launch_app=launch) == 0
+    assert main(["--images", "halfcell", str(tmp_path)], launch_app=launch) == 0
+    assert calls == [([], "auto"), ([tmp_path], "auto"), ([tmp_path], "halfcell")]
+    assert main(["no-such-folder"], launch_app=launch) == 2
     assert "no such folder" in capsys.readouterr().err
+    assert main(["--images", "jpeg"], launch_app=launch) == 2
+    assert "invalid choice" in capsys.readouterr().err
     assert main([]) == 0
     assert "model" in capsys.readouterr().out
 
