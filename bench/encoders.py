@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_model, write_section  # noqa: E402
+
 TEXTS = [
     "a red bicycle in the snow",
     "a photo of my cat sleeping on the sofa",
@@ -46,16 +47,6 @@ TEXTS = [
     "a bowl of ramen",
     "mountains covered in fog",
 ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timeit(fn: Callable[[], object], seconds: float, min_runs: int = 3) -> float:
@@ -221,11 +212,7 @@ def int8_accuracy(reference, spec, ours_int8) -> dict:
 
 
 def write_results(rows: list[dict], threads: int, command: str) -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     lines = [
-        "## Encoders",
-        "",
         f"CPU: {cpu_model()}, {threads} threads; {dt.date.today().isoformat()}; "
         f"`{command}`. Milliseconds per image or text (median), same random weights for all "
         "engines. A ratio above 1 means ours is faster. `ours int8` is the optional "
@@ -253,14 +240,7 @@ def write_results(rows: list[dict], threads: int, command: str) -> None:
             f"- {model} int8 image embeddings vs open_clip: cosine min {r['int8_cos_min']:.5f}, "
             f"mean {r['int8_cos_mean']:.5f}"
         )
-    section = "\n".join(lines) + "\n"
-    start = text.find("## Encoders")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
+    write_section("## Encoders", lines)
 
 
 def main() -> None:

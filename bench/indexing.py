@@ -55,23 +55,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_model, write_section  # noqa: E402
+
 MODEL = "ViT-B-32-256-datacomp"
 SOURCE = Path("/work/shared/photos/exif-samples/jpg")
 MIN_PIXELS = 1_000_000
 RCLIP_BATCH = 8
 OUR_BATCH = 16
 RCLIP_SIZE = 256
-
-
-def cpu_model() -> str:
-    """The CPU's name from /proc/cpuinfo (or what the platform says)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def large_jpegs(source: Path) -> list[tuple[Path, int]]:
@@ -338,20 +329,6 @@ def storage_numbers(workdir: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -
 # --------------------------------------------------------------------------------------------
 
 
-def write_results(lines: list[str]) -> None:
-    """Replace (or append) the "## Indexing" section of bench/RESULTS.md."""
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    section = "\n".join(["## Indexing", "", *lines]) + "\n"
-    start = text.find("## Indexing")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Build the album, run the three indexers, print and record the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -473,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(storage))
             lines += ["", "### Vector storage", "", *storage]
     if not args.no_write:
-        write_results(lines)
+        write_section("## Indexing", lines)
         print("wrote the Indexing section of bench/RESULTS.md")
     return 0
 

@@ -56,23 +56,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_model, write_section  # noqa: E402
+
 DIM = 512
 MODEL_NAME = "bench"
 LOGIT_SCALE = 100.0
 INSERT_CHUNK = 10_000
 TARGETS_MS = {100_000: 30.0, 1_000_000: 300.0}
 TARGET_BYTES_PER_PHOTO = 1200
-
-
-def cpu_model() -> str:
-    """The CPU's model name, from ``/proc/cpuinfo`` where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def status_kib(field: str) -> int:
@@ -190,21 +181,6 @@ def measure(
     }
 
 
-def write_results(lines: list[str]) -> None:
-    """Replace (or append) the "## Search" section of bench/RESULTS.md."""
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    section = "\n".join(["## Search", "", *lines]) + "\n"
-    start = text.find("\n## Search\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        rest = "\n" + text[end:].lstrip("\n") if end >= 0 else ""
-        text = text[:start].rstrip("\n") + "\n\n" + section + rest
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
 def _verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -301,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in lines:
         print(line)
     if not args.no_write:
-        write_results(lines)
+        write_section("## Search", lines)
     return 0
 
 
