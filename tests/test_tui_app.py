@@ -158,15 +158,24 @@ def tui_indexed_home(
     return home
 
 
+class _SlowIndex(threading.Event):
+    """Set to let batches commit; ``reached`` is set once a batch waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = threading.Event()
+
+
 @pytest.fixture
-def tui_slow_index(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+def tui_slow_index(monkeypatch: pytest.MonkeyPatch) -> Iterator[_SlowIndex]:
     """Make each indexing batch wait until the returned event is set (30 s at most)."""
     import core.indexer
 
-    release = threading.Event()
+    release = _SlowIndex()
     real_commit = core.indexer._commit
 
     def slow_commit(*args: object, **kwargs: object) -> None:
+        release.reached.set()
         release.wait(30.0)
         real_commit(*args, **kwargs)  # type: ignore[arg-type]
 
@@ -641,7 +650,7 @@ async def test_with_no_library_and_no_path_the_gallery_is_offered(
 
 
 async def test_quit_during_indexing_asks_then_stops_cleanly(
-    tui_home: Path, tui_album: Path, tui_slow_index: threading.Event
+    tui_home: Path, tui_album: Path, tui_slow_index: _SlowIndex
 ):
     from core.store import Library
 
@@ -651,7 +660,8 @@ async def test_quit_during_indexing_asks_then_stops_cleanly(
             await settle(pilot, ready(app))
             select_bucket(app, "all")
             await pilot.press("i")
-            await settle(pilot, lambda: "0/14" in screen_text(app))  # encoding its first batch
+            await settle(pilot, lambda: "0/14" in screen_text(app))
+            await settle(pilot, tui_slow_index.reached.is_set)  # a batch is being committed
             await pilot.press("q")
             await settle(pilot, lambda: "still running" in screen_text(app))
             assert isinstance(app.screen, ConfirmScreen)
