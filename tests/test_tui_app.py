@@ -159,11 +159,15 @@ def tui_indexed_home(
 
 
 class _SlowIndex(threading.Event):
-    """Set to let batches commit; ``reached`` is set once a batch waits for it."""
+    """Set to let batches commit; ``libraries`` holds the databases whose batches wait for it.
+
+    An indexing thread left over from an earlier test may call the patched function too, so a
+    test checks for its own library rather than for any call.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.reached = threading.Event()
+        self.libraries: set[Path] = set()
 
 
 @pytest.fixture
@@ -174,10 +178,10 @@ def tui_slow_index(monkeypatch: pytest.MonkeyPatch) -> Iterator[_SlowIndex]:
     release = _SlowIndex()
     real_commit = core.indexer._commit
 
-    def slow_commit(*args: object, **kwargs: object) -> None:
-        release.reached.set()
+    def slow_commit(library: object, *args: object, **kwargs: object) -> None:
+        release.libraries.add(Path(library.path))  # type: ignore[attr-defined]
         release.wait(120.0)
-        real_commit(*args, **kwargs)  # type: ignore[arg-type]
+        real_commit(library, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(core.indexer, "_commit", slow_commit)
     yield release
@@ -199,9 +203,10 @@ async def search_for(pilot: object, app: ClipSearchApp, query: str) -> None:
     await pilot.pause(0.1)  # type: ignore[attr-defined]
 
 
-def select_bucket(app: ClipSearchApp, key: str) -> None:
-    """Put the timeline cursor on the bucket ``key``, opening its parents."""
+async def select_bucket(pilot: object, app: ClipSearchApp, key: str) -> None:
+    """Put the timeline cursor on the bucket ``key`` (once it is shown), opening its parents."""
     tree = app.query_one(TimelineTree)
+    await settle(pilot, lambda: key in tree._bucket_nodes)
     node = tree._bucket_nodes[key]
     parent = node.parent
     while parent is not None:
@@ -225,7 +230,7 @@ async def test_opens_scans_the_album_and_shows_the_timeline(tui_home: Path, tui_
         assert all_photos is not None and all_photos.count == len(TUI_PHOTOS) + 2
         assert all_photos.indexed == 0
         assert tree.bucket("2008") is not None and tree.bucket("2008").count == 7
-        select_bucket(app, "2008-03")
+        await select_bucket(pilot, app, "2008-03")
         await pilot.pause(0.1)
         text = screen_text(app)
         assert "Last 7 days  0 photos" in text
@@ -252,7 +257,7 @@ async def test_index_a_bucket_in_the_background(
     app = make_app([tui_album], images="none", config=tui_config(batch_size=2))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, ready(app))
-        select_bucket(app, "2008")
+        await select_bucket(pilot, app, "2008")
         await pilot.press("i")
         await settle(pilot, lambda: (0, 7) in seen)
         assert app.indexing
@@ -286,7 +291,7 @@ async def test_searching_while_indexing_runs(
     app = make_app([tui_album, extra], images="none", config=tui_config(batch_size=1))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, ready(app))
-        select_bucket(app, "all")
+        await select_bucket(pilot, app, "all")
         await pilot.press("i")
         await settle(pilot, lambda: "Indexing All photos" in screen_text(app))
         await search_for(pilot, app, "a dog")
@@ -375,7 +380,7 @@ async def test_filter_results_to_the_selected_bucket(tui_indexed_home: Path, tui
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, ready(app))
         await search_for(pilot, app, "a dog")
-        select_bucket(app, "2008")
+        await select_bucket(pilot, app, "2008")
         generation = app._search_generation
         await pilot.press("f")
         await settle(pilot, lambda: app._search_generation > generation)
@@ -658,10 +663,11 @@ async def test_quit_during_indexing_asks_then_stops_cleanly(
     async with app.run_test(size=SIZE) as pilot:
         try:
             await settle(pilot, ready(app))
-            select_bucket(app, "all")
+            await select_bucket(pilot, app, "all")
             await pilot.press("i")
             await settle(pilot, lambda: "0/14" in screen_text(app))
-            await settle(pilot, tui_slow_index.reached.is_set)  # a batch is being committed
+            own = Path(app.library.path)  # type: ignore[union-attr]
+            await settle(pilot, lambda: own in tui_slow_index.libraries)  # a batch is under way
             await pilot.press("q")
             await settle(pilot, lambda: "still running" in screen_text(app))
             assert isinstance(app.screen, ConfirmScreen)
@@ -691,7 +697,7 @@ async def test_pause_and_resume_indexing(
     app = make_app([tui_album], images="none", config=tui_config(batch_size=1))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, ready(app))
-        select_bucket(app, "all")
+        await select_bucket(pilot, app, "all")
         await pilot.press("i")
         await settle(pilot, lambda: "Indexing All photos" in screen_text(app))
         await pilot.press("p")
@@ -712,7 +718,7 @@ async def test_stop_indexing_keeps_what_was_indexed(
     app = make_app([tui_album], images="none", config=tui_config(batch_size=1))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, ready(app))
-        select_bucket(app, "all")
+        await select_bucket(pilot, app, "all")
         await pilot.press("i")
         await settle(pilot, lambda: "Indexing All photos" in screen_text(app))
         tui_slow_index.set()
@@ -728,7 +734,7 @@ async def test_indexing_while_another_process_indexes_says_so(tui_home: Path, tu
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot, ready(app))
         with Library.open() as other, other.indexing_lock():
-            select_bucket(app, "2008")
+            await select_bucket(pilot, app, "2008")
             await pilot.press("i")
             await settle(pilot, lambda: "Failed: 2008" in screen_text(app))
         assert not app.indexing
