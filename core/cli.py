@@ -203,6 +203,11 @@ def _add_index_commands(commands: argparse._SubParsersAction) -> None:
         "again with --model",
     )
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
+    index.add_argument(
+        "--gpu",
+        action="store_true",
+        help="encode on a Vulkan GPU when there is one (else on the CPU, with a note)",
+    )
     index.set_defaults(handler=_index)
 
 
@@ -229,6 +234,11 @@ def _add_search_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--until", metavar="DATE", help="only photos taken up to DATE")
     search.add_argument("--model", metavar="NAME", help="model (default: the library's model)")
     search.add_argument(
+        "--gpu",
+        action="store_true",
+        help="encode on a Vulkan GPU when there is one (else on the CPU, with a note)",
+    )
+    search.add_argument(
         "--json",
         action="store_true",
         help="print a JSON list of objects: path, rank, score, probability, taken_at",
@@ -245,6 +255,11 @@ def _add_search_commands(commands: argparse._SubParsersAction) -> None:
         "--labels", nargs="+", required=True, metavar="TEXT", help="candidate descriptions"
     )
     describe.add_argument("--model", metavar="NAME", help="model (default: the library's model)")
+    describe.add_argument(
+        "--gpu",
+        action="store_true",
+        help="encode on a Vulkan GPU when there is one (else on the CPU, with a note)",
+    )
     describe.add_argument(
         "--json", action="store_true", help="print a JSON list of label, score, probability"
     )
@@ -269,7 +284,7 @@ def _index(args: argparse.Namespace) -> int:
     since, until = _date_range(args)
     with Library.open() as library:
         name = args.model or library.model_name
-        with _load_model(name, verify=True) as model:
+        with _load_model(name, verify=True, gpu=args.gpu) as model:
             if args.reindex:
                 library.use_model(model.name, model.embed_dim, replace=True)
             cancel = threading.Event()
@@ -312,7 +327,7 @@ def _search(args: argparse.Namespace) -> int:
     folder = _existing_folder(args.folder) if args.folder is not None else None
     with Library.open() as library:
         _require_indexed(library)
-        with _load_model(args.model or library.model_name, verify=False) as model:
+        with _load_model(args.model or library.model_name, verify=False, gpu=args.gpu) as model:
             if args.similar is not None:
                 hits = similar(
                     library,
@@ -352,7 +367,7 @@ def _describe(args: argparse.Namespace) -> int:
     from core.store import Library
 
     with Library.open() as library:
-        with _load_model(args.model or library.model_name, verify=False) as model:
+        with _load_model(args.model or library.model_name, verify=False, gpu=args.gpu) as model:
             labels = describe(model, args.image, args.labels, library=library)
     if args.json:
         _print_json(
@@ -436,15 +451,19 @@ def _existing_folder(path: Path) -> Path:
     return folder
 
 
-def _load_model(name: str | None, *, verify: bool) -> ClipModel:
+def _load_model(name: str | None, *, verify: bool, gpu: bool = False) -> ClipModel:
     """Open an installed model (default: the registry's default model).
 
     ``verify`` hashes every file of the model first: worth it before a long indexing run, not
-    before each search, where it would cost about a second for a full-size model.
+    before each search, where it would cost about a second for a full-size model. ``gpu`` asks
+    for Vulkan; without a Vulkan GPU a note says so and the model runs on the CPU.
     """
     from core.encoder import load_model
 
-    return load_model(name, verify=verify)
+    model = load_model(name, verify=verify, vulkan=gpu)
+    if gpu and not model.vulkan:
+        print(f"{PROG}: no Vulkan GPU found; encoding on the CPU", file=sys.stderr)
+    return model
 
 
 def _require_indexed(library: Library) -> None:

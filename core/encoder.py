@@ -10,6 +10,11 @@ and decoding with Pillow mostly does too). On a 2-core machine this gives about 
 throughput of one extractor with two OpenMP threads, whose small per-token matrix products do not
 split well. The networks are loaded single-threaded because ncnn's Gemm fixes its thread count
 when it loads.
+
+GPU: with ``vulkan=True`` and a Vulkan GPU present, the networks run on it, still in float32, and
+the worker threads keep several extractors in flight on the one GPU network (measured 1.4x to
+1.7x over one at a time; ``bench/vulkan.py``). Without a GPU the model falls back to the CPU and
+``vulkan`` reads False.
 """
 
 from __future__ import annotations
@@ -147,7 +152,7 @@ class ClipModel:
 
     def _map(self, fn: Callable[[Any], np.ndarray], items: Sequence[Any]) -> list[np.ndarray]:
         """``fn(item)`` for every item, on the worker threads when there are several items."""
-        if len(items) == 1 or self.vulkan or self.threads == 1:
+        if len(items) == 1 or self.threads == 1:
             return [fn(item) for item in items]
         return list(self._executor().map(fn, items))
 

@@ -231,6 +231,23 @@ def test_describe_ranks_the_labels(
     assert [line.split("  ")[-1] for line in lines] == [x["label"] for x in ranked]
 
 
+def test_gpu_option_says_when_it_falls_back_to_the_cpu(
+    album_in_library: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.encoder import gpu_count
+
+    photo = album_in_library / "trips" / "Canon_40D.jpg"
+    code, plain, _ = _run(capsys, "search", "--similar", str(photo), "--json")
+    code_gpu, on_gpu, err = _run(capsys, "search", "--similar", str(photo), "--json", "--gpu")
+    assert code == code_gpu == 0
+    fell_back = "no Vulkan GPU found; encoding on the CPU" in err
+    assert fell_back == (gpu_count() == 0)
+    first = json.loads(plain)[0]
+    assert json.loads(on_gpu)[0]["path"] == first["path"] == str(photo)
+    code, _, err = _run(capsys, "describe", str(photo), "--labels", "a", "b", "--gpu")
+    assert code == 0 and fell_back == ("no Vulkan GPU" in err)
+
+
 def test_timeline_counts_years_months_days_and_recent_periods(
     album_in_library: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -92,6 +92,7 @@ def test_settings_from_toml(tmp_path: Path) -> None:
             page_size = 10
             batch_size = 4
             labels = ["a cat", " a dog "]
+            gpu = true
 
             [other]
             ignored = true
@@ -99,7 +100,8 @@ def test_settings_from_toml(tmp_path: Path) -> None:
         )
     )
     config = load_config(path)
-    assert config == TuiConfig("tiny", "halfcell", 50, 10, 4, ("a cat", "a dog"))
+    assert config == TuiConfig("tiny", "halfcell", 50, 10, 4, ("a cat", "a dog"), gpu=True)
+    assert TuiConfig().gpu is False
 
 
 def test_settings_from_json_when_there_is_no_toml(
@@ -120,6 +122,7 @@ def test_settings_from_json_when_there_is_no_toml(
         ("[tui]\nresults = 0\n", "results must be a whole number from 1"),
         ("[tui]\npage_size = true\n", "page_size must be a whole number"),
         ("[tui]\nlabels = []\n", "labels must be a list of non-empty texts"),
+        ('[tui]\ngpu = "yes"\n', "gpu must be true or false"),
         ('[tui]\nlabels = ["ok", " "]\n', "labels must be a list of non-empty texts"),
         ("tui = 3\n", "[tui] must be a table"),
         ("[tui\n", "is not valid TOML"),

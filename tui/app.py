@@ -185,10 +185,14 @@ class ClipSearchApp(App[int]):
         name = choose_model_name(self.config, library)
         roots = library.roots()
         try:
-            model = load_model(name)
+            model = load_model(name, vulkan=self.config.gpu)
         except ModelNotInstalledError as error:
             self.post_message(ModelMissing(library, name, str(error)))
             return
+        if self.config.gpu and not model.vulkan:
+            self.call_from_thread(
+                self.notify, "No Vulkan GPU found; encoding on the CPU.", title="Settings"
+            )
         with contextlib.suppress(ClipsearchError):
             # Load the text network and the search's copy of the vectors now, not on first use.
             search(library, model, "a photo", top=1)

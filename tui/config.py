@@ -17,6 +17,8 @@ setting is optional::
     page_size = 30
     # Photos encoded per batch while indexing.
     batch_size = 16
+    # Encode on a Vulkan GPU when there is one (the CPU otherwise).
+    gpu = false
     # Texts that "describe" ranks for a photo (image -> text).
     labels = ["a photo of a person", "a photo of a dog", "a landscape"]
 
@@ -87,6 +89,8 @@ class TuiConfig:
         Photos encoded per batch while indexing (1 to 256).
     labels
         Texts that "describe" ranks for a photo; at least one, none empty.
+    gpu
+        Encode on a Vulkan GPU when one is present; the CPU is used otherwise.
     """
 
     model: str | None = None
@@ -95,6 +99,7 @@ class TuiConfig:
     page_size: int = 30
     batch_size: int = 16
     labels: tuple[str, ...] = DEFAULT_LABELS
+    gpu: bool = False
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str = "settings") -> TuiConfig:
@@ -135,6 +140,10 @@ class TuiConfig:
                         f"{source}: [tui] {key} must be a whole number from {low} to {high}"
                     )
                 values[key] = value
+        if "gpu" in data:
+            if not isinstance(data["gpu"], bool):
+                raise ConfigError(f"{source}: [tui] gpu must be true or false")
+            values["gpu"] = data["gpu"]
         if "labels" in data:
             labels = data["labels"]
             if (
