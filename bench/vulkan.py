@@ -222,7 +222,7 @@ def check_model(name: str, photos: list[Path], seconds: float, workdir: Path) ->
     return result
 
 
-def write_results(report: dict, rows: list[dict], command: str) -> None:
+def write_results(report: dict, rows: list[dict], extras: dict, command: str) -> None:
     lines = [
         f"Measured {dt.date.today().isoformat()} on {report.get('vulkan_device')} "
         f"(Vulkan, ncnn {report.get('ncnn')}); host CPU: {cpu_model()}; PyTorch CUDA device: "
@@ -263,6 +263,26 @@ def write_results(report: dict, rows: list[dict], command: str) -> None:
                     f"| {row['model']} | {kind} | {batch} | {vk:.2f} | {cpu:.2f} | {oc_text} | "
                     f"{cpu / vk:.2f}x |"
                 )
+    for probe in extras.get("probe", []):
+        lines += [
+            "",
+            f"{probe['model']}, batch 8 on Vulkan: one extractor at a time "
+            f"{probe['one_at_a_time_ms']:.2f} ms per image, {probe['threads']} extractors at once "
+            f"(as `encode_images` does) {probe['threaded_ms']:.2f} ms "
+            f"({probe['one_at_a_time_ms'] / probe['threaded_ms']:.2f}x); cosine between the two "
+            f"paths {probe['cosine_min']:.7f}.",
+        ]
+    index = extras.get("index")
+    if index:
+        g, c = index["gpu"], index["cpu"]
+        lines += [
+            "",
+            f"End to end: `clipsearch-tui index ALBUM --json` from an empty library, "
+            f"{index['model']}, {g['indexed']} photos: {g['elapsed_s']:.2f} s with `--gpu` "
+            f"({g['indexed'] / g['elapsed_s']:.1f} photos/s) against {c['elapsed_s']:.2f} s on "
+            f"the CPU ({c['indexed'] / c['elapsed_s']:.1f} photos/s, default encoder threads): "
+            f"{c['elapsed_s'] / g['elapsed_s']:.2f}x.",
+        ]
     write_section("## GPU (Vulkan)", lines)
 
 
@@ -280,27 +300,73 @@ def main() -> None:
     parser.add_argument(
         "--probe-threads", type=int, default=0, help="also time N threads on one Vulkan network"
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run without a GPU (the Vulkan rows then are CPU runs) to check the script; "
+        "RESULTS.md is left alone",
+    )
+    parser.add_argument(
+        "--album", type=Path, help="also index this folder end to end, with --gpu and without"
+    )
     args = parser.parse_args()
 
     report = gpu_report()
     print(json.dumps(report), flush=True)
-    if not report["vulkan_gpus"]:
+    if args.dry_run:
+        args.no_write = True
+    elif not report["vulkan_gpus"]:
         raise SystemExit("no Vulkan GPU: ncnn sees none (is a Vulkan driver installed?)")
     photos = photo_paths(args.photos, args.limit)
     if len(photos) < 2:
         raise SystemExit(f"too few readable photos under {args.photos}")
     rows = []
+    extras: dict = {}
+    command = "python bench/vulkan.py " + " ".join(sys.argv[1:])
+
+    def save() -> None:
+        if args.json:
+            data = {"gpu": report, "models": rows, **extras}
+            args.json.write_text(json.dumps(data, indent=1))
+        if not args.no_write:
+            write_results(report, rows, extras, command)
+
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             rows.append(check_model(name.strip(), photos, args.seconds, Path(tmp)))
-            if args.json:
-                args.json.write_text(json.dumps({"gpu": report, "models": rows}, indent=1))
-        if not args.no_write:
-            write_results(report, rows, "python bench/vulkan.py " + " ".join(sys.argv[1:]))
+            save()
+        if args.album:
+            extras["index"] = index_both_ways(rows[0]["model"], args.album, Path(tmp))
+            save()
         if args.probe_threads:
             # last, after the results are saved: several threads on one Vulkan network
-            for row in rows:
+            extras["probe"] = [
                 probe_threads(row["model"], photos, args.seconds, args.probe_threads)
+                for row in rows
+            ]
+            save()
+
+
+def index_both_ways(name: str, album: Path, workdir: Path) -> dict:
+    """``clipsearch-tui index ALBUM --json``, from an empty library, with ``--gpu`` and without."""
+    import shutil
+    import subprocess
+
+    home = workdir / "home"
+    env = {**os.environ, "CLIPSEARCH_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    out: dict = {"model": name, "album": str(album)}
+    for label, extra in (("gpu", ["--gpu"]), ("cpu", [])):
+        for leftover in (home / "data").glob("library*"):
+            leftover.unlink()
+        shutil.rmtree(home / "cache", ignore_errors=True)
+        argv = [sys.executable, "-m", "tui", "index", str(album), "--model", name, "--json"]
+        done = subprocess.run(argv + extra, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"index {label} failed: {done.stderr[-2000:]}")
+        summary = json.loads(done.stdout)
+        out[label] = {"indexed": summary["indexed"], "elapsed_s": summary["elapsed_s"]}
+        print(f"index {label}: {out[label]}", flush=True)
+    return out
 
 
 def probe_threads(name: str, photos: list[Path], seconds: float, threads: int) -> None:
@@ -310,22 +376,32 @@ def probe_threads(name: str, photos: list[Path], seconds: float, threads: int) -
     from core.encoder import load_model
 
     with load_model(name, vulkan=True, draft=False) as gpu:
-        pixels = np.stack([gpu.preprocess(p) for p in photos[:8]])
-        reference = gpu.encode_pixels(pixels)
+        pixels = list(np.stack([gpu.preprocess(p) for p in photos[:8]]))
+
+        def one_at_a_time():
+            return np.stack([gpu._run_visual(p) for p in pixels])
+
         with ThreadPoolExecutor(threads) as pool:
 
             def threaded():
-                return np.stack(list(pool.map(gpu._run_visual, list(pixels))))
+                return np.stack(list(pool.map(gpu._run_visual, pixels)))
 
-            rows = threaded()
-            cosine = np.sum(reference * (rows / np.linalg.norm(rows, axis=1, keepdims=True)), 1)
-            one = 1000 * timeit(lambda: gpu.encode_pixels(pixels), seconds) / len(pixels)
+            a, b = one_at_a_time(), threaded()
+            cosine = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            one = 1000 * timeit(one_at_a_time, seconds) / len(pixels)
             many = 1000 * timeit(threaded, seconds) / len(pixels)
         print(
             f"{name} Vulkan batch 8: one extractor at a time {one:.2f} ms each, "
             f"{threads} threads {many:.2f} ms each, cosine min {cosine.min():.7f}",
             flush=True,
         )
+    return {
+        "model": name,
+        "threads": threads,
+        "one_at_a_time_ms": round(one, 3),
+        "threaded_ms": round(many, 3),
+        "cosine_min": float(cosine.min()),
+    }
 
 
 if __name__ == "__main__":
