@@ -59,6 +59,7 @@ import re
 import sys
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -420,6 +421,7 @@ class _CompactVectors:
     """
 
     CHUNK = 256  # rows converted to float32 at a time: 512 KiB for D = 512, inside L2
+    PARALLEL_ROWS = 16_384  # fewest rows per thread worth splitting a scoring pass for
     GROWTH = 4  # room made when appending: a quarter more than needed
 
     def __init__(
@@ -530,11 +532,30 @@ class _CompactVectors:
         """
         count = len(self.ids) if rows is None else len(rows)
         out = np.empty(count, np.float32)
-        block = min(self.CHUNK, count)
+        parts = min(_SCORE_WORKERS, count // self.PARALLEL_ROWS)
+        if parts > 1:
+            bounds = np.linspace(0, count, parts + 1).astype(int)
+            pool = _score_pool()
+            jobs = [
+                pool.submit(self._score_span, query, rows, int(begin), int(end), out)
+                for begin, end in zip(bounds[:-1], bounds[1:])
+            ]
+            for job in jobs:
+                job.result()
+        else:
+            self._score_span(query, rows, 0, count, out)
+        out *= self.scales if rows is None else self.scales[rows]
+        return out
+
+    def _score_span(
+        self, query: np.ndarray, rows: np.ndarray | None, begin: int, end: int, out: np.ndarray
+    ) -> None:
+        """``out[begin:end]``: unscaled scores of those rows (of ``rows`` when given)."""
+        block = min(self.CHUNK, end - begin)
         codes = np.empty((block, self.dim), np.int8)
         buffer = np.empty((block, self.dim), np.float32)
-        for start in range(0, count, self.CHUNK):
-            stop = min(start + self.CHUNK, count)
+        for start in range(begin, end, self.CHUNK):
+            stop = min(start + self.CHUNK, end)
             floats = buffer[: stop - start]
             if rows is None:
                 np.copyto(floats, self.codes[start:stop], casting="unsafe")
@@ -543,8 +564,20 @@ class _CompactVectors:
                 np.take(self.codes, rows[start:stop], axis=0, out=picked)
                 np.copyto(floats, picked, casting="unsafe")
             np.dot(floats, query, out=out[start:stop])
-        out *= self.scales if rows is None else self.scales[rows]
-        return out
+
+
+_SCORE_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_score_executor: ThreadPoolExecutor | None = None
+_score_lock = threading.Lock()
+
+
+def _score_pool() -> ThreadPoolExecutor:
+    """Threads that share a large scoring pass (numpy releases the GIL while it works)."""
+    global _score_executor
+    with _score_lock:
+        if _score_executor is None:
+            _score_executor = ThreadPoolExecutor(_SCORE_WORKERS, thread_name_prefix="clip-score")
+        return _score_executor
 
 
 def _return_freed_memory() -> None:
@@ -700,8 +733,9 @@ def _exact_scores(
 ) -> np.ndarray:
     """Exact cosine of the stored float32 vectors of ``ids`` with ``query``; NaN where missing."""
     out = np.full(len(ids), np.nan, np.float32)
+    vectors = library.vectors_for(ids, model.name)
     for i, photo_id in enumerate(ids):
-        vector = library.vector_for(int(photo_id), model.name)
+        vector = vectors.get(int(photo_id))
         if vector is not None and vector.shape == query.shape:
             out[i] = float(np.dot(vector, query))
     return out

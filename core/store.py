@@ -1447,6 +1447,27 @@ class Library:
         )
         return np.frombuffer(bytearray(rows[0][0]), dtype=np.float32) if rows else None
 
+    def vectors_for(self, ids: Iterable[int], model_name: str) -> dict[int, np.ndarray]:
+        """The embeddings of several photos, ``{id: [D] float32}``, in a few queries.
+
+        Photos without an embedding for ``model_name`` (not indexed, another model, unknown id)
+        are left out.
+        """
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        found: dict[int, np.ndarray] = {}
+        for start in range(0, len(wanted), _SQL_CHUNK):
+            chunk = wanted[start : start + _SQL_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for photo_id, blob in self._query(
+                # the unary + keeps SQLite on the id lookups instead of the status index
+                "SELECT e.photo_id, e.vector FROM embeddings AS e JOIN photos AS p "
+                f"ON p.id = e.photo_id WHERE e.photo_id IN ({marks}) AND +p.status = 'indexed' "
+                "AND +p.model = ?",
+                (*chunk, model_name),
+            ):
+                found[photo_id] = np.frombuffer(bytearray(blob), dtype=np.float32)
+        return found
+
     def failures(self) -> list[PhotoRecord]:
         """Photos that could not be read, by path; they are tried again once they change."""
         rows = self._query(f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE status = 'failed'")

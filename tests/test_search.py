@@ -339,6 +339,7 @@ class _FakeLibrary:
         self.vector_version = VectorVersion(1, 0)
         self.added: list[tuple[int, int]] = []  # (revision, first row it added)
         self.vector_calls = 0
+        self.vector_rows = 0
         self.vectors_calls = 0
         self.vectors_read = 0
 
@@ -380,9 +381,11 @@ class _FakeLibrary:
     def photo_ids(self, model_name: str | None = None, **filters: Any) -> np.ndarray:
         return self.ids.copy()
 
-    def vector_for(self, photo_id: int, model_name: str) -> np.ndarray | None:
+    def vectors_for(self, ids: Any, model_name: str) -> dict[int, np.ndarray]:
+        ids = [int(i) for i in ids]
         self.vector_calls += 1
-        return self.matrix[photo_id // 10 - 1].copy()
+        self.vector_rows += len(ids)
+        return {i: self.matrix[i // 10 - 1].copy() for i in ids}
 
     def records(self, ids: Any) -> list[PhotoRecord]:
         return [
@@ -440,8 +443,28 @@ def test_compact_search_returns_the_exact_top_and_scores(tmp_path: Path) -> None
         logits = 100.0 * exact
         softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
         np.testing.assert_allclose([h.probability for h in hits], softmax[order], rtol=2e-3)
-    # quantised once: later searches read only the re-scored rows, not the whole matrix
-    assert library.vector_calls <= len(queries) * search_mod._rescore_count(20)
+    # quantised once: later searches read only the re-scored rows, in one call each
+    assert library.vector_calls == len(queries)
+    assert library.vector_rows <= len(queries) * search_mod._rescore_count(20)
+
+
+@pytest.mark.parametrize("subset", [False, True], ids=["all-rows", "some-rows"])
+def test_scores_split_over_threads_equal_one_pass(
+    monkeypatch: pytest.MonkeyPatch, subset: bool
+) -> None:
+    matrix = _random_unit(3000, 512, seed=8)
+    compact = search_mod._CompactVectors.build(np.arange(3000, dtype=np.int64), matrix)
+    rows = np.arange(3, 3000, 7) if subset else None
+    query = matrix[11]
+    monkeypatch.setattr(search_mod, "_SCORE_WORKERS", 1)
+    one_pass = compact.scores(query, rows)
+    monkeypatch.setattr(search_mod, "_SCORE_WORKERS", 3)
+    monkeypatch.setattr(search_mod._CompactVectors, "PARALLEL_ROWS", 100)
+    split = compact.scores(query, rows)
+    # the same sums; the split moves chunk boundaries, so the last bit may differ
+    np.testing.assert_allclose(split, one_pass, rtol=1e-6, atol=1e-7)
+    expected = matrix if rows is None else matrix[rows]
+    np.testing.assert_allclose(split, expected @ query, atol=3e-3)
 
 
 def test_the_compact_copy_follows_the_library_revision(tmp_path: Path) -> None:

@@ -396,6 +396,15 @@ def test_vectors_come_as_one_normalised_matrix_filtered_by_date_and_folder(
             library.vectors("other")
         assert library.vector_for(int(all_ids[0]), "other") is None
 
+        # several at once: the same vectors; unknown ids and other models are left out
+        wanted = [int(all_ids[2]), 10**9, int(all_ids[0]), int(all_ids[2])]
+        found = library.vectors_for(wanted, "fake")
+        assert sorted(found) == sorted({int(all_ids[0]), int(all_ids[2])})
+        for photo_id, vector in found.items():
+            np.testing.assert_array_equal(vector, library.vector_for(photo_id, "fake"))
+        assert library.vectors_for(wanted, "other") == {}
+        assert library.vectors_for([], "fake") == {}
+
 
 def test_photo_ids_filter_like_vectors_without_reading_them(tmp_path: Path, album: Path) -> None:
     with Library.open(tmp_path / "lib.sqlite") as library:
