@@ -478,18 +478,12 @@ def _require_indexed(library: Library) -> None:
 
 def _folder_timeline(library: Library, folder: Path) -> Timeline:
     """The timeline of the library's photos inside ``folder``, indexed or not."""
-    from core.album import build_timeline
-
-    records = library.records(library.photo_ids(folder=folder, indexed_only=False))
-    if not records:
+    timeline = library.timeline(folder=folder)
+    if not any(bucket.count for bucket in timeline.years):
         raise ClipsearchError(
             f"the library has no photos in {folder}; index it first: {PROG} index {folder}"
         )
-    return build_timeline(
-        (record.taken_at, record.status == "indexed")
-        for record in records
-        if record.taken_at is not None
-    )
+    return timeline
 
 
 def _bucket_dict(bucket: Bucket) -> dict[str, Any]:

@@ -85,7 +85,8 @@ class ClipModel:
     vulkan
         Run on the GPU through Vulkan when one is present; falls back to the CPU otherwise.
     verify
-        Check every file against the sha256 in the manifest before use.
+        Check every file against the sha256 in the manifest before use (files unchanged since
+        they last matched are not read again; see :func:`core.manifest.verify_manifest`).
     draft
         Let JPEGs decode at a reduced scale (never below twice the input size on the short side).
         Faster; embeddings move slightly (see ``bench/RESULTS.md``). Off gives exactly
@@ -104,7 +105,10 @@ class ClipModel:
         from core.manifest import read_manifest, verify_manifest
 
         self.model_dir = Path(model_dir)
-        manifest = verify_manifest(self.model_dir) if verify else read_manifest(self.model_dir)
+        if verify:
+            manifest = verify_manifest(self.model_dir, reuse=True)
+        else:
+            manifest = read_manifest(self.model_dir)
         self.manifest: dict[str, Any] = manifest
         self.spec = ModelSpec.from_dict(manifest["name"], manifest["spec"])
         self.name: str = self.spec.name

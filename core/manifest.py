@@ -137,11 +137,49 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_manifest(model_dir: Path) -> dict[str, Any]:
+STAMPS_NAME = ".verified.json"
+"""Beside the manifest: what each file's ``stat`` was when it last matched its hash."""
+
+
+def _stat_stamp(path: Path) -> list[int]:
+    """Size, modification and change times, and inode: any write to the file changes the
+    change time (ctime), which no ordinary tool can set back."""
+    info = os.stat(path)
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+
+
+def _read_stamps(model_dir: Path) -> dict[str, Any]:
+    try:
+        stamps = json.loads((model_dir / STAMPS_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
+
+
+def _write_stamps(model_dir: Path, stamps: dict[str, Any]) -> None:
+    """Best effort: a model folder that cannot be written is simply hashed every time."""
+    scratch = model_dir / f"{STAMPS_NAME}.{os.getpid()}.tmp"
+    try:
+        scratch.write_text(json.dumps(stamps), encoding="utf-8")
+        os.replace(scratch, model_dir / STAMPS_NAME)
+    except OSError:
+        try:
+            scratch.unlink()
+        except OSError:
+            pass
+
+
+def verify_manifest(model_dir: Path, *, reuse: bool = False) -> dict[str, Any]:
     """Check every file of an installed model against the sha256 recorded at install time.
 
     Each file is streamed through the hash, so this costs one read of the model (about a second
     for a 600 MB model) and little memory.
+
+    With ``reuse``, a file whose size, modification time, change time and inode are what they
+    were when it last matched the same hash is not read again (the record is
+    :data:`STAMPS_NAME` in the model folder); any write to a file changes its change time, so a
+    damaged or altered file is still hashed and caught. Loading a model uses this; ``reuse`` off
+    always reads every byte.
 
     Returns
     -------
@@ -161,21 +199,28 @@ def verify_manifest(model_dir: Path) -> dict[str, Any]:
     reinstall = f"install it again with: clipsearch-tui model install {name}"
     if not files:
         raise ManifestError(f"the manifest of model {name!r} lists no files; {reinstall}")
+    known = _read_stamps(model_dir) if reuse else {}
+    stamps: dict[str, Any] = {}
     for filename, expected in sorted(files.items()):
         path = model_dir / _checked_name(filename, model_dir)
         try:
-            actual = file_sha256(path)
+            stamp = [expected, *_stat_stamp(path)]
+            if known.get(filename) != stamp:
+                actual = file_sha256(path)
+                if actual != expected:
+                    raise ManifestError(
+                        f"{filename} of model {name!r} does not match the sha256 recorded when "
+                        f"it was installed (the file was changed or damaged); {reinstall}"
+                    )
         except FileNotFoundError:
             raise ManifestError(
                 f"model {name!r} is missing {filename} (in {model_dir}); {reinstall}"
             ) from None
         except OSError as error:
             raise ManifestError(f"cannot read {path}: {_reason(error)}") from None
-        if actual != expected:
-            raise ManifestError(
-                f"{filename} of model {name!r} does not match the sha256 recorded when it was "
-                f"installed (the file was changed or damaged); {reinstall}"
-            )
+        stamps[filename] = stamp
+    if reuse and stamps != known:
+        _write_stamps(model_dir, stamps)
     return manifest
 
 

@@ -1479,11 +1479,16 @@ class Library:
         found = sorted((_path_from_text(text), reason) for text, reason in rows)
         return [(Path(path), reason) for path, reason in found]
 
-    def timeline(self, now: datetime | None = None) -> album.Timeline:
-        """Every photo grouped by year, month and day, with how many of each are indexed."""
+    def timeline(
+        self, now: datetime | None = None, *, folder: Path | None = None
+    ) -> album.Timeline:
+        """Every photo (or those inside ``folder``) grouped by year, month and day, with how
+        many of each are indexed; counted in SQL, no photo is read one by one."""
+        where, params = self._filters(None, None, None, folder)
         rows = self._query(
             "SELECT substr(wall, 1, 10), status = 'indexed', count(*) FROM photos "
-            "WHERE wall IS NOT NULL GROUP BY 1, 2"
+            f"WHERE wall IS NOT NULL AND {where} GROUP BY 1, 2",
+            params,
         )
         items = chain.from_iterable(
             repeat((datetime.fromisoformat(day), bool(indexed)), count)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -435,6 +436,43 @@ def test_manifest_catches_tampering(home: Path, checkpoints: dict[str, Path]) ->
     (folder / "manifest.json").unlink()
     with pytest.raises(ManifestError, match="no manifest.json"):
         verify_manifest(folder)
+
+
+def test_a_load_rehashes_only_files_changed_since_they_last_matched(
+    home: Path, checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.manifest as manifest_mod
+
+    folder = install_model("tiny-vit", checkpoints["vit.safetensors"])
+    hashed: list[str] = []
+    real_sha256 = manifest_mod.file_sha256
+
+    def counting_sha256(path: Path) -> str:
+        hashed.append(Path(path).name)
+        return real_sha256(path)
+
+    monkeypatch.setattr(manifest_mod, "file_sha256", counting_sha256)
+    files = sorted(read_manifest(folder)["files"])
+    verify_manifest(folder, reuse=True)
+    assert sorted(hashed) == files
+    hashed.clear()
+    verify_manifest(folder, reuse=True)
+    assert hashed == []  # nothing changed since: nothing read again
+    verify_manifest(folder)
+    assert sorted(hashed) == files  # without reuse every file is read
+    hashed.clear()
+
+    # damage keeping size and modification time: the change time still moves
+    target = folder / "visual.bin"
+    before = target.stat()
+    blob = bytearray(target.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    time.sleep(0.01)
+    target.write_bytes(bytes(blob))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(ManifestError, match=r"^visual\.bin of model 'tiny-vit' does not match"):
+        verify_manifest(folder, reuse=True)
+    assert hashed == ["visual.bin"]
 
 
 def test_reinstall_repairs_a_damaged_installation(home: Path, checkpoints: dict[str, Path]) -> None:
