@@ -38,7 +38,7 @@ from PIL import Image
 from core import album
 from core.encoder import ClipModel
 from core.errors import ClipsearchError
-from core.preprocess import load_image
+from core.preprocess import load_image, preprocess, resize_for
 from core.store import Library, PendingPhoto, SyncReport
 
 __all__ = [
@@ -235,16 +235,26 @@ def save_thumbnail(image: Image.Image, folder: Path, name: str) -> str | None:
 
 
 def _decode(photo: PendingPhoto, model: ClipModel, min_side: int | None, folder: Path) -> _Decoded:
-    """Decode one photo into the model input and its thumbnail; never raises."""
+    """Decode one photo into the model input and its thumbnail; never raises.
+
+    The thumbnail is made from the image already scaled for the model (its short side is the
+    model's input size, at least :data:`THUMBNAIL_MAX_SIDE` for every registry model) rather
+    than from the decoded photo, which is several times larger; a photo smaller than that is
+    thumbnailed from its own pixels.
+    """
     try:
         image = load_image(photo.path, min_side=min_side)
-        pixels = model.preprocess(image)
+        spec = model.spec.preprocess
+        resized = resize_for(image, spec)
+        pixels = preprocess(resized, spec)
     except Exception as error:  # noqa: BLE001 - one bad photo must never stop the run
         text = str(error) or type(error).__name__
         if not isinstance(error, ClipsearchError):
             text = f"cannot read {photo.path}: {text}"
         return _Decoded(photo, error=text)
-    return _Decoded(photo, pixels, save_thumbnail(image, folder, photo.content_hash))
+    shrunk = min(resized.size) >= THUMBNAIL_MAX_SIDE and min(resized.size) < min(image.size)
+    source = resized if shrunk else image
+    return _Decoded(photo, pixels, save_thumbnail(source, folder, photo.content_hash))
 
 
 def _encode(model: ClipModel, pixels: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:

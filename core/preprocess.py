@@ -63,7 +63,7 @@ from PIL import Image, UnidentifiedImageError
 from core.errors import ClipsearchError
 from core.registry import Preprocess
 
-__all__ = ["ImageDecodeError", "load_image", "preprocess", "preprocess_batch"]
+__all__ = ["ImageDecodeError", "load_image", "preprocess", "preprocess_batch", "resize_for"]
 
 #: Pillow filters for the ``interpolation`` names of :class:`core.registry.Preprocess`.
 RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
@@ -195,6 +195,22 @@ def preprocess(image: Image.Image, spec: Preprocess) -> np.ndarray:
     out = np.empty((3, spec.size, spec.size), dtype=np.float32)
     _preprocess_into(image, spec, out)
     return out
+
+
+def resize_for(image: Image.Image, spec: Preprocess) -> Image.Image:
+    """The first step of :func:`preprocess` alone: ``image`` in RGB, short side scaled to the
+    input size.
+
+    ``preprocess(resize_for(image, spec), spec)`` equals ``preprocess(image, spec)`` exactly
+    (the resize is then a no-op), so a caller can keep the resized image for other uses, such as
+    a thumbnail, without resizing the original twice.
+    """
+    if spec.interpolation not in RESAMPLE_FILTERS:
+        known = ", ".join(sorted(RESAMPLE_FILTERS))
+        raise ValueError(f"interpolation {spec.interpolation!r} is not one of: {known}")
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"the image has no pixels ({image.width}x{image.height})")
+    return _resize_short_side(_to_rgb(image), spec.size, RESAMPLE_FILTERS[spec.interpolation])
 
 
 def preprocess_batch(images: Iterable[Image.Image], spec: Preprocess) -> np.ndarray:

@@ -27,7 +27,7 @@ from core.errors import ClipsearchError
 from core.indexer import IndexProgress, index
 from core.preprocess import load_image
 from core.store import Library, LibraryBusyError, ModelMismatchError
-from tests.conftest import BROKEN_PHOTOS, SKIPPED_FILES
+from tests.conftest import BROKEN_PHOTOS, SAMPLES, SKIPPED_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,6 +141,39 @@ def test_indexed_vectors_match_the_model_and_thumbnails_are_small_and_upright(
     assert portrait is not None and portrait.thumbnail is not None
     with Image.open(portrait.thumbnail) as thumb:
         assert thumb.height > thumb.width
+
+
+def test_thumbnails_come_from_the_model_sized_image_and_look_like_the_photo(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from core.preprocess import preprocess
+    from core.registry import get_spec
+    from core.store import PendingPhoto
+
+    spec = get_spec("ViT-B-32-256-datacomp").preprocess
+    model: Any = SimpleNamespace(spec=SimpleNamespace(preprocess=spec))
+    large = SAMPLES / "jpg/hdr/canon_hdr_NO.jpg"  # 2048 x 1536, orientation 6
+    small = SAMPLES / "jpg/gps/DSCN0010.jpg"  # 640 x 480
+    tiny = SAMPLES / "jpg/Nikon_D70.jpg"  # 100 x 66: smaller than the model input
+    for number, path in enumerate((large, small, tiny)):
+        photo = PendingPhoto(number, path, f"hash{number}")
+        decoded = indexer._decode(photo, model, 2 * spec.size, tmp_path)
+        image = load_image(path, min_side=2 * spec.size)
+        assert decoded.error is None and decoded.pixels is not None
+        np.testing.assert_array_equal(decoded.pixels, preprocess(image, spec))
+        assert decoded.thumbnail == f"hash{number}.jpg"
+        with Image.open(tmp_path / decoded.thumbnail) as thumb:
+            thumb.load()
+        direct = image.copy()
+        direct.thumbnail((indexer.THUMBNAIL_MAX_SIDE,) * 2, Image.Resampling.BICUBIC, 2.0)
+        assert thumb.size == direct.size, path.name
+        # the same picture as a thumbnail made from the decoded photo (JPEG noise aside)
+        ours = np.asarray(thumb.convert("L"), dtype=np.float64).ravel()
+        theirs = np.asarray(direct.convert("L"), dtype=np.float64).ravel()
+        correlation = np.corrcoef(ours, theirs)[0, 1]
+        assert correlation > 0.98, path.name
 
 
 def test_rescans_encode_only_what_changed(

@@ -132,6 +132,19 @@ def test_matches_open_clip_without_draft(size: int, reference) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_resize_for_then_preprocess_is_preprocess(size: int) -> None:
+    """Keeping the resized image (for thumbnails) changes nothing the model sees."""
+    spec = spec_for(size)
+    for relative in PARITY_PHOTOS:
+        path = photo(relative)
+        needs_heif(path)
+        image = load_image(path)
+        resized = pp.resize_for(image, spec)
+        assert min(resized.size) == size and resized.mode == "RGB", relative
+        np.testing.assert_array_equal(preprocess(resized, spec), preprocess(image, spec))
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_draft_stays_close_to_open_clip(size: int, reference) -> None:
     worst_max, worst_mean = 0.0, 0.0
     for relative in PARITY_PHOTOS:
