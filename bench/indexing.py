@@ -421,8 +421,9 @@ def main(argv: list[str] | None = None) -> int:
             f"approach: sequential full Pillow decode, open_clip's transform, ONNX Runtime "
             f"({args.threads} intra-op threads), batch {RCLIP_BATCH}, vectors to SQLite. Load "
             f"average (1 min) after each run: {min(loads):.1f}-{max(loads):.1f} on "
-            f"{os.cpu_count()} CPUs, so other work shared the machine; the rounds are "
-            "interleaved so that it weighs on every indexer alike.",
+            f"{os.cpu_count()} CPUs (the indexers themselves keep both cores busy). The rounds "
+            "are interleaved, so that a slow spell of the machine weighs on every indexer alike; "
+            "on this virtual machine rounds of the same indexer differ by up to about 10%.",
             "",
             "| indexer | photos/s (best) | every round | vs rclip's approach "
             "| time inside `encode_pixels` | lowest cosine to rclip's approach |",
