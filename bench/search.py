@@ -242,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Filter-free search over N random unit vectors (D = {DIM}) in a real library, top "
         f"{args.top}, {args.queries} queries with a fixed query vector (text encoding not "
-        "included): scores over the compact int8 copy, `np.argpartition`, exact re-scoring of "
-        "the best candidates with the stored float32 vectors, softmax over all N, records of "
+        "included): scores over the compact int8 copy (split over the cores from 32,768 "
+        "photos on), `np.argpartition`, exact re-scoring of the best candidates with their "
+        "stored float32 vectors (one query), softmax over all N, records of "
         "the hits. Memory is `VmRSS` after the queries less `VmRSS` before the first search, "
         "per photo (peak: `VmHWM`, which includes reading the float32 vectors once). "
         "*One year*: the same queries restricted with `since`/`until` to the photos of one "
