@@ -131,8 +131,12 @@ class ClipSearchApp(App[int]):
         self._jobs: deque[Job] = deque()
         self._job: Job | None = None
         self._job_numbers = 0
+        # set while no job thread runs; a count, because a finished job's thread may still be
+        # returning when the next job has started
         self._job_done = threading.Event()
         self._job_done.set()
+        self._job_threads = 0
+        self._job_threads_lock = threading.Lock()
         self._resume = threading.Event()
         self._resume.set()
         self._last_timeline = 0.0
@@ -275,7 +279,9 @@ class ClipSearchApp(App[int]):
             return
         job = self._jobs.popleft()
         self._job = job
-        self._job_done.clear()
+        with self._job_threads_lock:
+            self._job_threads += 1
+            self._job_done.clear()
         self._resume.set()
         self._panel().started(job.name, len(self._jobs))
         self.refresh_bindings()
@@ -288,7 +294,10 @@ class ClipSearchApp(App[int]):
         try:
             run_in_low_priority_thread(self._job_body, job, worker.cancelled_event)
         finally:
-            self._job_done.set()
+            with self._job_threads_lock:
+                self._job_threads -= 1
+                if self._job_threads == 0:
+                    self._job_done.set()
 
     def _job_body(self, job: Job, cancel: threading.Event) -> None:
         """Run one job on a library connection of its own; always posts IndexFinished."""
