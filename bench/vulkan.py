@@ -353,7 +353,8 @@ def index_both_ways(name: str, album: Path, workdir: Path) -> dict:
     import subprocess
 
     home = workdir / "home"
-    env = {**os.environ, "CLIPSEARCH_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "CLIPSEARCH_HOME": str(home), "PYTHONPATH": path}
     out: dict = {"model": name, "album": str(album)}
     for label, extra in (("gpu", ["--gpu"]), ("cpu", [])):
         for leftover in (home / "data").glob("library*"):
