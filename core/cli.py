@@ -50,7 +50,7 @@ PROG = "clipsearch-tui"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-LaunchApp = Callable[[list[Path], str], int | None]
+LaunchApp = Callable[[list[Path], str, bool], int | None]
 IMAGE_MODES = ("auto", "kitty", "sixel", "halfcell", "none")
 Handler = Callable[[argparse.Namespace], int]
 
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
         if missing:
             commands = ", ".join(sorted(_command_names(parser)))
             return _usage(parser, f"{missing[0]}: no such folder (commands are: {commands})")
-        return int(launch_app(list(args.paths), args.images) or 0)
+        return int(launch_app(list(args.paths), args.images, args.gpu) or 0)
     except ClipsearchError as error:
         _print_error(str(error))
         return error.exit_code
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Search your own photo album in natural language, from a terminal.",
-        usage=f"{PROG} [-h] [--version] [--images MODE] [PATH ...] | {PROG} COMMAND ...",
+        usage=f"{PROG} [-h] [--version] [--images MODE] [--gpu] [PATH ...] | {PROG} COMMAND ...",
         epilog=f"With no command, {PROG} opens the app, on the album folders PATH if given.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {clipsearch_version()}")
@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="how the app draws thumbnails: detected (auto), Kitty or Sixel graphics, "
         "half-cell blocks (any terminal, SSH, tmux) or none",
+    )
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the app encodes on a Vulkan GPU when there is one (the gpu setting)",
     )
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", prog=PROG)
     for add_commands in _COMMAND_GROUPS:
@@ -754,6 +759,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     app.add_argument("--version", action="version", version=f"{PROG} {clipsearch_version()}")
     app.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     app.add_argument("--images", choices=IMAGE_MODES, default="auto")
+    app.add_argument("--gpu", action="store_true")
     return app.parse_args(argv)
 
 

@@ -647,15 +647,21 @@ def test_version_from_the_console_script() -> None:
 
 
 def test_no_command_opens_the_app(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    calls: list[tuple[list[Path], str]] = []
+    calls: list[tuple[list[Path], str, bool]] = []
 
-    def launch(paths: list[Path], images: str) -> None:
-        calls.append((paths, images))
+    def launch(paths: list[Path], images: str, gpu: bool) -> None:
+        calls.append((paths, images, gpu))
 
     assert main([], launch_app=launch) == 0
     assert main([str(tmp_path)], launch_app=launch) == 0
     assert main(["--images", "halfcell", str(tmp_path)], launch_app=launch) == 0
-    assert calls == [([], "auto"), ([tmp_path], "auto"), ([tmp_path], "halfcell")]
+    assert main(["--gpu", str(tmp_path)], launch_app=launch) == 0
+    assert calls == [
+        ([], "auto", False),
+        ([tmp_path], "auto", False),
+        ([tmp_path], "halfcell", False),
+        ([tmp_path], "auto", True),
+    ]
     assert main(["no-such-folder"], launch_app=launch) == 2
     assert "no such folder" in capsys.readouterr().err
     assert main(["--images", "jpeg"], launch_app=launch) == 2

@@ -492,6 +492,22 @@ async def test_describe_ranks_the_configured_labels(tui_indexed_home: Path, tui_
         assert f"{probability * 100:.1f}% {best}" in text
 
 
+async def test_gpu_option_runs_on_vulkan_or_says_it_uses_the_cpu(
+    tui_indexed_home: Path, tui_album: Path
+):
+    from core.encoder import gpu_count
+
+    app = make_app([tui_album], images="none", config=tui_config(), gpu=True)
+    assert app.config.gpu is True
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        assert app.model is not None and app.model.vulkan == (gpu_count() > 0)
+        notes = [str(n.message) for n in app._notifications]
+        assert ("No Vulkan GPU found; encoding on the CPU." in notes) == (gpu_count() == 0)
+        await search_for(pilot, app, "a dog")
+        assert app.query_one(ResultsList).hits
+
+
 async def test_copy_path_from_the_results(tui_indexed_home: Path, tui_album: Path):
     app = make_app([tui_album], images="none", config=tui_config())
     async with app.run_test(size=SIZE) as pilot:

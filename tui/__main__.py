@@ -13,7 +13,7 @@ def main() -> int:
     return cli_main(sys.argv[1:], launch_app=_launch)
 
 
-def _launch(paths: list[Path], images: str = "auto") -> int:
+def _launch(paths: list[Path], images: str = "auto", gpu: bool = False) -> int:
     """Build and run the Textual app, imported only now so that commands never load Textual."""
     try:
         from tui.app import make_app
@@ -26,7 +26,7 @@ def _launch(paths: list[Path], images: str = "auto") -> int:
             file=sys.stderr,
         )
         return 1
-    app = make_app(paths, images=images)
+    app = make_app(paths, images=images, gpu=gpu)
     app.run()
     return int(app.return_code or 0)
 

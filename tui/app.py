@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -783,6 +784,7 @@ def make_app(
     images: str = "auto",
     home: Path | None = None,
     config: TuiConfig | None = None,
+    gpu: bool = False,
 ) -> ClipSearchApp:
     """Build the app, for the command line and for the tests.
 
@@ -798,6 +800,8 @@ def make_app(
         for this process).
     config
         Settings to use instead of those read from the configuration file.
+    gpu
+        Encode on a Vulkan GPU when there is one, whatever the ``gpu`` setting says.
 
     Notes
     -----
@@ -811,6 +815,8 @@ def make_app(
             config = load_config()
         except ConfigError as error:
             config, config_error = TuiConfig(), f"{error}; using the default settings"
+    if gpu:
+        config = dataclasses.replace(config, gpu=True)
     mode: ImageMode = config.images if images == "auto" else images  # type: ignore[assignment]
     return ClipSearchApp(
         paths, config=config, image_class=image_class(mode), config_error=config_error
