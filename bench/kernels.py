@@ -10,7 +10,10 @@ and on 2 threads, in:
 - ONNX Runtime's MatMul + Add (MLAS), the engine of the comparison in "## Encoders".
 
 It also prints which vector extensions the CPU has, since bf16 arithmetic needs AVX-512 BF16 and
-int8 speed comes from AVX-512 VNNI. Results go to the "## Kernels" section of bench/RESULTS.md.
+int8 speed comes from AVX-512 VNNI. Then, single-threaded and in float32: the same product with
+65 to 520 rows in ncnn, PyTorch and ONNX Runtime (does a bigger batch help?), and ncnn's Gemm
+with other tile sizes (its params 20-22). Results go to the "## Kernels" section of
+bench/RESULTS.md.
 
     python bench/kernels.py [--rows 65] [--no-write]
 """
@@ -128,6 +131,92 @@ def time_onnxruntime(weight: np.ndarray, bias: np.ndarray, x: np.ndarray, thread
     return best_of(lambda: session.run(None, {"x": x}))
 
 
+def time_torch(weight: np.ndarray, bias: np.ndarray, x: np.ndarray) -> float:
+    """``torch.nn.functional.linear`` single-threaded, as open_clip's ``nn.Linear`` runs it."""
+    import torch
+
+    torch.set_num_threads(1)
+    w, b, t = torch.from_numpy(weight), torch.from_numpy(bias), torch.from_numpy(x)
+    with torch.no_grad():
+        return best_of(lambda: torch.nn.functional.linear(t, w, b))
+
+
+def time_ncnn_tiles(weight: np.ndarray, bias: np.ndarray, x: np.ndarray, tiles: tuple) -> float:
+    """ncnn's float32 Gemm, single-threaded, with the tile sizes M, N, K of params 20-22."""
+    folder = Path(tempfile.mkdtemp(prefix="clipsearch-tiles-"))
+    graph = Graph()
+    params = {2: 0, 3: 1, 4: 0, 5: 1, 6: 1, 7: 0, 8: OUT_FEATURES, 9: IN_FEATURES, 10: 4}
+    params.update({20: tiles[0], 21: tiles[1], 22: tiles[2]} if tiles else {})
+    graph.layer("Gemm", "out", [graph.input("x")], params, [(weight, True), (bias, True)])
+    graph.write(folder / "tiles.param", folder / "tiles.bin")
+    return time_ncnn(folder / "tiles.param", x, 1, bf16=False)[0]
+
+
+def vit_gflop(name: str = "ViT-B-32-256-datacomp") -> float:
+    """Floating-point operations (multiply and add counted apart) of one image through the
+    image tower's matrix products: patch embedding, and per block the q/k/v and output
+    projections, the two attention products and the MLP."""
+    from core.registry import get_spec
+
+    vision = get_spec(name).architecture.vision
+    width, layers = vision["width"], vision["layers"]
+    patches = (vision["image_size"] // vision["patch_size"]) ** 2
+    tokens = patches + 1
+    macs = patches * 3 * vision["patch_size"] ** 2 * width
+    per_block = tokens * width * (4 * width + 8 * width) + 2 * tokens * tokens * width
+    macs += layers * per_block
+    return 2 * macs / 1e9
+
+
+def scaling_lines(weight: np.ndarray, bias: np.ndarray, rng: np.random.Generator) -> list[str]:
+    """Single-thread float32 speed of the MLP product as the number of rows grows, and ncnn's
+    Gemm with other tile sizes."""
+    folder = Path(tempfile.mkdtemp(prefix="clipsearch-kernels-"))
+    fp32 = ncnn_gemm(folder, weight, bias, "fp32")
+    lines = [
+        "",
+        "Single thread, float32, the same product with more rows (65 rows is one image, 520 is "
+        "eight), GFLOP/s:",
+        "",
+        "| rows | ncnn Gemm | PyTorch `linear` | ONNX Runtime MatMul |",
+        "| --- | --- | --- | --- |",
+    ]
+    ncnn_65, best = 0.0, 0.0
+    for rows in (65, 130, 260, 520):
+        x = rng.standard_normal((rows, IN_FEATURES)).astype(np.float32)
+        flops = 2 * rows * IN_FEATURES * OUT_FEATURES
+        speeds = [
+            flops / time_ncnn(fp32, x, 1, bf16=False)[0],
+            flops / time_torch(weight, bias, x),
+            flops / time_onnxruntime(weight, bias, x, 1),
+        ]
+        ncnn_65 = ncnn_65 or speeds[0]
+        best = max(best, *speeds)
+        lines.append(f"| {rows} | " + " | ".join(f"{v / 1e9:.0f}" for v in speeds) + " |")
+    x = rng.standard_normal((65, IN_FEATURES)).astype(np.float32)
+    flops = 2 * 65 * IN_FEATURES * OUT_FEATURES
+    lines += [
+        "",
+        "ncnn Gemm tile sizes (params 20, 21, 22), 65 rows, single thread, GFLOP/s:",
+        "",
+        "| tiles M, N, K | GFLOP/s |",
+        "| --- | --- |",
+    ]
+    for tiles in ((), (48, 384, 128), (80, 192, 128), (32, 768, 256), (64, 96, 768)):
+        seconds = time_ncnn_tiles(weight, bias, x, tiles)
+        label = ", ".join(map(str, tiles)) if tiles else "default (ncnn chooses)"
+        lines.append(f"| {label} | {flops / seconds / 1e9:.0f} |")
+    gflop = vit_gflop()
+    lines += [
+        "",
+        f"The ViT-B-32-256 image tower does {gflop:.1f} GFLOP of matrix products per image. "
+        "With both cores busy at a single-thread speed from the table, an image takes "
+        f"{gflop / (2 * ncnn_65) * 1e12:.0f} ms at ncnn's speed on 65 rows and "
+        f"{gflop / (2 * best) * 1e12:.0f} ms at the best speed measured here.",
+    ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=65, help="tokens (65 for ViT-B-32 at 256 px)")
@@ -170,6 +259,7 @@ def main() -> None:
         gflops = flops / ms / 1e6
         row = [str(threads), name, f"{ms:.2f}", f"{gflops:.0f}", f"{ratio:.2f}x", f"{error:.1e}"]
         lines.append("| " + " | ".join(row) + " |")
+    lines += scaling_lines(weight, bias, rng)
     print("\n".join(lines))
     if not args.no_write:
         write_section("## Kernels", lines)
