@@ -205,9 +205,13 @@ def resize_for(image: Image.Image, spec: Preprocess) -> Image.Image:
     (the resize is then a no-op), so a caller can keep the resized image for other uses, such as
     a thumbnail, without resizing the original twice.
     """
+    if spec.resize != RESIZE_MODE:
+        raise ValueError(f"resize mode {spec.resize!r} is not implemented; only {RESIZE_MODE!r}")
     if spec.interpolation not in RESAMPLE_FILTERS:
         known = ", ".join(sorted(RESAMPLE_FILTERS))
         raise ValueError(f"interpolation {spec.interpolation!r} is not one of: {known}")
+    if spec.size < 1:
+        raise ValueError(f"input size must be positive, got {spec.size}")
     if image.width < 1 or image.height < 1:
         raise ValueError(f"the image has no pixels ({image.width}x{image.height})")
     return _resize_short_side(_to_rgb(image), spec.size, RESAMPLE_FILTERS[spec.interpolation])
@@ -237,16 +241,7 @@ def preprocess_batch(images: Iterable[Image.Image], spec: Preprocess) -> np.ndar
 
 def _preprocess_into(image: Image.Image, spec: Preprocess, out: np.ndarray) -> None:
     """Write the ``[3, S, S]`` model input for ``image`` into ``out``."""
-    if spec.resize != RESIZE_MODE:
-        raise ValueError(f"resize mode {spec.resize!r} is not implemented; only {RESIZE_MODE!r}")
-    if spec.interpolation not in RESAMPLE_FILTERS:
-        known = ", ".join(sorted(RESAMPLE_FILTERS))
-        raise ValueError(f"interpolation {spec.interpolation!r} is not one of: {known}")
-    if spec.size < 1:
-        raise ValueError(f"input size must be positive, got {spec.size}")
-    if image.width < 1 or image.height < 1:
-        raise ValueError(f"the image has no pixels ({image.width}x{image.height})")
-    resized = _resize_short_side(_to_rgb(image), spec.size, RESAMPLE_FILTERS[spec.interpolation])
+    resized = resize_for(image, spec)
     pixels = _centre_crop(np.asarray(resized), spec.size)
     table = _normalisation_table(spec.mean, spec.std)
     for channel in range(3):
