@@ -7,14 +7,19 @@ Builds a throwaway album of copies of a few small camera JPEGs in a temporary fo
 3. grouping them into a timeline (``core.album.build_timeline``),
 4. a rescan after a few photos were touched, added and removed: ``scan`` plus the comparison of
    size and modification time with what the index stored (simulated with a dict), the work an
-   index update does before it decodes anything.
+   index update does before it decodes anything;
+5. the same through a real library (``core.store.Library`` in the temporary folder): the first
+   ``Library.sync`` of the whole album (content hashes and capture times of every photo), a
+   rescan of the unchanged album (``scan`` plus ``Library.sync``: no photo opened), and a rescan
+   after the changes of step 4.
 
 The files are in the page cache when they are scanned (they were just written), so the numbers
-are for a warm cache. Nothing is written outside the temporary folder.
+are for a warm cache. Nothing is written outside the temporary folder. Results are printed and
+written to the "## Rescan" section of bench/RESULTS.md.
 
 Usage::
 
-    python bench/rescan.py [--files 10000] [--source FOLDER] [--repeat 3]
+    python bench/rescan.py [--files 10000] [--source FOLDER] [--repeat 3] [--no-write]
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.album import FileEntry, build_timeline, read_capture_time, scan
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import cpu_model, write_section  # noqa: E402
+from core.album import FileEntry, build_timeline, read_capture_time, scan  # noqa: E402
 
 DEFAULT_SOURCE = Path("/work/shared/photos/exif-samples/jpg")
 MAX_SOURCE_BYTES = 10_000
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=10_000, help="photos in the album")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="JPEGs to copy")
     parser.add_argument("--repeat", type=int, default=3, help="rescans to time (median shown)")
+    parser.add_argument("--no-write", action="store_true", help="leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
 
     sources = sorted(
@@ -126,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  build_timeline              {grouped:8.3f} s")
         print(f"  first scan + capture times  {scanned + read:8.3f} s")
 
+        library = _library_timings(Path(tmp), root, args.repeat, args.files, dry=True)
         stored = {str(e.path): (e.size, e.mtime_ns) for e in first.files}
         _change_album(first.files, sources)
         scans, diffs = [], []
@@ -142,7 +153,63 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  rescan: compare with index  {diff:8.3f} s")
         print(f"  rescan total                {rescan + diff:8.3f} s   median of {args.repeat}")
+        library.update(_library_timings(Path(tmp), root, args.repeat, args.files, dry=False))
+    lines = [
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d')}; `python bench/rescan.py --files {args.files} "
+        f"--repeat {args.repeat}`. An album of {args.files} copies of {len(sources)} small dated "
+        f"JPEGs in {args.files // FILES_PER_FOLDER} folders, warm page cache, a real library "
+        "database in a temporary folder.",
+        "",
+        "| step | seconds |",
+        "| --- | --- |",
+        f"| first scan of the folders | {scanned:.3f} |",
+        f"| first `Library.sync` (content hash and capture time of every photo) | "
+        f"{library['first_sync']:.3f} |",
+        f"| **rescan of the unchanged album**: scan + `Library.sync`, no photo opened (median "
+        f"of {args.repeat}) | **{library['unchanged']:.3f}** |",
+        f"| rescan after {CHANGED} photos were touched, {ADDED} added and {REMOVED} removed "
+        f"(found: {library['report']}; an added copy of a removed photo is a move) | "
+        f"{library['changed']:.3f} |",
+    ]
+    print("\n".join(lines))
+    if not args.no_write:
+        write_section("## Rescan", lines)
     return 0
+
+
+def _library_timings(tmp: Path, root: Path, repeat: int, files: int, dry: bool) -> dict[str, Any]:
+    """With ``dry``: a new library, its first sync, and unchanged rescans. Without: one rescan
+    of the album as changed by :func:`_change_album`."""
+    from core.store import Library
+
+    path = tmp / "library" / "library.sqlite"
+    path.parent.mkdir(exist_ok=True)
+    out: dict[str, Any] = {}
+    with Library.open(path, thumbnail_dir=tmp / "thumbnails") as library:
+        if dry:
+            library.add_roots([root])
+            report, out["first_sync"] = _timed(lambda: library.sync(scan([root]), roots=[root]))
+            assert report.new == files, report
+            times = []
+            for _ in range(repeat):
+                report, took = _timed(lambda: library.sync(scan([root]), roots=[root]))
+                assert report.unchanged == files and not (report.new or report.changed), report
+                times.append(took)
+            out["unchanged"] = statistics.median(times)
+            print(f"  library: first sync         {out['first_sync']:8.3f} s")
+            print(f"  library: unchanged rescan   {out['unchanged']:8.3f} s   scan + sync")
+        else:
+            report, out["changed"] = _timed(lambda: library.sync(scan([root]), roots=[root]))
+            # added copies with the content of removed photos count as moved
+            assert report.changed == CHANGED and report.new + report.moved == ADDED, report
+            assert report.deleted + report.moved == REMOVED, report
+            out["report"] = (
+                f"{report.changed} changed, {report.new} new, {report.moved} moved, "
+                f"{report.deleted} deleted"
+            )
+            print(f"  library: rescan, changes    {out['changed']:8.3f} s   {out['report']}")
+    return out
 
 
 if __name__ == "__main__":
