@@ -117,7 +117,11 @@ class ClipModel:
         self.threads = max(1, int(threads or DEFAULT_THREADS))
         self.draft = draft
         self.vulkan = bool(vulkan) and gpu_count() > 0
-        self._lock = threading.Lock()
+        # one lock per lazily made part, so that loading the image network (seconds for a
+        # full-size model, when indexing starts) never holds up a text query
+        self._visual_lock = threading.Lock()
+        self._text_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
         # On the CPU, parallelism comes from several single-threaded extractors.
         self._net_threads = self.threads if self.vulkan else 1
         self._visual: Any = None
@@ -149,7 +153,7 @@ class ClipModel:
         return net
 
     def _visual_net(self) -> Any:
-        with self._lock:
+        with self._visual_lock:
             if self._visual is None:
                 self._visual = self._net("visual", self._net_threads)
             return self._visual
@@ -161,7 +165,7 @@ class ClipModel:
         return list(self._executor().map(fn, items))
 
     def _text_parts(self) -> tuple[Any, dict[str, np.ndarray]]:
-        with self._lock:
+        with self._text_lock:
             if self._text is None:
                 self._text = self._net("text", self._net_threads)
                 self._host = {
@@ -172,17 +176,18 @@ class ClipModel:
             return self._text, self._host
 
     def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
+        with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="clip-encode")
             return self._pool
 
     def close(self) -> None:
         """Release the networks and worker threads; the model loads again if used later."""
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:  # outside the other locks: its threads may be waiting for them
+            pool.shutdown(wait=True)
+        with self._visual_lock, self._text_lock:
             self._visual = None
             self._text = None
             self._host = None

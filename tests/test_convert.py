@@ -179,3 +179,36 @@ def test_int8_image_tower_is_close_and_smaller(tmp_path):
     ours = _run_visual(tmp_path / "int8", pixels)
     cosine = ours @ expected / np.linalg.norm(ours) / np.linalg.norm(expected)
     assert 0.99 < cosine < 0.999999
+
+
+def test_a_text_query_does_not_wait_for_the_image_network_to_load(tiny_model, monkeypatch):
+    """Indexing loads the image network on its first batch; a search meanwhile goes ahead."""
+    from core.encoder import ClipModel
+
+    model = ClipModel(tiny_model.model_dir, threads=2)
+    real_net = model._net
+    loading, release = threading.Event(), threading.Event()
+
+    def slow_net(stem: str, threads: int):
+        if stem == "visual":
+            loading.set()
+            release.wait(30)
+        return real_net(stem, threads)
+
+    monkeypatch.setattr(model, "_net", slow_net)
+    size = model.spec.preprocess.size
+    images = threading.Thread(
+        target=model.encode_pixels, args=(np.zeros((2, 3, size, size), np.float32),)
+    )
+    images.start()
+    try:
+        assert loading.wait(10)
+        started = time.monotonic()
+        texts = model.encode_texts(["a cat on a sofa"])
+        waited = time.monotonic() - started
+        assert texts.shape == (1, model.embed_dim) and waited < 5.0
+        assert images.is_alive()  # the image network is still loading
+    finally:
+        release.set()
+        images.join(30)
+        model.close()
