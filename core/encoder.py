@@ -127,7 +127,8 @@ class ClipModel:
         self._visual: Any = None
         self._text: Any = None
         self._host: dict[str, np.ndarray] | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        # one pool per tower: a text query must not queue behind a batch of images
+        self._pools: dict[str, ThreadPoolExecutor] = {}
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -158,11 +159,18 @@ class ClipModel:
                 self._visual = self._net("visual", self._net_threads)
             return self._visual
 
-    def _map(self, fn: Callable[[Any], np.ndarray], items: Sequence[Any]) -> list[np.ndarray]:
-        """``fn(item)`` for every item, on the worker threads when there are several items."""
+    def _map(
+        self, tower: str, fn: Callable[[Any], np.ndarray], items: Sequence[Any]
+    ) -> list[np.ndarray]:
+        """``fn(item)`` for every item, on the ``tower``'s worker threads when there are several.
+
+        Each tower has its own threads, so that texts encoded for a search while a batch of
+        images is being encoded for indexing do not wait behind it; the threads are made by the
+        first caller and keep its CPU priority (the indexer's lower one for images).
+        """
         if len(items) == 1 or self.threads == 1:
             return [fn(item) for item in items]
-        return list(self._executor().map(fn, items))
+        return list(self._executor(tower).map(fn, items))
 
     def _text_parts(self) -> tuple[Any, dict[str, np.ndarray]]:
         with self._text_lock:
@@ -175,17 +183,19 @@ class ClipModel:
             assert self._host is not None
             return self._text, self._host
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self, tower: str) -> ThreadPoolExecutor:
         with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="clip-encode")
-            return self._pool
+            pool = self._pools.get(tower)
+            if pool is None:
+                pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"clip-{tower}")
+                self._pools[tower] = pool
+            return pool
 
     def close(self) -> None:
         """Release the networks and worker threads; the model loads again if used later."""
         with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:  # outside the other locks: its threads may be waiting for them
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:  # outside the other locks: its threads may be waiting for them
             pool.shutdown(wait=True)
         with self._visual_lock, self._text_lock:
             self._visual = None
@@ -229,7 +239,7 @@ class ClipModel:
             raise ValueError(f"expected pixels of shape [N, 3, {size}, {size}], got {pixels.shape}")
         if len(pixels) == 0:
             return np.zeros((0, self.embed_dim), np.float32)
-        return l2_normalize(np.stack(self._map(self._run_visual, list(pixels))))
+        return l2_normalize(np.stack(self._map("visual", self._run_visual, list(pixels))))
 
     def encode_images(
         self,
@@ -259,7 +269,7 @@ class ClipModel:
                 on_error(index, error)
                 return np.zeros(self.embed_dim, np.float32)
 
-        return l2_normalize(np.stack(self._map(one, list(enumerate(images)))))
+        return l2_normalize(np.stack(self._map("visual", one, list(enumerate(images)))))
 
     # -- texts -------------------------------------------------------------------------------
 
@@ -287,7 +297,7 @@ class ClipModel:
                 raise ClipsearchError(f"ncnn failed to encode a text (code {rc})")
             return np.array(out, dtype=np.float32).reshape(length, -1)[length - 1]
 
-        rows = self._map(one, list(tokens))
+        rows = self._map("text", one, list(tokens))
         projected = np.stack(rows) @ np.asarray(host["text_projection"], dtype=np.float32)
         return l2_normalize(projected)
 

@@ -212,3 +212,35 @@ def test_a_text_query_does_not_wait_for_the_image_network_to_load(tiny_model, mo
         release.set()
         images.join(30)
         model.close()
+
+
+def test_texts_do_not_queue_behind_a_batch_of_images(tiny_model, monkeypatch):
+    """A query of several terms is encoded while an indexing batch keeps every image thread busy."""
+    from core.encoder import ClipModel
+
+    model = ClipModel(tiny_model.model_dir, threads=2)
+    real_run = model._run_visual
+    busy, release = threading.Semaphore(0), threading.Event()
+
+    def slow_run(pixels):
+        busy.release()
+        release.wait(30)
+        return real_run(pixels)
+
+    monkeypatch.setattr(model, "_run_visual", slow_run)
+    size = model.spec.preprocess.size
+    images = threading.Thread(
+        target=model.encode_pixels, args=(np.zeros((6, 3, size, size), np.float32),)
+    )
+    images.start()
+    try:
+        for _ in range(2):  # both image threads are taken
+            assert busy.acquire(timeout=10)
+        started = time.monotonic()
+        texts = model.encode_texts(["beach", "sunset", "people"])
+        assert texts.shape == (3, model.embed_dim) and time.monotonic() - started < 5.0
+        assert images.is_alive()
+    finally:
+        release.set()
+        images.join(30)
+        model.close()
