@@ -1451,22 +1451,14 @@ class Library:
         """The embeddings of several photos, ``{id: [D] float32}``, in a few queries.
 
         Photos without an embedding for ``model_name`` (not indexed, another model, unknown id)
-        are left out.
+        are left out; a damaged stored vector comes back as NaN, as from :meth:`vectors`.
         """
-        wanted = list(dict.fromkeys(int(i) for i in ids))
-        found: dict[int, np.ndarray] = {}
-        for start in range(0, len(wanted), _SQL_CHUNK):
-            chunk = wanted[start : start + _SQL_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            for photo_id, blob in self._query(
-                # the unary + keeps SQLite on the id lookups instead of the status index
-                "SELECT e.photo_id, e.vector FROM embeddings AS e JOIN photos AS p "
-                f"ON p.id = e.photo_id WHERE e.photo_id IN ({marks}) AND +p.status = 'indexed' "
-                "AND +p.model = ?",
-                (*chunk, model_name),
-            ):
-                found[photo_id] = np.frombuffer(bytearray(blob), dtype=np.float32)
-        return found
+        if model_name != self.model_name:
+            return {}
+        wanted = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
+        with self.snapshot():
+            found, matrix = self._vectors_of(wanted)
+        return dict(zip(found.tolist(), matrix, strict=True))
 
     def failures(self) -> list[PhotoRecord]:
         """Photos that could not be read, by path; they are tried again once they change."""
