@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_gpu_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--gpu",
+        action="store_true",
+        help="encode on a Vulkan GPU when there is one (else on the CPU, with a note)",
+    )
+
+
 def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     model = commands.add_parser("model", help="install, list and remove CLIP models")
     actions = model.add_subparsers(
@@ -208,11 +216,7 @@ def _add_index_commands(commands: argparse._SubParsersAction) -> None:
         "again with --model",
     )
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
-    index.add_argument(
-        "--gpu",
-        action="store_true",
-        help="encode on a Vulkan GPU when there is one (else on the CPU, with a note)",
-    )
+    _add_gpu_option(index)
     index.set_defaults(handler=_index)
 
 
@@ -238,11 +242,7 @@ def _add_search_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--since", metavar="DATE", help="only photos taken from DATE on")
     search.add_argument("--until", metavar="DATE", help="only photos taken up to DATE")
     search.add_argument("--model", metavar="NAME", help="model (default: the library's model)")
-    search.add_argument(
-        "--gpu",
-        action="store_true",
-        help="encode on a Vulkan GPU when there is one (else on the CPU, with a note)",
-    )
+    _add_gpu_option(search)
     search.add_argument(
         "--json",
         action="store_true",
@@ -260,11 +260,7 @@ def _add_search_commands(commands: argparse._SubParsersAction) -> None:
         "--labels", nargs="+", required=True, metavar="TEXT", help="candidate descriptions"
     )
     describe.add_argument("--model", metavar="NAME", help="model (default: the library's model)")
-    describe.add_argument(
-        "--gpu",
-        action="store_true",
-        help="encode on a Vulkan GPU when there is one (else on the CPU, with a note)",
-    )
+    _add_gpu_option(describe)
     describe.add_argument(
         "--json", action="store_true", help="print a JSON list of label, score, probability"
     )
