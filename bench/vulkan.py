@@ -94,24 +94,15 @@ def photo_paths(folder: Path, limit: int) -> list[Path]:
     return found
 
 
-def reference_pixels(spec, path: Path) -> np.ndarray:
-    """open_clip's own preprocessing of one photo: ``[3, S, S] float32``."""
-    import open_clip
-    from PIL import Image, ImageOps
-
-    pre = spec.preprocess
-    transform = open_clip.image_transform(pre.size, is_train=False, mean=pre.mean, std=pre.std)
-    image = ImageOps.exif_transpose(Image.open(path))
-    image.load()
-    return transform(image.convert("RGB")).numpy()
-
-
 def reference_embeddings(reference, spec, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """open_clip's float32 image and text embeddings (CPU), L2-normalised, as float64."""
     import open_clip
     import torch
 
-    pixels = torch.from_numpy(np.stack([reference_pixels(spec, p) for p in paths]))
+    from tests.reference import reference_pixels
+
+    pre = spec.preprocess
+    pixels = reference_pixels(paths, pre.size, pre.mean, pre.std)
     with torch.no_grad():
         images = reference.encode_image(pixels)
         texts = reference.encode_text(open_clip.tokenize(TEXTS))
@@ -146,12 +137,18 @@ def install_discriminative(name: str, photos: list[Path], workdir: Path):
 
     from core.cli import main as cli_main
     from core.registry import get_spec
-    from tests.reference import make_discriminative, make_reference, save_checkpoint
+    from tests.reference import (
+        make_discriminative,
+        make_reference,
+        reference_pixels,
+        save_checkpoint,
+    )
 
     os.environ["CLIPSEARCH_HOME"] = str(workdir / "home")
     spec = get_spec(name)
     reference = make_reference(spec.architecture, seed=0)
-    pixels = torch.from_numpy(np.stack([reference_pixels(spec, p) for p in photos[:8]]))
+    pre = spec.preprocess
+    pixels = reference_pixels(photos[:8], pre.size, pre.mean, pre.std)
     make_discriminative(reference, pixels, 4.0)
     checkpoint = save_checkpoint(reference, workdir / f"{name}.safetensors")
     if cli_main(["model", "install", name, "--from", str(checkpoint)]) != 0:

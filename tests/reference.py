@@ -7,6 +7,7 @@ module needs the ``test`` extra (torch, torchvision, open_clip_torch).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,22 @@ def save_checkpoint(model: torch.nn.Module, path: Path) -> Path:
     else:
         torch.save(state, str(path))
     return path
+
+
+def reference_pixels(
+    paths: Iterable[Path], size: int, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """open_clip's own evaluation transform of photo files (EXIF orientation applied, RGB):
+    ``[N, 3, size, size] float32``."""
+    from PIL import Image, ImageOps
+
+    transform = open_clip.image_transform(size, is_train=False, mean=mean, std=std)
+    pixels = []
+    for path in paths:
+        image = ImageOps.exif_transpose(Image.open(path))
+        image.load()
+        pixels.append(transform(image.convert("RGB")))
+    return torch.stack(pixels)
 
 
 def calibrate_batchnorm(model: open_clip.CLIP, images: torch.Tensor) -> None:

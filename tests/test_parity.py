@@ -26,7 +26,6 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from PIL import Image, ImageOps
 
 from core.cli import main as cli_main
 from core.encoder import load_model
@@ -37,6 +36,7 @@ from tests.reference import (
     TINY_VIT_QUICKGELU,
     make_discriminative,
     make_reference,
+    reference_pixels,
     save_checkpoint,
 )
 
@@ -106,15 +106,8 @@ TIE = 1e-5
 DISCRIMINATIVE_MAX = 0.95
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    image = ImageOps.exif_transpose(Image.open(path))
-    image.load()
-    return image.convert("RGB")
-
-
 def _reference_pixels(size: int, mean, std) -> torch.Tensor:
-    transform = open_clip.image_transform(size, is_train=False, mean=mean, std=std)
-    return torch.stack([transform(_open_rgb(PHOTOS_DIR / p)) for p in PHOTOS])
+    return reference_pixels([PHOTOS_DIR / p for p in PHOTOS], size, mean, std)
 
 
 def _normalized(x: torch.Tensor) -> np.ndarray:
