@@ -62,17 +62,24 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def ncnn_gemm(folder: Path, weight: np.ndarray, bias: np.ndarray, mode: str) -> Path:
-    """Write a one-layer ncnn network ``x @ weight.T + bias``; ``mode`` is fp32 or int8."""
+def ncnn_gemm(
+    folder: Path, weight: np.ndarray, bias: np.ndarray, mode: str, tiles: tuple[int, ...] = ()
+) -> Path:
+    """Write a one-layer ncnn network ``x @ weight.T + bias``; ``mode`` is fp32 or int8.
+
+    ``tiles``: the Gemm's tile sizes M, N, K (its params 20-22); empty lets ncnn choose.
+    """
     graph = Graph()
     x = graph.input("x")
     params = {2: 0, 3: 1, 4: 0, 5: 1, 6: 1, 7: 0, 8: OUT_FEATURES, 9: IN_FEATURES, 10: 4}
+    params.update(zip((20, 21, 22), tiles, strict=False))
     if mode == "int8":
         params[18] = 8
     graph.layer(
         "Gemm", "out", [x], params, [] if mode == "int8" else [(weight, True), (bias, True)]
     )
-    param, binary = folder / f"{mode}.param", folder / f"{mode}.bin"
+    stem = "-".join([mode, *map(str, tiles)])
+    param, binary = folder / f"{stem}.param", folder / f"{stem}.bin"
     graph.write(param, binary)
     if mode == "int8":
         scale = np.float32(127.0 / np.abs(weight).max())
@@ -141,17 +148,6 @@ def time_torch(weight: np.ndarray, bias: np.ndarray, x: np.ndarray) -> float:
         return best_of(lambda: torch.nn.functional.linear(t, w, b))
 
 
-def time_ncnn_tiles(weight: np.ndarray, bias: np.ndarray, x: np.ndarray, tiles: tuple) -> float:
-    """ncnn's float32 Gemm, single-threaded, with the tile sizes M, N, K of params 20-22."""
-    folder = Path(tempfile.mkdtemp(prefix="clipsearch-tiles-"))
-    graph = Graph()
-    params = {2: 0, 3: 1, 4: 0, 5: 1, 6: 1, 7: 0, 8: OUT_FEATURES, 9: IN_FEATURES, 10: 4}
-    params.update({20: tiles[0], 21: tiles[1], 22: tiles[2]} if tiles else {})
-    graph.layer("Gemm", "out", [graph.input("x")], params, [(weight, True), (bias, True)])
-    graph.write(folder / "tiles.param", folder / "tiles.bin")
-    return time_ncnn(folder / "tiles.param", x, 1, bf16=False)[0]
-
-
 def vit_gflop(name: str = "ViT-B-32-256-datacomp") -> float:
     """Floating-point operations (multiply and add counted apart) of one image through the
     image tower's matrix products: patch embedding, and per block the q/k/v and output
@@ -203,7 +199,7 @@ def scaling_lines(weight: np.ndarray, bias: np.ndarray, rng: np.random.Generator
         "| --- | --- |",
     ]
     for tiles in ((), (48, 384, 128), (80, 192, 128), (32, 768, 256), (64, 96, 768)):
-        seconds = time_ncnn_tiles(weight, bias, x, tiles)
+        seconds = time_ncnn(ncnn_gemm(folder, weight, bias, "fp32", tiles), x, 1, bf16=False)[0]
         label = ", ".join(map(str, tiles)) if tiles else "default (ncnn chooses)"
         lines.append(f"| {label} | {flops / seconds / 1e9:.0f} |")
     gflop = vit_gflop()
