@@ -9,6 +9,7 @@
     clipsearch-tui model list [--json]
     clipsearch-tui model remove NAME
     clipsearch-tui index PATH... [--model NAME] [--since DATE] [--until DATE] [--reindex] [--json]
+                         [--precision {auto,fp32,bf16,int8}]
     clipsearch-tui search QUERY... [--top N] [--in PATH] [--since DATE] [--until DATE]
                                 [--model NAME] [--json]
     clipsearch-tui search --similar IMAGE [same options]
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ClipsearchError
 from core.manifest import clipsearch_version
+from core.precision import PRECISIONS
 
 if TYPE_CHECKING:
     from core.album import Bucket, Timeline
@@ -216,6 +218,14 @@ def _add_index_commands(commands: argparse._SubParsersAction) -> None:
         "again with --model",
     )
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
+    index.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="arithmetic of the encoder: auto (default: bf16 where the CPU has native bf16 and "
+        "it was measured accurate enough, else float32), fp32 (exact), bf16, or int8 (models "
+        "installed with --precision int8)",
+    )
     _add_gpu_option(index)
     index.set_defaults(handler=_index)
 
@@ -285,7 +295,8 @@ def _index(args: argparse.Namespace) -> int:
     since, until = _date_range(args)
     with Library.open() as library:
         name = args.model or library.model_name
-        with _load_model(name, verify=True, gpu=args.gpu) as model:
+        with _load_model(name, verify=True, gpu=args.gpu, precision=args.precision) as model:
+            print(f"{PROG}: encoding with {model.name} in {model.precision}", file=sys.stderr)
             if args.reindex:
                 library.use_model(model.name, model.embed_dim, replace=True)
             cancel = threading.Event()
@@ -452,18 +463,23 @@ def _existing_folder(path: Path) -> Path:
     return folder
 
 
-def _load_model(name: str | None, *, verify: bool, gpu: bool = False) -> ClipModel:
+def _load_model(
+    name: str | None, *, verify: bool, gpu: bool = False, precision: str = "auto"
+) -> ClipModel:
     """Open an installed model (default: the registry's default model).
 
     ``verify`` hashes every file of the model first: worth it before a long indexing run, not
     before each search, where it would cost about a second for a full-size model. ``gpu`` asks
-    for Vulkan; without a Vulkan GPU a note says so and the model runs on the CPU.
+    for Vulkan; without a Vulkan GPU a note says so and the model runs on the CPU. A note about
+    the ``precision`` chosen (bf16 emulated on this CPU) is printed too.
     """
     from core.encoder import load_model
 
-    model = load_model(name, verify=verify, vulkan=gpu)
+    model = load_model(name, verify=verify, vulkan=gpu, precision=precision)
     if gpu and not model.vulkan:
         print(f"{PROG}: no Vulkan GPU found; encoding on the CPU", file=sys.stderr)
+    if model.precision.note:
+        print(f"{PROG}: {model.precision.note}", file=sys.stderr)
     return model
 
 

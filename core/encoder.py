@@ -15,6 +15,11 @@ GPU: with ``vulkan=True`` and a Vulkan GPU present, the networks run on it, stil
 the worker threads keep several extractors in flight on the one GPU network (measured 1.4x to
 1.7x over one at a time; ``bench/vulkan.py``). Without a GPU the model falls back to the CPU and
 ``vulkan`` reads False.
+
+Precision: ``precision="auto"`` (default) runs each tower in bf16 where the CPU has native bf16 dot
+products and the tower met the accuracy target in ``bench/precision.py``, in float32 elsewhere;
+``"fp32"`` is exactly the reference arithmetic. ``model.precision`` says what was chosen
+(:mod:`core.precision`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import numpy as np
 from PIL import Image
 
 from core.errors import ClipsearchError, ModelNotInstalledError
-from core.registry import ModelSpec
+from core.precision import Precision, choose
+from core.registry import ModelSpec, bf16_towers
 
 ImageInput = str | os.PathLike[str] | Image.Image
 
@@ -91,6 +97,14 @@ class ClipModel:
         Let JPEGs decode at a reduced scale (never below twice the input size on the short side).
         Faster; embeddings move slightly (see ``bench/RESULTS.md``). Off gives exactly
         open_clip's preprocessing.
+    precision
+        ``"auto"`` (default), ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :mod:`core.precision`).
+        What was chosen is in :attr:`precision`.
+
+    Raises
+    ------
+    PrecisionError
+        An unknown precision, or one the installed model cannot run in.
     """
 
     def __init__(
@@ -101,6 +115,7 @@ class ClipModel:
         vulkan: bool = False,
         verify: bool = True,
         draft: bool = True,
+        precision: str = "auto",
     ) -> None:
         from core.manifest import read_manifest, verify_manifest
 
@@ -117,6 +132,13 @@ class ClipModel:
         self.threads = max(1, int(threads or DEFAULT_THREADS))
         self.draft = draft
         self.vulkan = bool(vulkan) and gpu_count() > 0
+        self.precision: Precision = choose(
+            precision,
+            model=self.name,
+            installed=self.spec.image_precision,
+            bf16_towers=bf16_towers(self.name),
+            gpu=self.vulkan,
+        )
         # one lock per lazily made part, so that loading the image network (seconds for a
         # full-size model, when indexing starts) never holds up a text query
         self._visual_lock = threading.Lock()
@@ -132,17 +154,19 @@ class ClipModel:
 
     # -- loading -----------------------------------------------------------------------------
 
-    def _net(self, stem: str, threads: int) -> Any:
+    def _net(self, stem: str, threads: int, precision: str) -> Any:
         import ncnn
 
         net = ncnn.Net()
         net.opt.num_threads = threads
         net.opt.use_vulkan_compute = self.vulkan
-        # fp16 arithmetic and storage damage CLIP's text encoder; stay in float32.
+        # fp16 arithmetic and storage damage CLIP's text encoder; never use them.
         net.opt.use_fp16_packed = False
         net.opt.use_fp16_storage = False
         net.opt.use_fp16_arithmetic = False
-        net.opt.use_bf16_storage = False
+        bf16 = precision == "bf16"
+        net.opt.use_bf16_storage = bf16
+        net.opt.use_bf16_packed = bf16
         with _quiet_stderr():
             param_rc = net.load_param(str(self.model_dir / f"{stem}.param"))
             model_rc = net.load_model(str(self.model_dir / f"{stem}.bin"))
@@ -156,7 +180,7 @@ class ClipModel:
     def _visual_net(self) -> Any:
         with self._visual_lock:
             if self._visual is None:
-                self._visual = self._net("visual", self._net_threads)
+                self._visual = self._net("visual", self._net_threads, self.precision.image)
             return self._visual
 
     def _map(
@@ -175,7 +199,7 @@ class ClipModel:
     def _text_parts(self) -> tuple[Any, dict[str, np.ndarray]]:
         with self._text_lock:
             if self._text is None:
-                self._text = self._net("text", self._net_threads)
+                self._text = self._net("text", self._net_threads, self.precision.text)
                 self._host = {
                     name: np.load(self.model_dir / f"{name}.npy", mmap_mode="r")
                     for name in ("token_embedding", "positional_embedding", "text_projection")
@@ -318,8 +342,12 @@ def load_model(
     vulkan: bool = False,
     verify: bool = True,
     draft: bool = True,
+    precision: str = "auto",
 ) -> ClipModel:
     """Open an installed model by name (default: the registry's default model).
+
+    ``precision`` is ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"int8"`` (:mod:`core.precision`);
+    ``model.precision`` says what each tower runs in.
 
     Raises
     ------
@@ -327,6 +355,9 @@ def load_model(
         The model is not installed; the message gives the install command.
     ManifestError
         A file of the model does not match the hash recorded at install time.
+    PrecisionError
+        An unknown precision, or one the installed model cannot run in (int8 without an int8
+        install).
     """
     from core.paths import models_dir
     from core.registry import default_model_name
@@ -338,4 +369,6 @@ def load_model(
             f"model {name!r} is not installed; install it with: clipsearch-tui model install {name}"
             f" (or, offline: clipsearch-tui model install {name} --from CHECKPOINT)"
         )
-    return ClipModel(model_dir, threads=threads, vulkan=vulkan, verify=verify, draft=draft)
+    return ClipModel(
+        model_dir, threads=threads, vulkan=vulkan, verify=verify, draft=draft, precision=precision
+    )

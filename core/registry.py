@@ -123,9 +123,19 @@ class ModelSpec:
         )
 
 
-def _load() -> dict[str, Any]:
-    text = resources.files("models").joinpath("registry.json").read_text(encoding="utf-8")
+def _load(file: str = "registry.json") -> dict[str, Any]:
+    text = resources.files("models").joinpath(file).read_text(encoding="utf-8")
     return json.loads(text)
+
+
+def measurements() -> dict[str, Any]:
+    """``models/measured.json``: what the bench scripts measured per model (bf16 verdicts)."""
+    return _load("measured.json")
+
+
+def bf16_towers(name: str) -> frozenset[str]:
+    """Towers of model ``name`` whose bf16 embeddings met the target (none when unmeasured)."""
+    return frozenset(measurements()["bf16"]["models"].get(name, ()))
 
 
 def default_model_name() -> str:

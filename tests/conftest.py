@@ -65,7 +65,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClipModel]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CLIPSEARCH_HOME", str(root / "home"))
         assert cli_main(["model", "install", "--from", str(checkpoint), "--as", "tiny"]) == 0
-        model = load_model("tiny", threads=2)
+        model = load_model("tiny", threads=2, precision="fp32")
     yield model
     model.close()
 

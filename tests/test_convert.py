@@ -189,11 +189,11 @@ def test_a_text_query_does_not_wait_for_the_image_network_to_load(tiny_model, mo
     real_net = model._net
     loading, release = threading.Event(), threading.Event()
 
-    def slow_net(stem: str, threads: int):
+    def slow_net(stem: str, threads: int, precision: str):
         if stem == "visual":
             loading.set()
             release.wait(30)
-        return real_net(stem, threads)
+        return real_net(stem, threads, precision)
 
     monkeypatch.setattr(model, "_net", slow_net)
     size = model.spec.preprocess.size

@@ -149,7 +149,7 @@ def _install(tmp_path: Path, monkeypatch, checkpoint: Path, name: str, registry:
         if quick:
             argv.append("--quick-gelu")
     assert cli_main(argv) == 0
-    return load_model(name, threads=2, draft=False)
+    return load_model(name, threads=2, draft=False, precision="fp32")
 
 
 def _check_parity(reference, ours, size: int, mean, std) -> dict:

@@ -236,7 +236,7 @@ async def test_opens_scans_the_album_and_shows_the_timeline(tui_home: Path, tui_
         assert "Last 7 days  0 photos" in text
         assert "All photos  14 photos  0%" in text
         assert "2008-03  2 photos  0%" in text
-        assert app.sub_title == "model tiny"
+        assert app.sub_title == "model tiny, fp32"
         assert app.roots == [tui_album]
 
 

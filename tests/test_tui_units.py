@@ -93,6 +93,7 @@ def test_settings_from_toml(tmp_path: Path) -> None:
             batch_size = 4
             labels = ["a cat", " a dog "]
             gpu = true
+            precision = "fp32"
 
             [other]
             ignored = true
@@ -100,8 +101,11 @@ def test_settings_from_toml(tmp_path: Path) -> None:
         )
     )
     config = load_config(path)
-    assert config == TuiConfig("tiny", "halfcell", 50, 10, 4, ("a cat", "a dog"), gpu=True)
+    assert config == TuiConfig(
+        "tiny", "halfcell", 50, 10, 4, ("a cat", "a dog"), gpu=True, precision="fp32"
+    )
     assert TuiConfig().gpu is False
+    assert TuiConfig().precision == "auto"
 
 
 def test_settings_from_json_when_there_is_no_toml(
@@ -123,6 +127,7 @@ def test_settings_from_json_when_there_is_no_toml(
         ("[tui]\npage_size = true\n", "page_size must be a whole number"),
         ("[tui]\nlabels = []\n", "labels must be a list of non-empty texts"),
         ('[tui]\ngpu = "yes"\n', "gpu must be true or false"),
+        ('[tui]\nprecision = "fp16"\n', "precision must be one of auto, fp32, bf16, int8"),
         ('[tui]\nlabels = ["ok", " "]\n', "labels must be a list of non-empty texts"),
         ("tui = 3\n", "[tui] must be a table"),
         ("[tui\n", "is not valid TOML"),

@@ -42,7 +42,10 @@ def _photos() -> list[Path]:
 def test_vulkan_request_without_gpu_falls_back_to_cpu(tmp_path, monkeypatch):
     name = _install(tmp_path, monkeypatch, TINY_VIT, quick=False)
     monkeypatch.setattr("core.encoder.gpu_count", lambda: 0)
-    with load_model(name, vulkan=True, threads=2) as asked, load_model(name, threads=2) as cpu:
+    with (
+        load_model(name, vulkan=True, threads=2) as asked,
+        load_model(name, threads=2, precision="fp32") as cpu,
+    ):
         assert asked.vulkan is False
         photos = _photos()[:3]
         np.testing.assert_array_equal(asked.encode_images(photos), cpu.encode_images(photos))
@@ -54,7 +57,7 @@ def test_vulkan_request_without_gpu_falls_back_to_cpu(tmp_path, monkeypatch):
 )
 def test_vulkan_matches_cpu(tmp_path, monkeypatch, arch, quick):
     name = _install(tmp_path, monkeypatch, arch, quick)
-    with load_model(name, vulkan=True) as gpu, load_model(name, threads=2) as cpu:
+    with load_model(name, vulkan=True) as gpu, load_model(name, threads=2, precision="fp32") as cpu:
         assert gpu.vulkan is True
         photos = _photos()
         for ours, theirs in (

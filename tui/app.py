@@ -190,13 +190,17 @@ class ClipSearchApp(App[int]):
         name = choose_model_name(self.config, library)
         roots = library.roots()
         try:
-            model = load_model(name, vulkan=self.config.gpu)
+            model = load_model(name, vulkan=self.config.gpu, precision=self.config.precision)
         except ModelNotInstalledError as error:
             self.post_message(ModelMissing(library, name, str(error)))
             return
         if self.config.gpu and not model.vulkan:
             self.call_from_thread(
                 self.notify, "No Vulkan GPU found; encoding on the CPU.", title="Settings"
+            )
+        if model.precision.note:
+            self.call_from_thread(
+                self.notify, model.precision.note, title="Precision", markup=False
             )
         with contextlib.suppress(ClipsearchError):
             # Load the text network and the search's copy of the vectors now, not on first use.
@@ -229,7 +233,7 @@ class ClipSearchApp(App[int]):
         self.library, self.model = message.library, message.model
         self.model_name = message.model_name
         self.roots = list(message.roots)
-        self.sub_title = f"model {message.model_name}"
+        self.sub_title = f"model {message.model_name}, {message.model.precision}"
         self._hint("Type a query below and press Enter.")
         self._load_timeline()
         if message.offer_gallery:

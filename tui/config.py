@@ -19,6 +19,11 @@ setting is optional::
     batch_size = 16
     # Encode on a Vulkan GPU when there is one (the CPU otherwise).
     gpu = false
+    # Arithmetic of the encoder: "auto" (bf16 where the CPU has native bf16 dot products and
+    # the model was measured accurate enough in bf16, float32 elsewhere), "fp32" (exact),
+    # "bf16", or "int8" (only for a model installed with --precision int8). The app shows the
+    # choice next to the model name. `clipsearch-tui index` takes --precision instead.
+    precision = "auto"
     # Texts that "describe" ranks for a photo (image -> text).
     labels = ["a photo of a person", "a photo of a dog", "a landscape"]
 
@@ -35,6 +40,7 @@ from typing import Any, Literal, cast, get_args
 
 from core.errors import ClipsearchError
 from core.paths import config_dir
+from core.precision import PRECISIONS
 
 ImageMode = Literal["auto", "kitty", "sixel", "halfcell", "none"]
 IMAGE_MODES: tuple[str, ...] = get_args(ImageMode)
@@ -91,6 +97,9 @@ class TuiConfig:
         Texts that "describe" ranks for a photo; at least one, none empty.
     gpu
         Encode on a Vulkan GPU when one is present; the CPU is used otherwise.
+    precision
+        Encoder arithmetic: ``auto``, ``fp32``, ``bf16`` or ``int8`` (see
+        :mod:`core.precision`).
     """
 
     model: str | None = None
@@ -100,6 +109,7 @@ class TuiConfig:
     batch_size: int = 16
     labels: tuple[str, ...] = DEFAULT_LABELS
     gpu: bool = False
+    precision: str = "auto"
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str = "settings") -> TuiConfig:
@@ -144,6 +154,13 @@ class TuiConfig:
             if not isinstance(data["gpu"], bool):
                 raise ConfigError(f"{source}: [tui] gpu must be true or false")
             values["gpu"] = data["gpu"]
+        if "precision" in data:
+            if data["precision"] not in PRECISIONS:
+                raise ConfigError(
+                    f"{source}: [tui] precision must be one of {', '.join(PRECISIONS)}, "
+                    f"not {data['precision']!r}"
+                )
+            values["precision"] = data["precision"]
         if "labels" in data:
             labels = data["labels"]
             if (
