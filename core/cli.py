@@ -5,7 +5,7 @@
     clipsearch-tui [PATH ...]                  open the app (on these album folders)
     clipsearch-tui --version
     clipsearch-tui model install [NAME] [--from FILE] [--as NEWNAME] [--quick-gelu]
-                                 [--precision {fp32,int8}]
+                                 [--precision {fp32,int8}] [--keep-checkpoint]
     clipsearch-tui model list [--json]
     clipsearch-tui model remove NAME
     clipsearch-tui index PATH... [--model NAME] [--since DATE] [--until DATE] [--reindex] [--json]
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from core.album import Bucket, Timeline
     from core.encoder import ClipModel
     from core.indexer import IndexProgress, IndexSummary
+    from core.install import HubFile
     from core.store import Library
 
 PROG = "clipsearch-tui"
@@ -98,6 +99,7 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
         return int(launch_app(list(args.paths), args.images, args.gpu) or 0)
     except ClipsearchError as error:
         _print_error(str(error))
+        _print_way_round(error)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -159,7 +161,9 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
             "HF_HUB_OFFLINE apply), or install one from a local checkpoint file."
         ),
     )
-    install.add_argument("name", nargs="?", metavar="NAME", help="registry model name")
+    install.add_argument(
+        "name", nargs="?", metavar="NAME", help="registry model name (default: the default model)"
+    )
     install.add_argument(
         "--from",
         dest="from_file",
@@ -182,6 +186,12 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
         default="fp32",
         help="image tower arithmetic: fp32 (exact, default) or int8 (faster indexing, "
         "embeddings move slightly)",
+    )
+    install.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="keep the downloaded checkpoint in the download cache after converting it "
+        "(by default it is deleted, so the model does not take its disk space twice)",
     )
     install.set_defaults(handler=_model_install, parser=install)
 
@@ -293,6 +303,8 @@ def _index(args: argparse.Namespace) -> int:
     from core.store import Library
 
     since, until = _date_range(args)
+    for path in args.paths:  # a mistyped folder is reported before any model is opened
+        _existing_folder(path, "photo folder")
     with Library.open() as library:
         name = args.model or library.model_name
         with _load_model(name, verify=True, gpu=args.gpu, precision=args.precision) as model:
@@ -333,8 +345,12 @@ def _search(args: argparse.Namespace) -> int:
         return _usage(args.parser, "give a QUERY or --similar IMAGE, not both")
     if args.similar is None and not text:
         return _usage(args.parser, "give a QUERY, or --similar IMAGE")
-    if text:
-        parse_query(text)  # syntax errors before anything is loaded
+    if text:  # syntax errors and missing image files before anything is loaded
+        for term in parse_query(text):
+            if term.kind == "image":
+                _existing_image(term.value)
+    else:
+        _existing_image(str(args.similar))
     since, until = _date_range(args)
     folder = _existing_folder(args.folder) if args.folder is not None else None
     with Library.open() as library:
@@ -378,6 +394,7 @@ def _describe(args: argparse.Namespace) -> int:
     from core.search import describe
     from core.store import Library
 
+    _existing_image(str(args.image))
     with Library.open() as library:
         with _load_model(args.model or library.model_name, verify=False, gpu=args.gpu) as model:
             labels = describe(model, args.image, args.labels, library=library)
@@ -452,15 +469,23 @@ def _date_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | N
     return since, until
 
 
-def _existing_folder(path: Path) -> Path:
+def _existing_folder(path: Path, what: str = "folder") -> Path:
     from core.album import AlbumNotFoundError
 
     folder = path.expanduser().absolute()
     if not folder.is_dir():
         raise AlbumNotFoundError(
-            f"folder not found: {folder}" if not folder.exists() else f"not a folder: {folder}"
+            f"{what} not found: {folder}" if not folder.exists() else f"not a folder: {folder}"
         )
     return folder
+
+
+def _existing_image(value: str) -> None:
+    """Refuse an image argument that names no file, before a library or model is opened."""
+    from core.search import QueryError
+
+    if not Path(value).expanduser().is_file():
+        raise QueryError(f"image not found: {value}")
 
 
 def _load_model(
@@ -696,22 +721,37 @@ _COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def _model_install(args: argparse.Namespace) -> int:
-    from core.install import install_model
+    from core.install import describe_model, install_model
 
-    if args.name is None and args.from_file is None:
-        return _usage(args.parser, "give a model NAME, or --from FILE --as NEWNAME")
-    if args.name is None and args.as_name is None:
+    if args.name is None and args.from_file is not None and args.as_name is None:
         return _usage(args.parser, "--from FILE without a registry NAME needs --as NEWNAME")
     if args.from_file is None and args.as_name is not None:
         return _usage(args.parser, "--as is only used with --from FILE")
     if args.quick_gelu and args.name is not None:
         return _usage(args.parser, "--quick-gelu is only used with --from FILE --as NEWNAME")
+    if args.from_file is not None and not args.from_file.expanduser().is_file():
+        return _usage(args.parser, f"no such checkpoint file: {args.from_file}")
+
+    def announce(hub_file: HubFile) -> None:
+        size = _size(hub_file.size) if hub_file.size is not None else "size unknown"
+        print(
+            f"{PROG}: downloading {hub_file.filename} ({size}) from {hub_file.url}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    facts = describe_model(args.name) if args.from_file is None else None
+    if facts is not None:
+        print(f"{PROG}: installing {_inert(facts)}", file=sys.stderr)
+
     folder = install_model(
         args.name,
         args.from_file,
         as_name=args.as_name,
         quick_gelu=args.quick_gelu,
         image_precision=args.precision,
+        keep_checkpoint=args.keep_checkpoint,
+        announce=announce,
     )
     print(f"installed {folder.name} ({_size(_folder_bytes(folder))}) in {folder}")
     return 0
@@ -731,12 +771,18 @@ def _model_list(args: argparse.Namespace) -> int:
             state = "broken"
         else:
             state = "yes" if row["installed"] else "no"
+        if row["size"] is not None:
+            size = _size(row["size"])
+        elif row["download_size"] is not None:
+            size = f"~{_size(row['download_size'])} download"
+        else:
+            size = "-"
         table.append(
             [
                 "*" if row["default"] else "",
                 row["name"],
                 state,
-                _size(row["size"]) if row["size"] is not None else "-",
+                size,
                 f"{row['image_size']}px" if row["image_size"] else "-",
                 row["description"] or ("custom" if not row["in_registry"] else ""),
             ]
@@ -791,6 +837,19 @@ def _usage(parser: argparse.ArgumentParser, message: str) -> int:
 
 def _print_error(message: str) -> None:
     print(f"{PROG}: error: {_inert(' '.join(message.split()))}", file=sys.stderr)
+
+
+def _print_way_round(error: ClipsearchError) -> None:
+    """For a failed download: the files to fetch by hand and the command that installs one."""
+    urls: tuple[str, ...] = getattr(error, "urls", ())
+    route: str | None = getattr(error, "route", None)
+    if urls:
+        print("  to install without the hub, fetch one of these files by hand:", file=sys.stderr)
+        for url in urls:
+            print(f"    {_inert(url)}", file=sys.stderr)
+    if route:
+        lead = "then run" if urls else "to install from a checkpoint file, run"
+        print(f"  {lead}: {_inert(route)}", file=sys.stderr)
 
 
 def _exit_code(exit_: SystemExit) -> int:

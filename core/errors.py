@@ -31,4 +31,16 @@ class ManifestError(ClipsearchError):
 
 
 class DownloadError(ClipsearchError):
-    """The checkpoint could not be fetched from the model hub."""
+    """The checkpoint could not be fetched from the model hub.
+
+    Besides the one-line message, it carries the way round: ``urls``, the exact addresses of the
+    checkpoint files (any one will do) to fetch by hand, and ``route``, the command that installs
+    from the downloaded file. Whoever shows the error shows each of them once.
+    """
+
+    def __init__(
+        self, message: str, *, urls: tuple[str, ...] = (), route: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.urls = urls
+        self.route = route

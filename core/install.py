@@ -28,12 +28,14 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -58,8 +60,10 @@ from core.paths import config_dir, models_dir
 from core.registry import ModelSpec
 
 __all__ = [
+    "HubFile",
     "InstallCancelledError",
     "ProgressCallback",
+    "describe_model",
     "install_model",
     "list_models",
     "remove_model",
@@ -96,8 +100,10 @@ def install_model(
     as_name: str | None = None,
     quick_gelu: bool | None = None,
     image_precision: str = "fp32",
+    keep_checkpoint: bool = False,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    announce: Callable[[HubFile], None] | None = None,
 ) -> Path:
     """Download or read a checkpoint, convert it, and install it as a model folder.
 
@@ -106,7 +112,8 @@ def install_model(
     name
         A registry model. Without ``from_file`` its checkpoint is downloaded from the model hub
         (``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_OFFLINE`` apply), trying the registry's files in
-        order. May be None only with ``from_file`` and ``as_name``.
+        order. None means the default model, or with ``from_file`` a new model named
+        ``as_name``.
     from_file
         A local ``.safetensors`` or torch ``.bin``/``.pt`` checkpoint. With ``name`` its shapes must
         match that registry entry; without, the architecture is inferred from it.
@@ -119,12 +126,19 @@ def install_model(
         ``"fp32"`` (default, exactly the reference) or ``"int8"`` (the image tower's matrix
         products on 8-bit weights: faster indexing, embeddings move slightly; see
         ``bench/RESULTS.md``).
+    keep_checkpoint
+        Keep a downloaded checkpoint in the hub's download cache after the model is installed.
+        By default a checkpoint that this call downloaded is deleted once converted, so the
+        model does not take its disk space twice; one that was in the cache before is kept.
     progress
         Called as ``progress(stage, done, total)``. When given, ``huggingface_hub``'s own progress
         bars are not drawn; otherwise they are, as it decides (on a terminal).
     cancel
         When set, the install stops at the next chunk or step with
         :class:`InstallCancelledError`.
+    announce
+        Called once the hub has been asked which file it holds, before the download starts,
+        with the file's address and size.
 
     Returns
     -------
@@ -143,9 +157,12 @@ def install_model(
     if spec is not None:
         spec = replace(spec, image_precision=image_precision)
     _check_cancel(cancel)
+    downloaded = False
     if from_file is None:
         assert spec is not None
-        checkpoint, display_name, origin, revision = _download(spec, progress, cancel)
+        checkpoint, display_name, origin, revision, downloaded = _download(
+            spec, progress, cancel, announce
+        )
     else:
         checkpoint = Path(from_file).expanduser()
         if not checkpoint.is_file():
@@ -169,19 +186,24 @@ def install_model(
         source["revision"] = revision
 
     if spec is not None and _is_intact(models_dir() / target, spec, source):
-        return _already_installed(target, progress)
+        folder = _already_installed(target, progress)
+    else:
+        from core.checkpoint import load_state_dict
 
-    from core.checkpoint import load_state_dict
-
-    log.info("reading %s", display_name)
-    state_dict = load_state_dict(checkpoint)
-    _check_cancel(cancel)
-    if spec is None:
-        spec = _inferred_spec(target, state_dict, bool(quick_gelu), display_name)
-        spec = replace(spec, image_precision=image_precision)
+        log.info("reading %s", display_name)
+        state_dict = load_state_dict(checkpoint)
+        _check_cancel(cancel)
+        if spec is None:
+            spec = _inferred_spec(target, state_dict, bool(quick_gelu), display_name)
+            spec = replace(spec, image_precision=image_precision)
         if _is_intact(models_dir() / target, spec, source):
-            return _already_installed(target, progress)
-    return _build(spec, state_dict, source, progress, cancel)
+            folder = _already_installed(target, progress)
+        else:
+            folder = _build(spec, state_dict, source, progress, cancel)
+    if downloaded and not keep_checkpoint:
+        _drop_from_hub_cache(checkpoint)
+        log.info("removed the downloaded checkpoint from the download cache")
+    return folder
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -191,7 +213,9 @@ def list_models() -> list[dict[str, Any]]:
     -------
     list of dict
         One dict per model with ``name``, ``description``, ``in_registry``, ``installed``,
-        ``default``, ``size`` (bytes on disk, or None), ``path`` (or None), ``family``,
+        ``default``, ``size`` (bytes on disk, or None), ``download_size`` (about how many bytes
+        the checkpoint download takes, worked out from the architecture, for a model with a hub
+        source; else None), ``path`` (or None), ``family``,
         ``image_size``, ``embed_dim``, ``license``, ``origin`` (where an installed model came
         from, or None), ``installed_at`` (or None) and ``problem`` (why an installed folder cannot
         be used, or None). File hashes are not checked here.
@@ -205,6 +229,26 @@ def list_models() -> list[dict[str, Any]]:
     for name, folder in sorted(installed.items()):
         rows.append(_row(name, None, folder, name == default, False))
     return rows
+
+
+def describe_model(name: str | None) -> str | None:
+    """One line for a user about to install ``name`` (default: the default model).
+
+    Its name, description, licence and about how large its download is, e.g. ``"ViT-B-32-256-
+    datacomp: OpenCLIP ViT-B/32 ..., licence MIT (OpenCLIP weights), about 605.2 MB to
+    download"``; None for a name that is not in the registry.
+    """
+    name = name or registry.default_model_name()
+    spec = _known_specs().get(name)
+    if spec is None:
+        return None
+    facts = [spec.description] if spec.description else []
+    if spec.license and spec.license != "unknown":
+        facts.append(f"licence {spec.license}")
+    if spec.hub_repo and spec.hub_files:
+        size = registry.checkpoint_bytes(spec.architecture)
+        facts.append(f"about {size / 1e6:.0f} MB to download")
+    return f"{name}: {', '.join(facts)}" if facts else name
 
 
 def remove_model(name: str) -> Path:
@@ -248,9 +292,9 @@ def _resolve_target(
     name: str | None, from_file: Path | None, as_name: str | None, quick_gelu: bool | None
 ) -> tuple[str, ModelSpec | None]:
     """The folder name to install under and, for a registry model, its spec."""
+    if name is None and from_file is None:
+        name = registry.default_model_name()
     if name is None:
-        if from_file is None:
-            raise ClipsearchError("give a model name, or --from FILE --as NAME")
         if as_name is None:
             raise ClipsearchError("--from FILE without a registry model name needs --as NEWNAME")
         _check_name(as_name)
@@ -295,97 +339,250 @@ def _inferred_spec(
     return replace(spec, description=f"installed from {file_name}")
 
 
-def _download(
-    spec: ModelSpec, progress: ProgressCallback | None, cancel: threading.Event | None
-) -> tuple[Path, str, str, str | None]:
-    """Fetch the first of ``spec.hub_files`` the hub (or its local cache) has.
+@dataclass(frozen=True)
+class HubFile:
+    """The checkpoint file an install is about to download."""
 
-    Returns the local path, the file's name in the repo, the origin and the commit.
+    url: str
+    filename: str
+    size: int | None  # bytes, as the hub reports them
+
+
+def _download(
+    spec: ModelSpec,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    announce: Callable[[HubFile], None] | None,
+) -> tuple[Path, str, str, str | None, bool]:
+    """Fetch the first of ``spec.hub_files`` the hub has, or use a copy in its local cache.
+
+    The hub is probed first (a connection to its host, then one metadata request per file, no
+    retries), so that being offline is found out in seconds and a file's size is known before
+    its download starts. Returns the local path, the file's name in the repo, the origin, the
+    commit, and whether the file was downloaded now (it was not in the cache before).
     """
+    route = _OFFLINE_ROUTE.format(name=spec.name)
     if not spec.hub_repo or not spec.hub_files:
         raise DownloadError(
-            f"model {spec.name!r} has no download source; install it from a checkpoint file: "
-            + _OFFLINE_ROUTE.format(name=spec.name)
+            f"model {spec.name!r} has no download source; install it from a checkpoint file",
+            route=route,
         )
-    from huggingface_hub import constants, errors, hf_hub_download
+    from huggingface_hub import constants, hf_hub_url, try_to_load_from_cache
 
-    remote_missing = getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError)
+    repo = spec.hub_repo
+    endpoint = constants.ENDPOINT
+    urls = tuple(hf_hub_url(repo, filename) for filename in spec.hub_files)
+    cached: dict[str, Path] = {}
+    for filename in spec.hub_files:
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            cached[filename] = Path(found)
+
+    if _hub_offline(constants):
+        for filename, path in cached.items():
+            log.info("offline mode: using %s of %s from the download cache", filename, repo)
+            return path, filename, f"hub:{repo}", _cached_commit(path), False
+        raise DownloadError(
+            f"offline mode is on (HF_HUB_OFFLINE) and no checkpoint of {repo} is in the "
+            f"download cache {constants.HF_HUB_CACHE}",
+            urls=urls,
+            route=route,
+        )
+
+    _check_cancel(cancel)
+    unreachable = _connect_problem(endpoint)
+    found_file: HubFile | None = None
+    if unreachable is None:
+        found_file, unreachable = _find_on_hub(spec, urls, route)
+    if unreachable is not None:
+        for filename, path in cached.items():
+            log.info("the model hub cannot be reached; using %s from the download cache", filename)
+            return path, filename, f"hub:{repo}", _cached_commit(path), False
+        raise DownloadError(
+            f"cannot reach the model hub at {endpoint} ({unreachable})", urls=urls, route=route
+        )
+    assert found_file is not None
+    if announce is not None:
+        announce(found_file)
+    filename = found_file.filename
+    path = _fetch(spec, filename, found_file.url, urls, route, progress, cancel)
+    commit = _cached_commit(path)
+    return path, filename, f"hub:{repo}", commit, filename not in cached
+
+
+def _find_on_hub(
+    spec: ModelSpec, urls: tuple[str, ...], route: str
+) -> tuple[HubFile | None, str | None]:
+    """The first of the spec's files the hub holds, or why the hub cannot be asked."""
+    from huggingface_hub import constants, errors, get_hf_file_metadata
+
+    assert spec.hub_repo is not None
     endpoint = constants.ENDPOINT
     repo = spec.hub_repo
-    offline = _hub_offline(constants)
-    bar = _progress_bar_class(progress, cancel)
-    missing: list[str] = []
-    unreachable: BaseException | None = None
-    for filename in spec.hub_files:
-        _check_cancel(cancel)
-        if offline:
-            log.info("offline mode: looking for %s of %s in the download cache", filename, repo)
-        elif unreachable is None:
-            log.info("fetching %s from %s/%s", filename, endpoint, repo)
+    for filename, url in zip(spec.hub_files, urls, strict=True):
         try:
-            path = hf_hub_download(
-                repo,
-                filename,
-                local_files_only=unreachable is not None,
-                tqdm_class=bar,
-                library_name="clipsearch-tui",
-            )
-        except errors.LocalEntryNotFoundError as error:
-            # Not reachable (or offline) and not in the cache. A later file may be cached.
-            cause = error.__cause__
-            if _http_status(cause) == 404:
-                missing.append(filename)
-            elif unreachable is None:
-                unreachable = cause or error
-            continue
-        except remote_missing:
-            missing.append(filename)
-            continue
+            with _quiet_hub():
+                meta = get_hf_file_metadata(url, library_name="clipsearch-tui")
         except errors.GatedRepoError:
             raise DownloadError(
-                f"{repo} on {endpoint} is gated: accept its terms on the hub and log in "
-                "(HF_TOKEN), or install from a file: " + _OFFLINE_ROUTE.format(name=spec.name)
+                f"{repo} on {endpoint} is gated: accept its terms on the hub and log in (HF_TOKEN)",
+                urls=urls,
+                route=route,
             ) from None
         except errors.RepositoryNotFoundError:
             raise DownloadError(
                 f"the model hub at {endpoint} has no repository {repo!r} (or it is private)"
             ) from None
+        except _remote_missing():
+            continue
         except errors.HfHubHTTPError as error:
+            status = _http_status(error)
+            if status is not None and (status >= 500 or status == 429):
+                return None, f"HTTP {status}"
             raise DownloadError(
-                f"downloading {filename} from {endpoint}/{repo} failed: {_describe(error)}; "
-                "run the same command again to retry"
+                f"asking {endpoint} for {filename} of {repo} failed: {_describe(error)}",
+                urls=urls,
+                route=route,
             ) from None
-        except OSError as error:
-            if error.errno in _DISK_FULL:
-                raise ClipsearchError(
-                    f"disk full while writing the download cache {constants.HF_HUB_CACHE}"
-                ) from None
-            raise DownloadError(
-                f"downloading {filename} from {endpoint}/{repo} failed: {_describe(error)}"
-            ) from None
-        except _transport_errors() as error:
-            raise DownloadError(
-                f"downloading {filename} from {endpoint}/{repo} was cut off ({_describe(error)}); "
-                "run the same command again to retry"
-            ) from None
-        local = Path(path)
-        commit = local.parent.name if local.parent.parent.name == "snapshots" else None
-        return local, filename, f"hub:{repo}", commit
+        except (*_transport_errors(), OSError) as error:
+            return None, _describe(error)
+        return HubFile(url, filename, meta.size), None
+    raise DownloadError(
+        f"the model hub at {endpoint} has none of {', '.join(spec.hub_files)} in {repo}"
+    )
 
-    route = _OFFLINE_ROUTE.format(name=spec.name)
-    wanted = " or ".join(spec.hub_files)
-    if unreachable is not None and offline:
+
+def _fetch(
+    spec: ModelSpec,
+    filename: str,
+    url: str,
+    urls: tuple[str, ...],
+    route: str,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+) -> Path:
+    """Download one file into the hub's cache (resuming a cut-off transfer); its local path."""
+    from huggingface_hub import constants, errors, hf_hub_download
+
+    assert spec.hub_repo is not None
+    bar = _progress_bar_class(progress, cancel)
+    log.info("downloading %s", url)
+    try:
+        with _quiet_hub():
+            path = hf_hub_download(
+                spec.hub_repo, filename, tqdm_class=bar, library_name="clipsearch-tui"
+            )
+    except errors.LocalEntryNotFoundError as error:
+        cause = error.__cause__
         raise DownloadError(
-            f"offline mode is on (HF_HUB_OFFLINE) and {wanted} of {repo} is not in the download "
-            f"cache {constants.HF_HUB_CACHE}; go online, or install from a file: {route}"
-        )
-    if unreachable is not None:
+            f"the model hub at {constants.ENDPOINT} stopped answering while downloading "
+            f"{filename} ({_describe(cause or error)}); run the same command again to retry",
+            urls=urls,
+            route=route,
+        ) from None
+    except errors.HfHubHTTPError as error:
         raise DownloadError(
-            f"cannot reach the model hub at {endpoint} ({_describe(unreachable)}) and {repo} is "
-            f"not in the download cache; check the network or HF_ENDPOINT, or install offline "
-            f"from a downloaded {wanted}: {route}"
-        )
-    raise DownloadError(f"the model hub at {endpoint} has none of {', '.join(missing)} in {repo}")
+            f"downloading {url} failed: {_describe(error)}; run the same command again to retry",
+            urls=urls,
+            route=route,
+        ) from None
+    except OSError as error:
+        if error.errno in _DISK_FULL:
+            raise ClipsearchError(
+                f"disk full while writing the download cache {constants.HF_HUB_CACHE}"
+            ) from None
+        raise DownloadError(
+            f"downloading {url} failed: {_describe(error)}", urls=urls, route=route
+        ) from None
+    except _transport_errors() as error:
+        raise DownloadError(
+            f"downloading {url} was cut off ({_describe(error)}); run the same command again "
+            "to retry",
+            urls=urls,
+            route=route,
+        ) from None
+    return Path(path)
+
+
+def _connect_problem(endpoint: str, timeout_s: float = 3.0) -> str | None:
+    """Why no connection to the hub's host can be opened, or None when one can.
+
+    A name lookup and a TCP connection, so that an offline machine is told so in seconds rather
+    than after the HTTP client's retries. Skipped (None) behind a proxy, where only the proxy
+    can tell.
+    """
+    if any(
+        os.environ.get(key) or os.environ.get(key.lower())
+        for key in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+    ):
+        return None
+    parts = urlsplit(endpoint)
+    host = parts.hostname
+    if not host:
+        return f"not a web address: {endpoint!r}"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError) as error:
+        return f"cannot look up {host}: {getattr(error, 'strerror', None) or error}"
+    problem = "no address"
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout_s)
+                sock.connect(address)
+            return None
+        except TimeoutError:
+            problem = f"no answer from {host} within {timeout_s:g} s"
+        except OSError as error:
+            problem = error.strerror or str(error)
+    return problem
+
+
+@contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Within the block, ``huggingface_hub`` logs no retry warnings (our error says it all)."""
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_log.setLevel(level)
+
+
+def _remote_missing() -> type[BaseException]:
+    from huggingface_hub import errors
+
+    return getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError)
+
+
+def _cached_commit(path: Path) -> str | None:
+    return path.parent.name if path.parent.parent.name == "snapshots" else None
+
+
+def _drop_from_hub_cache(path: Path) -> None:
+    """Delete a checkpoint downloaded into the hub's cache, and its repo folder once empty.
+
+    The cache keeps ``snapshots/COMMIT/FILE`` as a link to ``blobs/HASH`` (or, where links are
+    not allowed, as the file itself); both go.
+    """
+    try:
+        blob = path.resolve()
+        path.unlink(missing_ok=True)
+        if blob != path:
+            blob.unlink(missing_ok=True)
+    except OSError as error:
+        log.info("could not remove the downloaded checkpoint %s: %s", path, _reason(error))
+        return
+    if path.parent.parent.name != "snapshots":
+        return
+    repo_folder = path.parent.parent.parent
+    blobs = repo_folder / "blobs"
+    if blobs.is_dir() and any(blobs.iterdir()):
+        return
+    if repo_folder.name.startswith("models--"):
+        shutil.rmtree(repo_folder, ignore_errors=True)
 
 
 def _progress_bar_class(progress: ProgressCallback | None, cancel: threading.Event | None) -> type:
@@ -555,6 +752,11 @@ def _row(
         "installed": manifest is not None and problem is None,
         "default": default,
         "size": _folder_size(folder) if folder is not None else None,
+        "download_size": (
+            registry.checkpoint_bytes(spec.architecture)
+            if spec is not None and in_registry and spec.hub_repo and spec.hub_files
+            else None
+        ),
         "path": str(folder) if folder is not None else None,
         "family": architecture.family if architecture else None,
         "image_size": architecture.vision.get("image_size") if architecture else None,

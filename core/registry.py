@@ -123,6 +123,64 @@ class ModelSpec:
         )
 
 
+def checkpoint_parameters(arch: Architecture) -> int:
+    """Number of values in an open_clip state dict of this architecture.
+
+    Counts every tensor open_clip saves: both towers, the projections, ``logit_scale`` and, for a
+    ResNet, the BatchNorm running statistics (``num_batches_tracked`` included). A ViT block's MLP
+    is four times its width, as in every registry model.
+    """
+    text = arch.text
+    tw = int(text["width"])
+    total = int(text["vocab_size"]) * tw + int(text["context_length"]) * tw
+    total += int(text["layers"]) * _block_parameters(tw) + 2 * tw + tw * arch.embed_dim + 1
+    vision = arch.vision
+    image_size = int(vision["image_size"])
+    if arch.family == "vit":
+        width, patch = int(vision["width"]), int(vision["patch_size"])
+        grid = image_size // patch
+        total += width + (grid * grid + 1) * width + width * arch.embed_dim
+        total += width * 3 * patch * patch + 4 * width  # conv1, ln_pre, ln_post
+        total += int(vision["layers"]) * _block_parameters(width)
+        return total
+    width = int(vision["width"])
+    half = width // 2
+    total += half * 3 * 9 + half * half * 9 + width * half * 9  # the three stem convolutions
+    total += 2 * _batch_norm_parameters(half) + _batch_norm_parameters(width)
+    inplanes = width
+    for stage, blocks in enumerate(vision["layers"]):
+        planes = width * 2**stage
+        for block in range(int(blocks)):
+            total += inplanes * planes + planes * planes * 9 + planes * 4 * planes
+            total += 2 * _batch_norm_parameters(planes) + _batch_norm_parameters(planes * 4)
+            if block == 0 and (stage > 0 or inplanes != planes * 4):
+                total += inplanes * planes * 4 + _batch_norm_parameters(planes * 4)
+            inplanes = planes * 4
+    pooled = width * 32
+    spatial = image_size // 32
+    total += (spatial * spatial + 1) * pooled + 3 * (pooled * pooled + pooled)
+    total += arch.embed_dim * pooled + arch.embed_dim
+    return total
+
+
+def checkpoint_bytes(arch: Architecture) -> int:
+    """About how large a float32 checkpoint of this architecture is (tensor data only)."""
+    return 4 * checkpoint_parameters(arch)
+
+
+def _block_parameters(width: int) -> int:
+    """A transformer block: two layer norms, attention (in and out projections), a 4x MLP."""
+    norms = 2 * 2 * width
+    attention = 3 * width * width + 3 * width + width * width + width
+    mlp = 4 * width * width + 4 * width + 4 * width * width + width
+    return norms + attention + mlp
+
+
+def _batch_norm_parameters(channels: int) -> int:
+    """Weight, bias, running mean and variance, and the ``num_batches_tracked`` counter."""
+    return 4 * channels + 1
+
+
 def _load(file: str = "registry.json") -> dict[str, Any]:
     text = resources.files("models").joinpath(file).read_text(encoding="utf-8")
     return json.loads(text)

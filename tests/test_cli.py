@@ -365,6 +365,21 @@ def test_empty_library_and_missing_model(
     assert "model install" in err
 
 
+def test_paths_are_checked_before_the_library_or_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "bare-home"))  # nothing installed
+    for argv, message in (
+        (["index", "{tmp}/no/such/folder"], "photo folder not found: {tmp}/no/such/folder"),
+        (["search", "--similar", "{tmp}/missing.jpg"], "image not found: {tmp}/missing.jpg"),
+        (["search", "./missing.jpg + cat"], "image not found: ./missing.jpg"),
+        (["describe", "{tmp}/missing.jpg", "--labels", "a"], "image not found"),
+    ):
+        code, out, err = _run(capsys, *(arg.format(tmp=tmp_path) for arg in argv))
+        assert code == 1 and message.format(tmp=tmp_path) in _one_error(out, err)
+        assert "model" not in err and "library" not in err, err
+
+
 # -- terminal safety -----------------------------------------------------------------------------
 
 EVIL = "evil\x1b]0;pwned\x07\x1b[2J\u202egpj.jpg"

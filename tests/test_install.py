@@ -34,7 +34,15 @@ from core.errors import (
 from core.install import InstallCancelledError, install_model, list_models, remove_model
 from core.manifest import read_manifest, verify_manifest
 from core.paths import models_dir
-from core.registry import ModelSpec, Preprocess, available_models, default_model_name
+from core.registry import (
+    ModelSpec,
+    Preprocess,
+    available_models,
+    checkpoint_bytes,
+    checkpoint_parameters,
+    default_model_name,
+    get_spec,
+)
 from tests.hub_server import Fault, HubServer, free_port
 
 SAFETENSORS = "open_clip_model.safetensors"
@@ -95,6 +103,7 @@ def _spec(name: str, arch_name: str, repo: str) -> dict:
         hub_repo=repo,
         hub_files=(SAFETENSORS, TORCH_BIN),
         description=f"test model {name}",
+        license="test-licence",
     )
     return spec.to_dict()
 
@@ -181,6 +190,15 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def _cached_checkpoints(home: Path) -> list[str]:
+    """Checkpoint files (links and blobs) in the download cache."""
+    cache = home.parent / "hf-home" / "hub"
+    names = [p.name for p in cache.rglob("*") if p.name in (SAFETENSORS, TORCH_BIN)]
+    blobs = [p for p in cache.rglob("blobs/*") if p.is_file() and p.stat().st_size > 1000]
+    assert len(blobs) == len(names), (names, blobs)
+    return sorted(names)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -194,10 +212,17 @@ def test_install_from_hub_prefers_safetensors(
     result = _cli(_env(home, hub.endpoint), "model", "install", "tiny-vit")
     assert result.returncode == 0, result.stderr
     assert "installed tiny-vit" in result.stdout
+    size = checkpoints["vit.safetensors"].stat().st_size
+    url = f"{hub.endpoint}/{VIT_REPO}/resolve/main/{SAFETENSORS}"
+    # before the download: what, under which licence, how large, from where
+    assert "installing tiny-vit: test model tiny-vit, licence test-licence, about " in result.stderr
+    assert f"downloading {SAFETENSORS} ({size / 1e6:.1f} MB) from {url}" in result.stderr
 
     asked = [(r.server, r.method, r.path) for r in hub.requests]
     sha256 = _sha256(checkpoints["vit.safetensors"])
+    # the size is asked for first, then the download itself asks again and fetches
     assert asked == [
+        ("hub", "HEAD", f"/{VIT_REPO}/resolve/main/{SAFETENSORS}"),
         ("hub", "HEAD", f"/{VIT_REPO}/resolve/main/{SAFETENSORS}"),
         ("cdn", "GET", f"/blobs/{sha256}/{SAFETENSORS}"),
     ]
@@ -214,6 +239,32 @@ def test_install_from_hub_prefers_safetensors(
         manifest["files"]
     )
     assert _leftovers(home) == []
+    # the checkpoint does not stay behind in the download cache
+    assert _cached_checkpoints(home) == []
+
+
+def test_keep_checkpoint_and_a_checkpoint_cached_before(home: Path, hub: HubServer) -> None:
+    env = _env(home, hub.endpoint)
+    result = _cli(env, "model", "install", "tiny-vit", "--keep-checkpoint")
+    assert result.returncode == 0, result.stderr
+    assert _cached_checkpoints(home) == [SAFETENSORS]
+    # a checkpoint that was in the cache before the install is not ours to delete
+    assert _cli(env, "model", "remove", "tiny-vit").returncode == 0
+    assert _cli(env, "model", "install", "tiny-vit").returncode == 0
+    assert _cached_checkpoints(home) == [SAFETENSORS]
+
+
+def test_bare_install_installs_the_default_model(home: Path, hub: HubServer) -> None:
+    registry_file = home / "config" / "registry.json"
+    extra = json.loads(registry_file.read_text(encoding="utf-8"))
+    default = default_model_name()
+    extra["models"][default] = _spec(default, "TINY_VIT", VIT_REPO)
+    registry_file.write_text(json.dumps(extra), encoding="utf-8")
+
+    result = _cli(_env(home, hub.endpoint), "model", "install")
+    assert result.returncode == 0, result.stderr
+    assert f"installed {default} " in result.stdout
+    verify_manifest(home / "data" / "models" / default)
 
 
 def test_install_falls_back_to_bin_when_safetensors_is_missing(home: Path, hub: HubServer) -> None:
@@ -223,6 +274,7 @@ def test_install_falls_back_to_bin_when_safetensors_is_missing(home: Path, hub: 
     heads = [r.path for r in hub.seen("HEAD", "hub")]
     assert heads == [
         f"/{RESNET_REPO}/resolve/main/{SAFETENSORS}",
+        f"/{RESNET_REPO}/resolve/main/{TORCH_BIN}",
         f"/{RESNET_REPO}/resolve/main/{TORCH_BIN}",
     ]
     manifest = verify_manifest(home / "data" / "models" / "tiny-resnet")
@@ -284,23 +336,48 @@ def test_ctrl_c_during_download_leaves_nothing_and_a_rerun_works(
     verify_manifest(home / "data" / "models" / "tiny-vit")
 
 
+def _assert_way_round(result: subprocess.CompletedProcess, endpoint: str, name: str) -> None:
+    """The files to fetch by hand, each once, and the command that installs one, once."""
+    for filename in (SAFETENSORS, TORCH_BIN):
+        url = f"{endpoint}/{VIT_REPO}/resolve/main/{filename}"
+        assert result.stderr.count(url) == 1, result.stderr
+    assert result.stderr.count(f"clipsearch-tui model install {name} --from FILE") == 1
+    assert "Retry" not in result.stderr and "thrown while" not in result.stderr, result.stderr
+
+
 def test_hub_unreachable_names_the_endpoint_and_the_offline_route(
     home: Path, hub: HubServer
 ) -> None:
-    endpoint = f"http://127.0.0.1:{free_port()}"
-    result = _cli(_env(home, endpoint), "model", "install", "tiny-vit", fast=True)
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    result = _cli(_env(home, endpoint), "model", "install", "tiny-vit")  # real waits
+    elapsed = time.monotonic() - started
     assert result.returncode == 1
     line = _one_error_line(result)
-    assert f"cannot reach the model hub at {endpoint} (" in line
-    assert "clipsearch-tui model install tiny-vit --from FILE" in line
+    assert f"cannot reach the model hub at {endpoint} (Connection refused)" in line
+    _assert_way_round(result, endpoint, "tiny-vit")
+    assert elapsed < 15, elapsed  # no retries with back-off (they took about 24 s)
     assert _leftovers(home) == []
 
     hub.unavailable = True
-    result = _cli(_env(home, hub.endpoint), "model", "install", "tiny-vit", fast=True)
+    result = _cli(_env(home, hub.endpoint), "model", "install", "tiny-vit")
     assert result.returncode == 1
     line = _one_error_line(result)
     assert f"cannot reach the model hub at {hub.endpoint} (HTTP 503)" in line
-    assert "--from FILE" in line
+    _assert_way_round(result, hub.endpoint, "tiny-vit")
+    assert len(hub.seen("HEAD")) == 1  # asked once, not retried
+
+
+def test_hub_host_that_does_not_resolve_fails_fast(home: Path) -> None:
+    endpoint = "https://hub.invalid"  # .invalid never resolves (RFC 2606)
+    started = time.monotonic()
+    result = _cli(_env(home, endpoint), "model", "install", "tiny-vit")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    line = _one_error_line(result)
+    assert f"cannot reach the model hub at {endpoint} (cannot look up hub.invalid" in line
+    _assert_way_round(result, endpoint, "tiny-vit")
+    assert elapsed < 15, elapsed
 
 
 def test_offline_mode_with_nothing_cached(home: Path, hub: HubServer) -> None:
@@ -308,13 +385,13 @@ def test_offline_mode_with_nothing_cached(home: Path, hub: HubServer) -> None:
     assert result.returncode == 1
     line = _one_error_line(result)
     assert "offline mode is on (HF_HUB_OFFLINE)" in line
-    assert "clipsearch-tui model install tiny-vit --from FILE" in line
+    _assert_way_round(result, hub.endpoint, "tiny-vit")
     assert hub.requests == []
 
 
 def test_offline_mode_installs_from_the_download_cache(home: Path, hub: HubServer) -> None:
     env = _env(home, hub.endpoint)
-    assert _cli(env, "model", "install", "tiny-resnet").returncode == 0
+    assert _cli(env, "model", "install", "tiny-resnet", "--keep-checkpoint").returncode == 0
     assert _cli(env, "model", "remove", "tiny-resnet").returncode == 0
     before = len(hub.requests)
 
@@ -403,8 +480,8 @@ def test_registry_model_from_a_file_then_already_installed(
 
 
 def test_cli_usage_errors(home: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["model", "install"]) == 2
     assert main(["model", "install", "--from", "x.bin"]) == 2
+    assert main(["model", "install", "tiny-vit", "--from", "no-such.bin"]) == 2
     assert main(["model", "install", "tiny-vit", "--as", "other"]) == 2
     assert main(["model", "install", "--no-such-flag"]) == 2
     assert main(["model", "remove"]) == 2
@@ -498,6 +575,7 @@ def test_list_json(home: Path, checkpoints: dict[str, Path], capsys: pytest.Capt
 
     default = rows[default_model_name()]
     assert default["default"] is True and default["installed"] is False and default["size"] is None
+    assert default["download_size"] == checkpoint_bytes(get_spec(default_model_name()).architecture)
     assert sum(row["default"] for row in rows.values()) == 1
 
     tiny = rows["tiny-vit"]
@@ -524,6 +602,8 @@ def test_list_json(home: Path, checkpoints: dict[str, Path], capsys: pytest.Capt
     assert main(["model", "list"]) == 0
     table = capsys.readouterr().out
     assert "tiny-vit" in table and "custom-rn" in table and "* default model" in table
+    default_line = next(line for line in table.splitlines() if default_model_name() in line)
+    assert f"~{default['download_size'] / 1e6:.1f} MB download" in default_line
 
 
 def test_remove(home: Path, checkpoints: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
@@ -683,3 +763,15 @@ def test_commands_do_not_load_textual(home: Path) -> None:
         [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_download_size_counts_every_tensor_of_the_checkpoint() -> None:
+    pytest.importorskip("open_clip")
+    from tests.reference import TINY_RESNET, TINY_VIT, make_reference
+
+    for arch in (TINY_VIT, TINY_RESNET):
+        state = make_reference(arch, seed=3).state_dict()
+        assert checkpoint_parameters(arch) == sum(value.numel() for value in state.values())
+    # the default model is the 605 MB download its users know
+    default = get_spec(default_model_name()).architecture
+    assert round(checkpoint_bytes(default) / 1e6) == 605

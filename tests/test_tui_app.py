@@ -606,8 +606,14 @@ async def test_first_run_offline_shows_the_install_from_file_route(
 
     monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
 
+    url = "https://hub.test/tiny/model.safetensors"
+
     def offline(name, from_file=None, **_):  # type: ignore[no-untyped-def]
-        raise DownloadError("cannot reach the model hub at https://huggingface.co (offline)")
+        raise DownloadError(
+            "cannot reach the model hub at https://huggingface.co (offline)",
+            urls=(url,),
+            route="clipsearch-tui model install tiny --from FILE",
+        )
 
     monkeypatch.setattr(core.install, "install_model", offline)
     app = make_app([tui_album], images="none", config=tui_config())
@@ -617,7 +623,8 @@ async def test_first_run_offline_shows_the_install_from_file_route(
         await settle(pilot, lambda: "Install failed" in screen_text(app))
         text = screen_text(app)
         assert "cannot be reached (offline?)" in text
-        assert "clipsearch-tui model install tiny --from FILE" in text
+        assert text.count("clipsearch-tui model install tiny --from FILE") == 1
+        assert text.count("https://hub.test/tiny/model.safetensors") == 1
         await pilot.click("#quit")
     assert app.return_code == 1
 

@@ -143,6 +143,8 @@ class InstallFinished(Message):
     model_name: str
     error: str | None
     cancelled: bool = False
+    urls: tuple[str, ...] = ()  # checkpoint files to fetch by hand, when the download failed
+    route: str | None = None  # the command that installs from such a file
 
 
 @dataclass

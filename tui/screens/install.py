@@ -15,7 +15,6 @@ from textual.worker import get_current_worker
 
 from core import install
 from core.errors import ClipsearchError, DownloadError
-from core.registry import get_spec
 from tui.messages import InstallFinished, InstallProgressed
 from tui.text import file_size, inert
 
@@ -31,18 +30,12 @@ _STAGES = {
 
 
 def _model_facts(name: str) -> str:
+    """Name, description, licence and download size, as the command line shows them."""
     try:
-        spec = get_spec(name)
-    except ClipsearchError:
-        return f"{name} (not in the model registry)"
-    facts = [name]
-    if spec.description:
-        facts.append(spec.description)
-    if spec.license and spec.license != "unknown":
-        facts.append(f"licence {spec.license}")
-    if spec.hub_repo:
-        facts.append(f"from {spec.hub_repo}")
-    return ", ".join(facts)
+        facts = install.describe_model(name)
+    except ClipsearchError as error:
+        return f"{name} ({error})"
+    return facts if facts is not None else f"{name} (not in the model registry)"
 
 
 class InstallScreen(ModalScreen[bool]):
@@ -107,7 +100,9 @@ class InstallScreen(ModalScreen[bool]):
         except install.InstallCancelledError:
             self.post_message(InstallFinished(name, None, cancelled=True))
         except DownloadError as error:
-            self.post_message(InstallFinished(name, f"download: {error}"))
+            self.post_message(
+                InstallFinished(name, f"download: {error}", urls=error.urls, route=error.route)
+            )
         except ClipsearchError as error:
             self.post_message(InstallFinished(name, str(error)))
         else:
@@ -146,8 +141,15 @@ class InstallScreen(ModalScreen[bool]):
             text.append("The model hub cannot be reached (offline?).\n", style="bold")
             error = error.removeprefix("download: ")
         text.append(inert(error) + "\n\n")
-        text.append("To install from a checkpoint file downloaded elsewhere, run:\n")
-        text.append(OFFLINE_ROUTE.format(name=self.model_name), style="bold")
+        if message.urls:
+            text.append("Fetch one of these files by hand:\n")
+            for url in message.urls:
+                text.append(inert(url) + "\n", style="bold")
+            text.append("then run:\n")
+        else:
+            text.append("To install from a checkpoint file downloaded elsewhere, run:\n")
+        route = message.route or OFFLINE_ROUTE.format(name=self.model_name)
+        text.append(inert(route), style="bold")
         self.query_one("#install-error", Static).update(text)
 
     @on(Button.Pressed, "#cancel")
