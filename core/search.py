@@ -36,18 +36,20 @@ the candidates; NaN and infinity never reach a result.
 
 Ranking
 -------
-A search ranks a compact copy of the library's vectors, kept between searches: int8 codes with
-one scale per row (about ``D + 12`` bytes a photo instead of ``4 * D + 8``). Its scores are
-within about 2e-3 of the exact ones; the best ``max(4 * top, top + 100)`` by those scores are
-found with ``np.argpartition`` and scored again with their stored float32 vectors, so the scores
-returned, and their order, are exact. A search with filters asks the library only for the ids of
-the photos that pass them (:meth:`core.store.Library.photo_ids`) and ranks those rows of the
-same copy.
+A search ranks a compact copy of the library's vectors (:mod:`core.compact`): int8 codes with
+one scale per row (about ``D + 12`` bytes a photo instead of ``4 * D + 8``), memory-mapped from
+the vector file beside the database (:mod:`core.vectorfile`), so that the first search of a
+process reads no float32 vector but the ones it re-scores. Its scores are within about 2e-3 of
+the exact ones; the best ``max(4 * top, top + 100)`` by those scores are found with
+``np.argpartition`` and scored again with their stored float32 vectors, so the scores returned,
+and their order, are exact. A search with filters asks the library only for the ids of the
+photos that pass them (:meth:`core.store.Library.photo_ids`) and ranks those rows of the same
+copy.
 
 The copy follows the library: when the library changed only by gaining embeddings (an indexing
 run that commits a batch every second), the next search reads and appends just the new ones
 (:meth:`core.store.Library.vectors_added`); when an embedding was removed or overwritten, it is
-made again from all of them.
+mapped again from the vector file, which the indexing run keeps current.
 """
 
 from __future__ import annotations
@@ -59,7 +61,6 @@ import re
 import sys
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -67,6 +68,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from core import vectorfile
+from core.compact import CompactVectors
 from core.errors import ClipsearchError
 
 if TYPE_CHECKING:
@@ -395,191 +398,6 @@ def _best(scores: np.ndarray, count: int) -> np.ndarray:
     return np.argpartition(scores, n - count)[n - count :]
 
 
-class _CompactVectors:
-    """The embeddings of a whole library, quantised for fast search in little memory.
-
-    Each row ``v`` (``[D] float32``, unit length) is kept as ``[D] int8`` codes ``c`` and one
-    ``float32`` scale ``s = max|v| / 127``, so that ``v ~= s * c``: about ``D + 12`` bytes a
-    photo with its id, a quarter of float32. A score ``q . v`` is then ``s * (q . c)``, within
-    about ``2e-3`` of the exact one for ``D = 512``. :func:`_rank` re-scores the best candidates
-    with the stored float32 vectors, so the scores it returns, and their order, are exact.
-
-    Rows that are not finite are left out when the codes are made. An object never changes once
-    made: :meth:`extended` returns a new one, which may share the arrays (rows are appended to
-    spare room at their end that no older object reads), so a search that still holds an older
-    object goes on safely.
-
-    Attributes
-    ----------
-    ids
-        Photo ids, ``[N] int64``; the first :attr:`sorted_rows` ascending, then the rows
-        appended by :meth:`extended`, each batch ascending.
-    codes
-        ``[N, D] int8``.
-    scales
-        ``[N] float32``.
-    """
-
-    CHUNK = 256  # rows converted to float32 at a time: 512 KiB for D = 512, inside L2
-    PARALLEL_ROWS = 16_384  # fewest rows per thread worth splitting a scoring pass for
-    GROWTH = 4  # room made when appending: a quarter more than needed
-
-    def __init__(
-        self,
-        ids: np.ndarray,
-        codes: np.ndarray,
-        scales: np.ndarray,
-        count: int,
-        sorted_rows: int,
-        owner: list[int],
-    ) -> None:
-        self._ids, self._codes, self._scales = ids, codes, scales
-        self.ids: np.ndarray = ids[:count]
-        self.codes: np.ndarray = codes[:count]
-        self.scales: np.ndarray = scales[:count]
-        self.sorted_rows = sorted_rows
-        self._owner = owner  # [rows used in the shared arrays]: only that object may append
-
-    @classmethod
-    def build(cls, ids: np.ndarray, matrix: np.ndarray) -> _CompactVectors:
-        """Quantise ``matrix`` ``[N, D] float32`` whose rows belong to ``ids`` ``[N]``."""
-        ids, codes, scales = cls._quantised(ids, matrix)
-        sorted_rows = len(ids) if bool(np.all(ids[1:] > ids[:-1])) else 0
-        return cls(ids, codes, scales, len(ids), sorted_rows, [len(ids)])
-
-    @classmethod
-    def _quantised(
-        cls, ids: np.ndarray, matrix: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        finite = np.isfinite(matrix).all(axis=1)
-        if not finite.all():
-            ids, matrix = ids[finite], matrix[finite]
-        codes = np.empty(matrix.shape, np.int8)
-        scales = np.empty(len(ids), np.float32)
-        step = 4 * cls.CHUNK
-        work = np.empty((min(step, len(ids)), matrix.shape[1]), np.float32)
-        for start in range(0, len(ids), step):
-            block = matrix[start : start + step]
-            scaled = work[: len(block)]
-            peak = np.abs(block, out=scaled).max(axis=1)
-            scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-            np.divide(block, scale[:, None], out=scaled)
-            codes[start : start + step] = np.rint(scaled, out=scaled)
-            scales[start : start + step] = scale
-        return np.ascontiguousarray(ids, dtype=np.int64), codes, scales
-
-    def extended(self, ids: np.ndarray, matrix: np.ndarray) -> _CompactVectors:
-        """This copy with more rows: ``ids`` ``[K]`` ascending, ``matrix`` ``[K, D] float32``."""
-        new_ids, new_codes, new_scales = self._quantised(ids, matrix)
-        count, added = len(self.ids), len(new_ids)
-        if not added:
-            return self
-        total = count + added
-        if self._owner[0] == count and total <= len(self._ids):
-            all_ids, codes, scales, owner = self._ids, self._codes, self._scales, self._owner
-        else:  # no room left, or another object appended already: new arrays
-            room = total + total // self.GROWTH
-            all_ids = np.empty(room, np.int64)
-            codes = np.empty((room, self.dim), np.int8)
-            scales = np.empty(room, np.float32)
-            all_ids[:count], codes[:count], scales[:count] = self.ids, self.codes, self.scales
-            owner = [count]
-        all_ids[count:total] = new_ids
-        codes[count:total] = new_codes
-        scales[count:total] = new_scales
-        owner[0] = total
-        in_order = self.sorted_rows == count and (count == 0 or new_ids[0] > self.ids[-1])
-        return _CompactVectors(
-            all_ids, codes, scales, total, total if in_order else self.sorted_rows, owner
-        )
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def dim(self) -> int:
-        return int(self.codes.shape[1])
-
-    def rows_of(self, wanted: np.ndarray) -> np.ndarray:
-        """Positions of the rows whose id is in ``wanted`` (``[M] int64``, ascending, unique).
-
-        ``O(M log N)`` over the ascending rows and ``O(T log M)`` over the ``T`` appended ones.
-        """
-        wanted = np.asarray(wanted, dtype=np.int64)
-        head = self.ids[: self.sorted_rows]
-        at = np.minimum(np.searchsorted(head, wanted), max(len(head) - 1, 0))
-        rows = at[head[at] == wanted] if len(head) else at[:0]
-        tail = self.ids[self.sorted_rows :]
-        if len(tail) and len(wanted):
-            at = np.minimum(np.searchsorted(wanted, tail), len(wanted) - 1)
-            rows = np.concatenate([rows, self.sorted_rows + np.flatnonzero(wanted[at] == tail)])
-        return rows
-
-    def scores(self, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Approximate cosine of the rows with ``query`` ``[D] float32``.
-
-        Parameters
-        ----------
-        query
-            ``[D] float32``.
-        rows
-            Positions of the rows to score, ``[M]``; all rows when None.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``[M] float32`` (``[N]`` for all rows).
-        """
-        count = len(self.ids) if rows is None else len(rows)
-        out = np.empty(count, np.float32)
-        parts = min(_SCORE_WORKERS, count // self.PARALLEL_ROWS)
-        if parts > 1:
-            bounds = np.linspace(0, count, parts + 1).astype(int)
-            pool = _score_pool()
-            jobs = [
-                pool.submit(self._score_span, query, rows, int(begin), int(end), out)
-                for begin, end in zip(bounds[:-1], bounds[1:])
-            ]
-            for job in jobs:
-                job.result()
-        else:
-            self._score_span(query, rows, 0, count, out)
-        out *= self.scales if rows is None else self.scales[rows]
-        return out
-
-    def _score_span(
-        self, query: np.ndarray, rows: np.ndarray | None, begin: int, end: int, out: np.ndarray
-    ) -> None:
-        """``out[begin:end]``: unscaled scores of those rows (of ``rows`` when given)."""
-        block = min(self.CHUNK, end - begin)
-        codes = np.empty((block, self.dim), np.int8)
-        buffer = np.empty((block, self.dim), np.float32)
-        for start in range(begin, end, self.CHUNK):
-            stop = min(start + self.CHUNK, end)
-            floats = buffer[: stop - start]
-            if rows is None:
-                np.copyto(floats, self.codes[start:stop], casting="unsafe")
-            else:
-                picked = codes[: stop - start]
-                np.take(self.codes, rows[start:stop], axis=0, out=picked)
-                np.copyto(floats, picked, casting="unsafe")
-            np.dot(floats, query, out=out[start:stop])
-
-
-_SCORE_WORKERS = max(1, min(4, os.cpu_count() or 1))
-_score_executor: ThreadPoolExecutor | None = None
-_score_lock = threading.Lock()
-
-
-def _score_pool() -> ThreadPoolExecutor:
-    """Threads that share a large scoring pass (numpy releases the GIL while it works)."""
-    global _score_executor
-    with _score_lock:
-        if _score_executor is None:
-            _score_executor = ThreadPoolExecutor(_SCORE_WORKERS, thread_name_prefix="clip-score")
-        return _score_executor
-
-
 def _return_freed_memory() -> None:
     """Hand heap pages freed after reading all vectors back to the system (glibc only).
 
@@ -601,21 +419,24 @@ class _Cached:
     identity: tuple[int, int] | None
     model_name: str
     version: VectorVersion
-    compact: _CompactVectors
+    compact: CompactVectors
 
 
 _CACHE_SIZE = 2  # libraries whose compact vectors are kept
+_APPEND_ROWS = 65_536  # rows a cached copy may gain in memory before the file is mapped again
 _cache: dict[str, _Cached] = {}
 _cache_lock = threading.Lock()
 
 
-def _compact_vectors(library: Library, model_name: str) -> _CompactVectors:
+def _compact_vectors(library: Library, model_name: str) -> CompactVectors:
     """The library's vectors, quantised, kept for later searches and brought up to date.
 
-    Reuses the copy while :attr:`~core.store.Library.vector_version` stays the same, appends
-    the embeddings written since when nothing was removed, and makes it again otherwise. Locks
-    are taken in one order: the library's (:meth:`~core.store.Library.snapshot`), then the
-    cache's.
+    Reuses the copy while :attr:`~core.store.Library.vector_version` stays the same, and appends
+    the embeddings written since when nothing was removed (an indexing run commits a batch every
+    second or so), until the appended rows pass an eighth of the copy. Otherwise it maps the
+    vector file beside the database (:func:`core.vectorfile.load`), and only when there is
+    none that can be used, quantises the database's vectors in memory. Locks are taken in one
+    order: the library's (:meth:`~core.store.Library.snapshot`), then the cache's.
     """
     key = str(library.path)
     try:
@@ -629,18 +450,24 @@ def _compact_vectors(library: Library, model_name: str) -> _CompactVectors:
         if found is not None and (found.identity, found.model_name) == (identity, model_name):
             if found.version == version or found.version.revision > version.revision:
                 return found.compact  # current, or newer than what this reader sees
-            if found.version.removed == version.removed and found.compact.dim == (
-                library.embed_dim or 0
+            compact = found.compact
+            if (
+                found.version.removed == version.removed
+                and found.version.library_id == version.library_id
+                and compact.dim == (library.embed_dim or 0)
+                and compact.appended_rows <= max(_APPEND_ROWS, len(compact) // 8)
             ):
                 ids, matrix = library.vectors_added(model_name, found.version.revision)
-                compact = found.compact.extended(ids, matrix)
+                compact = compact.extended(ids, matrix)
                 _cache[key] = _Cached(identity, model_name, version, compact)
                 return compact
-        _cache.pop(key, None)  # let the old codes go before the new ones are built
+        _cache.pop(key, None)  # let the old codes go before the new ones are made
         del found
-        ids, matrix = library.vectors(model_name)
-        compact = _CompactVectors.build(ids, matrix)
-        del ids, matrix
+        compact = vectorfile.load(library, model_name)
+        if compact is None:
+            ids, matrix = library.vectors(model_name)
+            compact = CompactVectors.build(ids, matrix)
+            del ids, matrix
         _return_freed_memory()
         _cache[key] = _Cached(identity, model_name, version, compact)
         while len(_cache) > _CACHE_SIZE:
@@ -681,7 +508,7 @@ class _Candidates:
     """
 
     ids: np.ndarray
-    compact: _CompactVectors
+    compact: CompactVectors
     rows: np.ndarray | None = None
 
 

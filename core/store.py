@@ -20,8 +20,10 @@ Tables
 ``skipped``
     Files the scan did not index (unsupported format, empty file, unreadable folder), with why.
 ``meta``
-    The model the embeddings belong to, its embedding size, a revision counter, and how many
-    embeddings were ever deleted or overwritten (``vectors_removed``, counted by triggers).
+    The model the embeddings belong to, its embedding size, a revision counter, how many
+    embeddings were ever deleted or overwritten (``vectors_removed``, counted by triggers), the
+    library's random name (``library_id``) and the random ``vector_generation`` that triggers
+    draw again whenever an embedding changes.
 
 Embeddings are written in the same transaction as the status that says the photo is indexed, so
 after a crash every photo is either indexed with its vector or still pending; there is never a
@@ -41,16 +43,16 @@ filter stays one range over the unique index on ``path``.
 
 Storage choice
 --------------
-Vectors are float32 BLOBs inside the database. :meth:`Library.vectors` streams them in id
-order, scanning the embeddings table (never sorting the BLOBs), and copies each block of rows
-into one preallocated matrix, so it holds little more than the matrix it returns. A
-memory-mapped vector file beside the database (row = slot) reads faster
-(``bench/indexing.py --storage``, see ``bench/RESULTS.md``), but a file outside the database
-cannot be committed together with the status, and reusing the slot of a deleted photo can hand a
-reader that still sees the old row another photo's vector. A search keeps a compact copy of the
-matrix between queries and, while photos are only added, reads just the new embeddings
-(:meth:`Library.vectors_added`, :attr:`Library.vector_version`). Pages are 16 KiB, so that the
-2 KiB BLOBs of D = 512 pack with little waste (2.6 KB per photo on disk).
+Vectors are float32 BLOBs inside the database, the one truth for exact scores.
+:meth:`Library.vectors` streams them in id order, scanning the embeddings table (never sorting
+the BLOBs), and copies each block of rows into one preallocated matrix, so it holds little more
+than the matrix it returns. A search ranks an int8 copy of them kept in the *vector file* beside
+the database (:mod:`core.vectorfile`), which the writer brings up to date after every committed
+batch and sync (:meth:`Library.refresh_vector_file`). A file outside the database cannot be
+committed together with the status, so it is never trusted on its own: triggers draw a new
+``vector_generation`` in the same transaction as any change to the embeddings, and the file is
+used only while it names the current one (see *Trust* in :mod:`core.vectorfile`). Pages are
+16 KiB, so that the 2 KiB BLOBs of D = 512 pack with little waste (2.6 KB per photo on disk).
 
 float32, not float16: float16 would halve the file but moves scores by up to 5e-5, which with
 random unit vectors (N = 10,000, D = 512, 1,000 random queries) changed the order of the top 10
@@ -115,6 +117,9 @@ __all__ = [
 
 DATABASE_NAME = "library.sqlite"
 """File name of the library database inside :func:`core.paths.data_dir`."""
+
+VECTOR_FILE_SUFFIX = ".vectors"
+"""Added to the database file's name to name its vector file (:mod:`core.vectorfile`)."""
 
 THUMBNAIL_FOLDER = "thumbnails"
 """Sub-folder of :func:`core.paths.cache_dir` that holds the thumbnails."""
@@ -198,10 +203,17 @@ class VectorVersion(NamedTuple):
         How many embeddings were ever deleted or overwritten. While it stays the same, the
         embeddings of a later version are those of an earlier one plus the ones
         :meth:`Library.vectors_added` returns.
+    generation
+        A random number drawn again, in the same transaction, whenever any embedding is
+        written or removed: equal generations mean equal embeddings.
+    library_id
+        The library's random name (32 hex digits), given once when it is created.
     """
 
     revision: int
     removed: int
+    generation: int = 0
+    library_id: str = ""
 
 
 class PendingPhoto(NamedTuple):
@@ -381,6 +393,28 @@ def _migrate_4_vector_changes(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _migrate_5_vector_generation(db: sqlite3.Connection) -> None:
+    """Name the library and the state of its embeddings, for the vector file beside it.
+
+    ``meta.library_id`` is a random 128-bit name given once. ``meta.vector_generation`` is a
+    random number that triggers draw again whenever an embedding is inserted, deleted or
+    overwritten, in the same transaction, whoever writes it: the vector file
+    (:mod:`core.vectorfile`) records the pair it was made from, and is used only while both
+    match.
+    """
+    draw = "UPDATE meta SET value = CAST(random() AS TEXT) WHERE key = 'vector_generation'"
+    for statement in (
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('library_id', lower(hex(randomblob(16))))",
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('vector_generation', random())",
+    ):
+        db.execute(statement)
+    for event in ("INSERT", "DELETE", "UPDATE"):
+        db.execute(
+            f"CREATE TRIGGER embeddings_generation_{event.lower()} AFTER {event} ON embeddings"
+            f" BEGIN {draw}; END"
+        )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -388,6 +422,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _migrate_2_indexes,
     _migrate_3_exact_paths,
     _migrate_4_vector_changes,
+    _migrate_5_vector_generation,
 )
 """Schema changes in order; ``PRAGMA user_version`` counts how many a database has had."""
 
@@ -544,11 +579,15 @@ class Library:
         The database file.
     thumbnail_dir
         Folder the thumbnails are written to (``thumbnails`` in the cache folder by default).
+    vector_file_path
+        The compact vector file beside the database (:mod:`core.vectorfile`): the database
+        file's name with ``.vectors`` added.
     """
 
     def __init__(self, path: Path, thumbnail_dir: Path) -> None:
         self.path = path
         self.thumbnail_dir = thumbnail_dir
+        self.vector_file_path: Path | None = path.with_name(path.name + VECTOR_FILE_SUFFIX)
         self._mutex = threading.RLock()
         self._writer = _WriterLock(path.with_name(path.name + ".lock"))
         try:
@@ -746,10 +785,16 @@ class Library:
         ``removed`` grew, it has to read them again.
         """
         values = dict(
-            self._query("SELECT key, value FROM meta WHERE key IN ('revision', 'vectors_removed')")
+            self._query(
+                "SELECT key, value FROM meta WHERE key IN"
+                " ('revision', 'vectors_removed', 'vector_generation', 'library_id')"
+            )
         )
         return VectorVersion(
-            int(values.get("revision") or 0), int(values.get("vectors_removed") or 0)
+            int(values.get("revision") or 0),
+            int(values.get("vectors_removed") or 0),
+            int(values.get("vector_generation") or 0),
+            values.get("library_id") or "",
         )
 
     # -- roots -------------------------------------------------------------------------------
@@ -1021,6 +1066,7 @@ class Library:
                 self._bump(db)
         report.deleted = len(gone)
         self._drop_orphan_thumbnails({found.content_hash for _, found in gone})
+        self.refresh_vector_file()
         return report
 
     @staticmethod
@@ -1179,6 +1225,7 @@ class Library:
         if matrix.ndim != 2 or len(matrix) != len(ids) or len(thumbnails) != len(ids):
             raise ValueError(f"expected {len(ids)} vectors and thumbnails, got {matrix.shape}")
         with self._transaction() as db:
+            before = self._generation(db)
             revision = self._bump(db)
             # an embedding that is overwritten is deleted first, so that the trigger counts it
             db.executemany(
@@ -1198,6 +1245,31 @@ class Library:
                 "UPDATE photos SET status = 'failed', error = ?, model = NULL WHERE id = ?",
                 [(error, int(i)) for i, error in failed],
             )
+        self.refresh_vector_file(before)
+
+    @staticmethod
+    def _generation(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = 'vector_generation'").fetchone()
+        return int(row[0]) if row and row[0] else 0
+
+    def refresh_vector_file(self, previous_generation: int | None = None) -> None:
+        """Bring the vector file up to date with the committed embeddings (writer lock held).
+
+        Parameters
+        ----------
+        previous_generation
+            The :attr:`VectorVersion.generation` before the last transaction, when the caller
+            knows it: a file made at that generation then only needs the rows added since.
+
+        A file that cannot be written is left stale and a warning is logged: searches then
+        rebuild it, or work from memory (see :mod:`core.vectorfile`).
+        """
+        from core import vectorfile
+
+        self._require_lock()
+        model_name = self.model_name
+        if model_name is not None:
+            vectorfile.refresh(self, model_name, previous_generation)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -1362,6 +1434,38 @@ class Library:
                 (int(after),),
             )
             return self._vectors_of(ids)
+
+    def vectors_after_id(
+        self, model_name: str, after: int, limit: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``limit`` embeddings of indexed photos with an id above ``after``.
+
+        Call it inside :meth:`snapshot`, from ``after = 0`` on with the last id returned, to
+        read every embedding in blocks of bounded size, in ascending id order.
+
+        Returns
+        -------
+        ids : numpy.ndarray
+            ``[K] int64``, ascending; ``K < limit`` only at the end.
+        matrix : numpy.ndarray
+            ``[K, D] float32``, as :meth:`vectors` returns them.
+        """
+        self._check_model(model_name)
+        return self._read_vectors(
+            int(limit),
+            [
+                (
+                    "SELECT e.photo_id, e.vector FROM embeddings AS e CROSS JOIN photos AS p"
+                    " ON p.id = e.photo_id WHERE e.photo_id > ? AND p.status = 'indexed'"
+                    " ORDER BY e.photo_id LIMIT ?",
+                    (int(after), int(limit)),
+                )
+            ],
+        )
+
+    def indexed_count(self) -> int:
+        """How many photos are indexed (have an embedding), counted on an index."""
+        return int(self._query("SELECT count(*) FROM photos WHERE status = 'indexed'")[0][0])
 
     def _vectors_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The embeddings of ``ids`` (``[N] int64``, ascending), looked up by id."""

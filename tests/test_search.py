@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core import compact as compact_mod
 from core import search as search_mod
 from core.album import scan, wall_time
+from core.compact import CompactVectors
 from core.encoder import ClipModel
 from core.indexer import index
 from core.search import (
@@ -333,6 +335,7 @@ class _FakeLibrary:
 
     def __init__(self, path: Path, matrix: np.ndarray, model_name: str = "fake") -> None:
         self.path = path
+        self.vector_file_path = None  # no vector file: the copy is made in memory
         self.model_name = model_name
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         self.ids = np.arange(1, len(matrix) + 1, dtype=np.int64) * 10
@@ -354,7 +357,7 @@ class _FakeLibrary:
     def replace(self, matrix: np.ndarray) -> None:
         """Overwrite every vector, as a re-index would."""
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-        revision, removed = self.vector_version
+        revision, removed, *_ = self.vector_version
         self.vector_version = VectorVersion(revision + 1, removed + len(matrix))
 
     def add(self, rows: np.ndarray) -> None:
@@ -362,7 +365,7 @@ class _FakeLibrary:
         self.added.append((self.vector_version.revision + 1, len(self.matrix)))
         self.matrix = np.concatenate([self.matrix, rows.astype(np.float32)])
         self.ids = np.arange(1, len(self.matrix) + 1, dtype=np.int64) * 10
-        revision, removed = self.vector_version
+        revision, removed, *_ = self.vector_version
         self.vector_version = VectorVersion(revision + 1, removed)
 
     def vectors(self, model_name: str, **filters: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -453,13 +456,14 @@ def test_scores_split_over_threads_equal_one_pass(
     monkeypatch: pytest.MonkeyPatch, subset: bool
 ) -> None:
     matrix = _random_unit(3000, 512, seed=8)
-    compact = search_mod._CompactVectors.build(np.arange(3000, dtype=np.int64), matrix)
+    compact = CompactVectors.build(np.arange(2000, dtype=np.int64), matrix[:2000])
+    compact = compact.extended(np.arange(2000, 3000, dtype=np.int64), matrix[2000:])
     rows = np.arange(3, 3000, 7) if subset else None
     query = matrix[11]
-    monkeypatch.setattr(search_mod, "_SCORE_WORKERS", 1)
+    monkeypatch.setattr(compact_mod, "SCORE_WORKERS", 1)
     one_pass = compact.scores(query, rows)
-    monkeypatch.setattr(search_mod, "_SCORE_WORKERS", 3)
-    monkeypatch.setattr(search_mod._CompactVectors, "PARALLEL_ROWS", 100)
+    monkeypatch.setattr(compact_mod, "SCORE_WORKERS", 3)
+    monkeypatch.setattr(CompactVectors, "PARALLEL_ROWS", 100)
     split = compact.scores(query, rows)
     # the same sums; the split moves chunk boundaries, so the last bit may differ
     np.testing.assert_allclose(split, one_pass, rtol=1e-6, atol=1e-7)
@@ -508,19 +512,22 @@ def test_rows_of_finds_ids_in_the_sorted_rows_and_in_appended_ones(tail_sorted: 
     rng = np.random.default_rng(6)
     matrix = _random_unit(60, 8, seed=6)
     ids = np.arange(0, 120, 2, dtype=np.int64)  # even ids first, then odd ones appended
-    compact = search_mod._CompactVectors.build(ids[:40], matrix[:40])
+    compact = CompactVectors.build(ids[:40], matrix[:40])
     extra = np.sort(rng.choice(np.arange(1, 200, 2), 20, replace=False))
     if tail_sorted:
         extra += 200
+    else:
+        extra = extra[::-1].copy()
+    compact.rows_of(ids[:3])  # sorts the ids once; the extended copy merges into that order
     compact = compact.extended(extra, matrix[40:])
-    assert compact.sorted_rows == (60 if tail_sorted else 40)
+    assert compact.base_rows == 40 and compact.appended_rows == 20
     all_ids = np.concatenate([ids[:40], extra])
     for wanted in (np.array([], np.int64), np.arange(0, 400), rng.choice(400, 50, replace=False)):
         wanted = np.unique(wanted)
         rows = compact.rows_of(wanted)
         assert sorted(compact.ids[rows].tolist()) == sorted(set(all_ids) & set(wanted.tolist()))
     rows = compact.rows_of(np.sort([extra[5], ids[3]]))
-    assert sorted(rows.tolist()) == [3, 45]
+    assert rows.tolist() == [3, 45]
     query = matrix[45]
     np.testing.assert_allclose(compact.scores(query, rows), matrix[rows] @ query, atol=2e-2)
     np.testing.assert_allclose(compact.scores(query), matrix @ query, atol=2e-2)
@@ -587,26 +594,28 @@ def test_a_search_after_one_more_batch_reads_only_the_new_rows(
     with Library.open(tmp_path / "lib.sqlite", thumbnail_dir=tmp_path / "thumbs") as library:
         vectors = _commit(library, album, seed=1)
         search(library, model, vectors[min(vectors)], top=5)
-        assert (read.full, read.rows) == (1, 40)
+        assert (read.full, read.rows) == (0, 0)  # the vector file holds them already
 
         _fake_photos(album / "new", range(40, 45))
         added = _commit(library, album, seed=2)
         vectors.update(added)
         query = added[max(added)]
         hits = search(library, model, query, top=10)
-        assert (read.full, read.rows) == (1, 45)  # only the five new rows were read
+        # only the five new rows were read: by the writer for the file, by the search for its copy
+        assert (read.full, read.rows) == (0, 10)
         assert [h.photo.id for h in hits] == _exact_order(vectors, query)[:10]
         assert hits[0].score == pytest.approx(1.0, abs=1e-6)
 
         hits = search(library, model, query, top=50, folder=album / "new")
         assert {h.photo.id for h in hits} == set(added)
-        assert (read.full, read.rows) == (1, 45)
+        assert (read.full, read.rows) == (0, 10)
 
         with library.indexing_lock():  # one photo fails on a second try: its vector goes
             library.save_batch("fake", [], np.zeros((0, DIM), np.float32), [], [(min(added), "x")])
         del vectors[min(added)]
         hits = search(library, model, query, top=50)
-        assert (read.full, read.rows) == (2, 89)  # a removal makes the copy again
+        # a removal: the writer makes the vector file again, the search maps it
+        assert (read.full, read.rows) == (0, 10)
         assert [h.photo.id for h in hits] == _exact_order(vectors, query)
 
 
@@ -634,7 +643,8 @@ def test_photos_indexed_out_of_id_order_are_found_by_filtered_searches(
                 assert len(expected) == (60 if folder is None else 30)
                 subset = {i: vectors[i] for i in expected}
                 assert [h.photo.id for h in hits] == _exact_order(subset, vectors[query_id])
-        assert (read.full, read.rows) == (1, 60)
+        # the writer appended two batches of 20 to the file; the search, those 40 to its copy
+        assert (read.full, read.rows) == (0, 80)
 
 
 def test_filtered_searches_rank_the_cached_copy_without_reading_vectors(
