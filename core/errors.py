@@ -44,3 +44,7 @@ class DownloadError(ClipsearchError):
         super().__init__(message)
         self.urls = urls
         self.route = route
+
+
+class TokenizerError(ClipsearchError):
+    """A model's tokenizer files are missing, unreadable, or do not fit its checkpoint."""
