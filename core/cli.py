@@ -4,7 +4,7 @@
 
     clipsearch-tui [PATH ...]                  open the app (on these album folders)
     clipsearch-tui --version
-    clipsearch-tui model install [NAME] [--from FILE] [--as NEWNAME] [--quick-gelu]
+    clipsearch-tui model install [NAME] [--from FILE|FOLDER] [--as NEWNAME] [--quick-gelu]
                                  [--precision {fp32,int8}] [--keep-checkpoint]
     clipsearch-tui model list [--json]
     clipsearch-tui model remove NAME
@@ -168,8 +168,10 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
         "--from",
         dest="from_file",
         type=Path,
-        metavar="FILE",
-        help="local .safetensors or .bin checkpoint instead of a download",
+        metavar="FILE|FOLDER",
+        help="install from a local .safetensors or .bin checkpoint, or from a folder holding the "
+        "files of the model's hub repository (checkpoint and, for models that have them, "
+        "tokenizer files), instead of a download",
     )
     install.add_argument(
         "--as", dest="as_name", metavar="NEWNAME", help="install a checkpoint under this name"

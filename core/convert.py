@@ -70,12 +70,14 @@ class _Weights:
 # shared building blocks
 
 
-def _layer_norm(g: Graph, x: str, name: str, w: _Weights, prefix: str, width: int) -> str:
+def _layer_norm(
+    g: Graph, x: str, name: str, w: _Weights, prefix: str, width: int, eps: float = LN_EPS
+) -> str:
     return g.layer(
         "LayerNorm",
         name,
         [x],
-        {0: width, 1: LN_EPS, 2: 1},
+        {0: width, 1: eps, 2: 1},
         [(w(f"{prefix}.weight", (width,)), False), (w(f"{prefix}.bias", (width,)), False)],
     )
 
@@ -110,9 +112,10 @@ def _quantize(weight: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
     return np.clip(np.round(weight * scale), -127, 127).astype(np.int8)
 
 
-def _gelu(g: Graph, x: str, name: str, quick: bool) -> str:
+def _gelu(g: Graph, x: str, name: str, quick: bool, tanh: bool = False) -> str:
+    """GELU: exact (erf), ``tanh`` approximation (ncnn's ``fast_gelu``), or QuickGELU."""
     if not quick:
-        return g.layer("GELU", name, [x], {0: 0})
+        return g.layer("GELU", name, [x], {0: 1 if tanh else 0})
     # QuickGELU: x * sigmoid(1.702 * x)
     scaled = g.layer("BinaryOp", f"{name}_scale", [x], {0: 2, 1: 1, 2: 1.702})
     gate = g.layer("Sigmoid", f"{name}_sigmoid", [scaled])
@@ -432,7 +435,8 @@ def convert_checkpoint(
     -------
     dict
         ``{"logit_scale": float, "files": [file names written]}``; ``logit_scale`` is the
-        exponentiated learned temperature.
+        exponentiated learned temperature. A SigLIP model (family ``"siglip"``, see
+        :mod:`core.convert_siglip`) also gives ``logit_bias``.
 
     Raises
     ------
@@ -447,6 +451,10 @@ def convert_checkpoint(
     image_precision = image_precision or spec.image_precision
     if image_precision not in ("fp32", "int8"):
         raise ValueError(f"image_precision must be fp32 or int8, not {image_precision!r}")
+    if arch.family == "siglip":
+        from core.convert_siglip import convert_siglip
+
+        return convert_siglip(state_dict, arch, out_dir, weight_storage, image_precision)
     visual = Graph(weight_storage)
     visual.quantize = image_precision == "int8"
     if arch.family == "vit":

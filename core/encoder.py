@@ -128,6 +128,10 @@ class ClipModel:
         self.spec = ModelSpec.from_dict(manifest["name"], manifest["spec"])
         self.name: str = self.spec.name
         self.logit_scale: float = float(manifest["logit_scale"])
+        bias = manifest.get("logit_bias")
+        self.logit_bias: float | None = None if bias is None else float(bias)
+        """The learned bias of a SigLIP model's sigmoid loss; None for CLIP models."""
+        self.context_length: int = int(self.spec.architecture.text["context_length"])
         self.embed_dim: int = int(self.spec.architecture.embed_dim)
         self.threads = max(1, int(threads or DEFAULT_THREADS))
         self.draft = draft
@@ -149,6 +153,7 @@ class ClipModel:
         self._visual: Any = None
         self._text: Any = None
         self._host: dict[str, np.ndarray] | None = None
+        self._tokenizer: Callable[[Sequence[str]], np.ndarray] | None = None
         # one pool per tower: a text query must not queue behind a batch of images
         self._pools: dict[str, ThreadPoolExecutor] = {}
 
@@ -200,9 +205,11 @@ class ClipModel:
         with self._text_lock:
             if self._text is None:
                 self._text = self._net("text", self._net_threads, self.precision.text)
+                names = ["token_embedding", "positional_embedding"]
+                if not self.spec.is_siglip:
+                    names.append("text_projection")
                 self._host = {
-                    name: np.load(self.model_dir / f"{name}.npy", mmap_mode="r")
-                    for name in ("token_embedding", "positional_embedding", "text_projection")
+                    name: np.load(self.model_dir / f"{name}.npy", mmap_mode="r") for name in names
                 }
             assert self._host is not None
             return self._text, self._host
@@ -298,7 +305,8 @@ class ClipModel:
     # -- texts -------------------------------------------------------------------------------
 
     def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
-        """Embed token ids ``[N, 77] int32`` -> ``[N, D] float32``, L2-normalised."""
+        """Embed token ids ``[N, L] int32`` (``L`` = ``context_length``) -> ``[N, D] float32``,
+        L2-normalised."""
         import ncnn
 
         tokens = np.asarray(tokens)
@@ -308,6 +316,10 @@ class ClipModel:
         embedding, positional = host["token_embedding"], host["positional_embedding"]
         if tokens.shape[1] != positional.shape[0]:
             raise ValueError(f"expected [N, {positional.shape[0]}] token ids, got {tokens.shape}")
+        if len(tokens) and (tokens.min() < 0 or tokens.max() >= embedding.shape[0]):
+            raise ValueError(f"token ids must lie in [0, {embedding.shape[0]})")
+        if self.spec.is_siglip:
+            return self._encode_tokens_whole(net, embedding, positional, tokens)
 
         def one(ids: np.ndarray) -> np.ndarray:
             length = int(np.argmax(ids)) + 1  # the end-of-text token has the largest id
@@ -325,11 +337,57 @@ class ClipModel:
         projected = np.stack(rows) @ np.asarray(host["text_projection"], dtype=np.float32)
         return l2_normalize(projected)
 
-    def encode_texts(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Embed texts -> ``[N, D] float32``, L2-normalised."""
+    def _encode_tokens_whole(
+        self, net: Any, embedding: np.ndarray, positional: np.ndarray, tokens: np.ndarray
+    ) -> np.ndarray:
+        """SigLIP's text tower: every position, padding included, attends to every other one, so
+        the whole context runs; the network pools the last position and projects it."""
+        import ncnn
+
+        def one(ids: np.ndarray) -> np.ndarray:
+            x = np.asarray(embedding[ids], dtype=np.float32) + positional
+            ex = net.create_extractor()
+            ex.input("x", ncnn.Mat(np.ascontiguousarray(x)).clone())
+            rc, out = ex.extract("embedding")
+            if rc != 0:
+                raise ClipsearchError(f"ncnn failed to encode a text (code {rc})")
+            return np.array(out, dtype=np.float32).reshape(-1)
+
+        return l2_normalize(np.stack(self._map("text", one, list(tokens))))
+
+    def tokenize(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Token ids of ``texts`` as this model reads them: ``[N, context_length] int32``.
+
+        CLIP models use CLIP's byte-level BPE (:func:`core.tokenize`); a model with its own
+        tokenizer files (SigLIP 2's Gemma vocabulary) uses them (:mod:`core.hf_tokenizer`).
+        """
+        tokenizer = self._tokenizer
+        if tokenizer is None:
+            with self._text_lock:
+                if self._tokenizer is None:
+                    self._tokenizer = self._make_tokenizer()
+                tokenizer = self._tokenizer
+        if isinstance(texts, str):
+            texts = [texts]
+        return tokenizer(list(texts))
+
+    def _make_tokenizer(self) -> Callable[[Sequence[str]], np.ndarray]:
+        kind = self.spec.tokenizer.get("kind", "clip")
+        if kind == "hf":
+            from core.hf_tokenizer import HFTokenizer
+
+            clean = self.spec.tokenizer.get("clean", "whitespace")
+            return HFTokenizer(self.model_dir, self.context_length, clean)
+        if kind != "clip":
+            raise ClipsearchError(f"model {self.name!r} asks for an unknown tokenizer {kind!r}")
         from core.tokenizer import tokenize
 
-        tokens = tokenize(texts, context_length=int(self.spec.architecture.text["context_length"]))
+        length = self.context_length
+        return lambda texts: tokenize(texts, context_length=length)
+
+    def encode_texts(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Embed texts -> ``[N, D] float32``, L2-normalised."""
+        tokens = self.tokenize(texts)
         if len(tokens) == 0:
             return np.zeros((0, self.embed_dim), np.float32)
         return self.encode_tokens(tokens)

@@ -253,6 +253,7 @@ def _decode(photo: PendingPhoto, model: ClipModel, min_side: int | None, folder:
             text = f"cannot read {photo.path}: {text}"
         return _Decoded(photo, error=text)
     shrunk = min(resized.size) >= THUMBNAIL_MAX_SIDE and min(resized.size) < min(image.size)
+    shrunk = shrunk and spec.resize == "shortest"  # a squashed image has lost the aspect ratio
     source = resized if shrunk else image
     return _Decoded(photo, pixels, save_thumbnail(source, folder, photo.content_hash))
 

@@ -46,6 +46,7 @@ from core.errors import (
     DownloadError,
     ManifestError,
     ModelNotInstalledError,
+    TokenizerError,
     UnknownModelError,
 )
 from core.manifest import (
@@ -81,6 +82,7 @@ PARTIAL_PREFIX = ".partial-"
 _LOCK_NAME = ".install.lock"
 _VALID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 _OFFLINE_ROUTE = "clipsearch-tui model install {name} --from FILE"
+_FOLDER_CHECKPOINTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _STEPS = 3
 
@@ -158,18 +160,22 @@ def install_model(
         spec = replace(spec, image_precision=image_precision)
     _check_cancel(cancel)
     downloaded = False
+    extras: dict[str, Path] = {}
     if from_file is None:
         assert spec is not None
         checkpoint, display_name, origin, revision, downloaded = _download(
             spec, progress, cancel, announce
         )
+        extras = _download_tokenizer(spec, revision, progress, cancel)
     else:
-        checkpoint = Path(from_file).expanduser()
-        if not checkpoint.is_file():
-            raise CheckpointError(f"no such checkpoint file: {checkpoint}")
+        checkpoint = _local_checkpoint(Path(from_file).expanduser(), spec)
         display_name = checkpoint.name
         origin = f"file:{checkpoint.resolve()}"
         revision = None
+        if spec is not None:
+            extras = _local_tokenizer(spec, checkpoint.parent, Path(from_file).expanduser())
+    if spec is not None:
+        _check_tokenizer(spec, extras)
 
     _report(progress, "hash", 0, _STEPS)
     _check_cancel(cancel)
@@ -184,6 +190,11 @@ def install_model(
         raise CheckpointError(f"cannot read {checkpoint}: {_reason(error)}") from None
     if revision:
         source["revision"] = revision
+    if extras:
+        try:
+            source["tokenizer"] = {name: file_sha256(path) for name, path in extras.items()}
+        except OSError as error:
+            raise TokenizerError(f"cannot read tokenizer file: {_reason(error)}") from None
 
     if spec is not None and _is_intact(models_dir() / target, spec, source):
         folder = _already_installed(target, progress)
@@ -199,11 +210,146 @@ def install_model(
         if _is_intact(models_dir() / target, spec, source):
             folder = _already_installed(target, progress)
         else:
-            folder = _build(spec, state_dict, source, progress, cancel)
+            folder = _build(spec, state_dict, source, progress, cancel, extras)
     if downloaded and not keep_checkpoint:
         _drop_from_hub_cache(checkpoint)
         log.info("removed the downloaded checkpoint from the download cache")
     return folder
+
+
+def _local_checkpoint(path: Path, spec: ModelSpec | None) -> Path:
+    """The checkpoint given by ``--from``: the file itself, or in a folder holding a hub
+    repository's files, the first of the model's hub files that is there."""
+    if path.is_dir():
+        names = spec.hub_files if spec is not None and spec.hub_files else _FOLDER_CHECKPOINTS
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(
+            f"the folder {path} holds no checkpoint (looked for {', '.join(names)})"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"no such checkpoint file or folder: {path}")
+    return path
+
+
+def _tokenizer_files(spec: ModelSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tokenizer files ``spec`` needs, and those it reads when the repository has them."""
+    if spec.tokenizer.get("kind", "clip") == "clip":
+        return (), ()
+    required = tuple(spec.tokenizer.get("files") or ())
+    optional = tuple(spec.tokenizer.get("optional_files") or ())
+    return required, optional
+
+
+def _local_tokenizer(spec: ModelSpec, folder: Path, given: Path) -> dict[str, Path]:
+    """The tokenizer files of ``spec`` beside the checkpoint, by name."""
+    required, optional = _tokenizer_files(spec)
+    found: dict[str, Path] = {}
+    for name in required:
+        if not (folder / name).is_file():
+            hint = (
+                ""
+                if given.is_dir()
+                else "; give the folder with every file of the hub repository: --from FOLDER"
+            )
+            raise TokenizerError(
+                f"tokenizer file {name} is missing from {folder} "
+                f"(model {spec.name!r} needs it){hint}"
+            )
+        found[name] = folder / name
+    for name in optional:
+        if (folder / name).is_file():
+            found[name] = folder / name
+    return found
+
+
+def _download_tokenizer(
+    spec: ModelSpec,
+    revision: str | None,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+) -> dict[str, Path]:
+    """Fetch the tokenizer files of ``spec`` from its hub repository, at the checkpoint's commit."""
+    required, optional = _tokenizer_files(spec)
+    if not required:
+        return {}
+    from huggingface_hub import constants, errors, hf_hub_download
+
+    remote_missing = getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError)
+    repo, endpoint = spec.hub_repo, constants.ENDPOINT
+    assert repo is not None
+    bar = _progress_bar_class(progress, cancel)
+    found: dict[str, Path] = {}
+    for name in (*required, *optional):
+        _check_cancel(cancel)
+        try:
+            found[name] = Path(
+                hf_hub_download(
+                    repo,
+                    name,
+                    revision=revision,
+                    tqdm_class=bar,
+                    library_name="clipsearch-tui",
+                )
+            )
+        except (remote_missing, errors.LocalEntryNotFoundError) as error:
+            cause = getattr(error, "__cause__", None)
+            missing = isinstance(error, remote_missing) or _http_status(cause) == 404
+            if missing and name in optional:
+                continue
+            if missing:
+                raise DownloadError(
+                    f"tokenizer file {name} is missing from {repo} on {endpoint} "
+                    f"(model {spec.name!r} needs it)"
+                ) from None
+            raise DownloadError(
+                f"cannot download tokenizer file {name} of {repo} from {endpoint} "
+                f"({_describe(cause or error)}); run the same command again to retry"
+            ) from None
+        except errors.HfHubHTTPError as error:
+            raise DownloadError(
+                f"downloading tokenizer file {name} from {endpoint}/{repo} failed: "
+                f"{_describe(error)}; run the same command again to retry"
+            ) from None
+        except OSError as error:
+            raise DownloadError(
+                f"downloading tokenizer file {name} from {endpoint}/{repo} failed: "
+                f"{_describe(error)}"
+            ) from None
+        except _transport_errors() as error:
+            raise DownloadError(
+                f"downloading tokenizer file {name} from {endpoint}/{repo} was cut off "
+                f"({_describe(error)}); run the same command again to retry"
+            ) from None
+    return found
+
+
+def _check_tokenizer(spec: ModelSpec, extras: Mapping[str, Path]) -> None:
+    """Load the tokenizer files (they lie in one folder) and check that their ids fit the
+    model's vocabulary, before anything is converted."""
+    if not extras:
+        return
+    from core.hf_tokenizer import HFTokenizer
+
+    folders = {path.parent for path in extras.values()}
+    assert len(folders) == 1, folders
+    text = spec.architecture.text
+    clean = spec.tokenizer.get("clean", "whitespace")
+    tokenizer = HFTokenizer(folders.pop(), int(text["context_length"]), clean)
+    rows = int(text["vocab_size"])
+    if tokenizer.max_id >= rows:
+        raise TokenizerError(
+            f"tokenizer file tokenizer.json does not match the checkpoint of {spec.name!r}: "
+            f"its ids go up to {tokenizer.max_id}, the model's vocabulary has {rows} rows"
+        )
+
+
+def _install_tokenizer(extras: Mapping[str, Path], folder: Path) -> list[str]:
+    """Copy the tokenizer files into the model ``folder``; returns their names."""
+    for name, path in extras.items():
+        shutil.copyfile(path, folder / name)
+    return list(extras)
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -613,6 +759,7 @@ def _build(
     source: Mapping[str, Any],
     progress: ProgressCallback | None,
     cancel: threading.Event | None,
+    extras: Mapping[str, Path] | None = None,
 ) -> Path:
     """Convert into a partial folder, write the manifest, then move it into place."""
     from core.convert import convert_checkpoint
@@ -628,16 +775,19 @@ def _build(
             try:
                 _report(progress, "convert", 1, _STEPS)
                 _check_cancel(cancel)
+                tokenizer_files = _install_tokenizer(extras or {}, partial)
                 log.info("converting %s to ncnn", spec.name)
                 result = convert_checkpoint(state_dict, spec, partial)
                 _report(progress, "manifest", 2, _STEPS)
                 _check_cancel(cancel)
+                bias = result.get("logit_bias")
                 write_manifest(
                     partial,
                     spec,
                     logit_scale=float(result["logit_scale"]),
                     source=source,
-                    files=result["files"],
+                    files=[*result["files"], *tokenizer_files],
+                    logit_bias=None if bias is None else float(bias),
                 )
                 _fsync_folder(partial)
                 _check_cancel(cancel)
@@ -683,6 +833,7 @@ def _is_intact(folder: Path, spec: ModelSpec, source: Mapping[str, Any]) -> bool
     recorded = manifest.get("source") or {}
     return (
         recorded.get("sha256") == source["sha256"]
+        and recorded.get("tokenizer") == source.get("tokenizer")
         and manifest.get("spec") == spec.to_dict()
         and manifest.get("clipsearch_version") == clipsearch_version()
     )

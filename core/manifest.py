@@ -56,6 +56,7 @@ def write_manifest(
     logit_scale: float,
     source: Mapping[str, Any],
     files: Iterable[str],
+    logit_bias: float | None = None,
 ) -> dict[str, Any]:
     """Hash the model's files and write ``manifest.json`` next to them, durably.
 
@@ -72,6 +73,8 @@ def write_manifest(
         Where the checkpoint came from: ``file``, ``origin``, ``sha256`` and ``size``.
     files
         Names of the files, relative to ``model_dir``, that make up the model.
+    logit_bias
+        A SigLIP model's learned bias (recorded as ``"logit_bias"``); None for CLIP models.
 
     Returns
     -------
@@ -85,6 +88,7 @@ def write_manifest(
         "name": spec.name,
         "spec": spec.to_dict(),
         "logit_scale": float(logit_scale),
+        **({} if logit_bias is None else {"logit_bias": float(logit_bias)}),
         "source": dict(source),
         "files": {name: file_sha256(model_dir / _checked_name(name, model_dir)) for name in names},
         "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -48,6 +48,11 @@ for ``Preprocess(size=S, resize="shortest")``:
    Python's round-half-to-even.
 3. ``x / 255`` in float32, then ``(x - mean) / std`` per channel in float32.
 4. Laid out channel first: ``[3, S, S] float32``, C-contiguous, channels in R, G, B order.
+
+For ``Preprocess(size=S, resize="squash")`` (SigLIP), step 1 is torchvision's ``Resize((S, S))``:
+both sides become ``S`` whatever the aspect ratio (Pillow bicubic, antialiased; an image already
+``S x S`` is not resampled), and step 2 has nothing to crop. This equals open_clip's
+``image_transform(S, is_train=False, resize_mode="squash")``.
 """
 
 from __future__ import annotations
@@ -70,8 +75,10 @@ RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
 }
-#: The only ``resize`` mode implemented: short side to ``size``, then a centre crop.
+#: The default ``resize`` mode: short side to ``size``, then a centre crop.
 RESIZE_MODE = "shortest"
+#: Every ``resize`` mode implemented; ``"squash"`` scales both sides to ``size`` (SigLIP).
+RESIZE_MODES = ("shortest", "squash")
 #: 8-bit value that transparent pixels are composited over (white).
 ALPHA_BACKGROUND = 255.0
 #: 16-bit value ``v`` becomes ``round(v / SIXTEEN_BIT_DIVISOR)``; 65535 / 257 = 255.
@@ -199,14 +206,16 @@ def preprocess(image: Image.Image, spec: Preprocess) -> np.ndarray:
 
 def resize_for(image: Image.Image, spec: Preprocess) -> Image.Image:
     """The first step of :func:`preprocess` alone: ``image`` in RGB, short side scaled to the
-    input size.
+    input size (both sides, for ``resize="squash"``).
 
     ``preprocess(resize_for(image, spec), spec)`` equals ``preprocess(image, spec)`` exactly
     (the resize is then a no-op), so a caller can keep the resized image for other uses, such as
     a thumbnail, without resizing the original twice.
     """
-    if spec.resize != RESIZE_MODE:
-        raise ValueError(f"resize mode {spec.resize!r} is not implemented; only {RESIZE_MODE!r}")
+    if spec.resize not in RESIZE_MODES:
+        raise ValueError(
+            f"resize mode {spec.resize!r} is not implemented; only {', '.join(RESIZE_MODES)}"
+        )
     if spec.interpolation not in RESAMPLE_FILTERS:
         known = ", ".join(sorted(RESAMPLE_FILTERS))
         raise ValueError(f"interpolation {spec.interpolation!r} is not one of: {known}")
@@ -214,7 +223,12 @@ def resize_for(image: Image.Image, spec: Preprocess) -> Image.Image:
         raise ValueError(f"input size must be positive, got {spec.size}")
     if image.width < 1 or image.height < 1:
         raise ValueError(f"the image has no pixels ({image.width}x{image.height})")
-    return _resize_short_side(_to_rgb(image), spec.size, RESAMPLE_FILTERS[spec.interpolation])
+    resample = RESAMPLE_FILTERS[spec.interpolation]
+    if spec.resize == "squash":
+        rgb = _to_rgb(image)
+        square = (spec.size, spec.size)
+        return rgb if rgb.size == square else rgb.resize(square, resample)
+    return _resize_short_side(_to_rgb(image), spec.size, resample)
 
 
 def preprocess_batch(images: Iterable[Image.Image], spec: Preprocess) -> np.ndarray:

@@ -36,9 +36,15 @@ class Architecture:
     ``vision`` holds ``image_size``, ``layers`` (an int for a ViT, four ints for a ResNet),
     ``width``, ``heads`` and, for a ViT, ``patch_size``. ``text`` holds ``context_length``,
     ``vocab_size``, ``width``, ``heads`` and ``layers``.
+
+    Family ``"siglip"`` is open_clip's ``CustomTextCLIP`` with a timm image tower: a ViT with no
+    class token and an attention-pooling (``map``) head, and a bidirectional text transformer
+    pooled at its last position. Both towers also give ``mlp_ratio``, ``norm_eps`` (LayerNorm
+    epsilon) and ``act`` (``"gelu"`` exact or ``"gelu_tanh"``), as the model's config sets them;
+    the text tower gives ``pool`` (``"last"``), ``causal`` (false) and ``proj_bias`` (true).
     """
 
-    family: str  # "vit" or "resnet"
+    family: str  # "vit", "resnet" or "siglip"
     embed_dim: int
     quick_gelu: bool
     vision: dict[str, Any]
@@ -79,9 +85,16 @@ class ModelSpec:
     openclip_pretrained: str | None = None
     image_precision: str = "fp32"  # "fp32", or "int8" for the image tower's matrix products
     extra: dict[str, Any] = field(default_factory=dict)
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    """How texts become token ids. Empty: CLIP's byte-level BPE (:mod:`core.tokenizer`).
+    ``{"kind": "hf", "clean": "canonicalize", "files": [...], "optional_files": [...]}``: a Hugging
+    Face ``tokenizer.json`` and its config files, from the hub repository (see
+    :mod:`core.hf_tokenizer`)."""
+    languages: str = ""
+    """The languages the model reads, as its model card states them."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "description": self.description,
             "openclip_name": self.openclip_name,
@@ -98,6 +111,12 @@ class ModelSpec:
             "license": self.license,
             "image_precision": self.image_precision,
         }
+        # written only when set, so that the records of CLIP models stay as they were
+        if self.tokenizer:
+            data["tokenizer"] = dict(self.tokenizer)
+        if self.languages:
+            data["languages"] = self.languages
+        return data
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> ModelSpec:
@@ -120,7 +139,20 @@ class ModelSpec:
             openclip_name=data.get("openclip_name"),
             openclip_pretrained=data.get("openclip_pretrained"),
             image_precision=data.get("image_precision", "fp32"),
+            tokenizer=dict(data.get("tokenizer") or {}),
+            languages=data.get("languages", ""),
         )
+
+    @property
+    def is_siglip(self) -> bool:
+        """Whether the model was trained with SigLIP's sigmoid loss (scores need ``logit_bias``)."""
+        return self.architecture.family == "siglip"
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether the model reads more than English (``languages`` says more than English)."""
+        text = self.languages.strip().lower()
+        return bool(text) and text not in ("english", "en")
 
 
 def checkpoint_parameters(arch: Architecture) -> int:
@@ -136,6 +168,16 @@ def checkpoint_parameters(arch: Architecture) -> int:
     total += int(text["layers"]) * _block_parameters(tw) + 2 * tw + tw * arch.embed_dim + 1
     vision = arch.vision
     image_size = int(vision["image_size"])
+    if arch.family == "siglip":
+        total += arch.embed_dim + 1  # the projection's bias, logit_bias
+        width, patch = int(vision["width"]), int(vision["patch_size"])
+        grid = image_size // patch
+        total += width * 3 * patch * patch + width + grid * grid * width  # patches, positions
+        total += int(vision["layers"]) * _block_parameters(width) + 2 * width  # blocks, norm
+        # attention-pooling head: latent, q, kv, proj, norm, MLP
+        total += width + 4 * (width * width + width) + 2 * width
+        total += 8 * width * width + 5 * width
+        return total
     if arch.family == "vit":
         width, patch = int(vision["width"]), int(vision["patch_size"])
         grid = image_size // patch

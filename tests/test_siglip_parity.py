@@ -1,0 +1,242 @@
+"""SigLIP 2 on ncnn against open_clip's own forward pass, on the same random weights.
+
+Each model is laid out as its hub repository is (``open_clip_model.safetensors`` beside
+``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json``, the tokenizer trained
+here with the ``tokenizers`` library), installed with our own
+``clipsearch-tui model install NAME --from FOLDER``, loaded with ``load_model`` and compared with
+open_clip on real photos and texts in many scripts:
+
+- token ids identical to open_clip's ``HFTokenizer`` on the same files;
+- cosine >= 0.9999 between our embedding and the reference, for every photo and every text
+  (exact decoding);
+- the same top-1 photo for every text (near-ties excepted, as in ``test_parity``);
+- ``logit_scale`` and ``logit_bias`` equal.
+
+The random weights are first made and asserted discriminative: every LayerNorm has a non-trivial
+scale and bias, attention in both towers is sharpened, and the reference embeddings of
+different photos, and of different texts, are at most 0.95 alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+pytest.importorskip("transformers")
+pytest.importorskip("timm")
+
+from core.cli import main as cli_main
+from core.encoder import load_model
+from core.registry import Architecture, get_spec
+from tests.reference import (
+    TINY_SIGLIP,
+    build_test_tokenizer,
+    make_siglip_reference,
+    norm_affines_are_nontrivial,
+    openclip_tokenizer,
+    reference_pixels,
+    save_checkpoint,
+    sharpen_siglip_attention,
+)
+from tests.test_parity import TIE, _max_offdiagonal, _normalized
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GALLERY = REPO_ROOT / "gallery"
+SHARED_PHOTOS = REPO_ROOT.parent / "shared" / "photos" / "exif-samples" / "jpg"
+
+TEXTS = [
+    "a red bicycle in the snow",
+    "a photo of a cat",
+    "sunset over the sea",
+    "my birthday party with friends",
+    "Grandma's 80th birthday!",
+    "snowy forest, early morning",
+    "Café au lait, crème brûlée à Paris",
+    "niños jugando al fútbol en el parque",
+    "Straße im Schnee, Größe",
+    "一只狗在雪地里奔跑",
+    "东京的夜景",
+    "雪の中を走る犬",
+    "富士山と桜",
+    "собака бежит по снегу",
+    "кошка на диване",
+    "Москва зимой",
+    "قطة على الأريكة",
+    "غروب الشمس فوق البحر",
+    "눈 속에서 달리는 강아지",
+    "서울의 야경",
+    "ελληνικά γράμματα και θάλασσα",
+    "हिंदी में एक वाक्य",
+    "ภาษาไทย ทะเล",
+    "a plate of sushi 🍣",
+    "🐶❄️🏃",
+    "🎉🎂",
+    "",
+    "a long caption " + "with many repeated words " * 30,
+    "一只狗" * 60,
+    "control \x00\x07 characters\tand\ttabs",
+    "snake_case_words and <eos> typed",
+    "lighthouse on a rocky coast",
+]
+
+COSINE_MIN = 0.9999
+DISCRIMINATIVE_MAX = 0.95
+
+
+def photos(count: int, scratch: Path) -> list[Path]:
+    """``count`` real photos: the repository's gallery, then the shared samples when they are
+    present, then (when still short) crops of gallery photos, mirrored, written to ``scratch``."""
+    from PIL import Image, ImageOps
+
+    gallery = sorted(GALLERY.glob("*.jpg"))
+    candidates = list(gallery)
+    if SHARED_PHOTOS.is_dir():
+        candidates += sorted(SHARED_PHOTOS.glob("*/*.jpg"))
+    found, seen = [], set()
+    for path in candidates:  # the gallery holds copies of some shared samples
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            found.append(path)
+    index = 0
+    while len(found) < count:
+        source = gallery[index % len(gallery)]
+        with Image.open(source) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            width, height = image.size
+            crop = image.crop((width // 4, height // 5, width, height)).transpose(
+                Image.Transpose.FLIP_LEFT_RIGHT
+            )
+            scratch.mkdir(parents=True, exist_ok=True)
+            target = scratch / f"crop-{index}-{source.name}"
+            crop.save(target, quality=92)
+        found.append(target)
+        index += 1
+    return found[:count]
+
+
+def hub_folder(tmp_path: Path, model: torch.nn.Module) -> Path:
+    """The model's files laid out as its hub repository holds them."""
+    folder = tmp_path / "hub-repo"
+    build_test_tokenizer(folder)
+    save_checkpoint(model, folder / "open_clip_model.safetensors")
+    (folder / "open_clip_config.json").write_text("{}", encoding="utf-8")  # not read by us
+    return folder
+
+
+def _install_from_folder(
+    tmp_path: Path, monkeypatch, spec_dict: dict | None, name: str, folder: Path
+):
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    if spec_dict is not None:  # a model that is not in the built-in registry
+        config = home / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "registry.json").write_text(json.dumps({"models": {name: spec_dict}}))
+    assert cli_main(["model", "install", name, "--from", str(folder)]) == 0
+    return load_model(name, threads=2, draft=False)
+
+
+def check_siglip_parity(reference, ours, folder: Path, paths: list[Path]) -> dict:
+    spec = ours.spec
+    pre = spec.preprocess
+    ref_tokens = openclip_tokenizer(folder, spec.architecture.text["context_length"])(TEXTS)
+    our_tokens = ours.tokenize(TEXTS)
+    assert our_tokens.dtype == np.int32
+    np.testing.assert_array_equal(our_tokens, ref_tokens.numpy())
+
+    transform_pixels = reference_pixels(paths, pre.size, pre.mean, pre.std, resize_mode=pre.resize)
+    with torch.no_grad():
+        ref_img = _normalized(reference.encode_image(transform_pixels))
+        ref_txt = _normalized(reference.encode_text(ref_tokens))
+
+    # the weights must tell photos apart, and texts apart, or this test proves nothing
+    assert norm_affines_are_nontrivial(reference)
+    assert _max_offdiagonal(ref_img) <= DISCRIMINATIVE_MAX
+    assert _max_offdiagonal(ref_txt) <= DISCRIMINATIVE_MAX
+
+    our_img = ours.encode_images(paths).astype(np.float64)
+    our_txt = ours.encode_texts(TEXTS).astype(np.float64)
+    img_cos = np.sum(our_img * ref_img, axis=1)
+    txt_cos = np.sum(our_txt * ref_txt, axis=1)
+    assert img_cos.min() >= COSINE_MIN, dict(zip([p.name for p in paths], img_cos.round(6)))
+    assert txt_cos.min() >= COSINE_MIN, dict(zip(TEXTS, txt_cos.round(6)))
+
+    ref_sim = ref_txt @ ref_img.T
+    our_sim = our_txt @ our_img.T
+    ties = 0
+    for ref_row, our_row in zip(ref_sim, our_sim):
+        a, b = int(np.argmax(ref_row)), int(np.argmax(our_row))
+        if a != b:
+            ties += 1
+            assert abs(ref_row[a] - ref_row[b]) < TIE, (a, b, ref_row[a], ref_row[b])
+    assert abs(ours.logit_scale - float(reference.logit_scale.exp())) < 1e-4
+    assert ours.logit_bias is not None
+    assert abs(ours.logit_bias - float(reference.logit_bias)) < 1e-6
+    return {
+        "image_cos_min": float(img_cos.min()),
+        "text_cos_min": float(txt_cos.min()),
+        "similarity_max_abs_error": float(np.abs(ref_sim - our_sim).max()),
+        "top1_ties": ties,
+    }
+
+
+def _tiny_spec_dict() -> dict:
+    spec = replace(
+        get_spec("ViT-B-32-SigLIP2-256-webli"),
+        name="tiny-siglip",
+        architecture=TINY_SIGLIP,
+    )
+    data = spec.to_dict()
+    data["preprocess"]["size"] = TINY_SIGLIP.vision["image_size"]
+    return data
+
+
+def test_tiny_siglip_parity(tmp_path: Path, monkeypatch) -> None:
+    paths = photos(12, tmp_path / "photos")
+    reference = make_siglip_reference(TINY_SIGLIP, seed=1)
+    sharpen_siglip_attention(reference, 4.0, 4.0)
+    folder = hub_folder(tmp_path, reference)
+    ours = _install_from_folder(tmp_path, monkeypatch, _tiny_spec_dict(), "tiny-siglip", folder)
+    assert ours.spec.architecture == TINY_SIGLIP
+    print(check_siglip_parity(reference, ours, folder, paths))
+    ours.close()
+
+
+def test_siglip_parity_fails_on_wrong_weights(tmp_path: Path, monkeypatch) -> None:
+    """The comparison can fail: a model converted from other weights does not pass it."""
+    paths = photos(12, tmp_path / "photos")
+    reference = make_siglip_reference(TINY_SIGLIP, seed=1)
+    sharpen_siglip_attention(reference, 4.0, 4.0)
+    other = make_siglip_reference(TINY_SIGLIP, seed=2)
+    sharpen_siglip_attention(other, 4.0, 4.0)
+    folder = hub_folder(tmp_path, other)
+    ours = _install_from_folder(tmp_path, monkeypatch, _tiny_spec_dict(), "tiny-siglip", folder)
+    with pytest.raises(AssertionError):
+        check_siglip_parity(reference, ours, folder, paths)
+    ours.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ViT-B-32-SigLIP2-256-webli"])
+def test_full_size_siglip_parity(tmp_path: Path, monkeypatch, name: str) -> None:
+    started = time.perf_counter()
+    spec = get_spec(name)
+    arch: Architecture = spec.architecture
+    paths = photos(16, tmp_path / "photos")
+    reference = make_siglip_reference(arch, seed=0, timm_model_name=arch.vision["timm_model_name"])
+    sharpen_siglip_attention(reference, 2.0, 4.0)
+    folder = hub_folder(tmp_path, reference)
+    ours = _install_from_folder(tmp_path, monkeypatch, None, name, folder)
+    result = check_siglip_parity(reference, ours, folder, paths)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(name, result)
+    ours.close()
