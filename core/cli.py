@@ -731,8 +731,8 @@ def _model_install(args: argparse.Namespace) -> int:
         return _usage(args.parser, "--as is only used with --from FILE")
     if args.quick_gelu and args.name is not None:
         return _usage(args.parser, "--quick-gelu is only used with --from FILE --as NEWNAME")
-    if args.from_file is not None and not args.from_file.expanduser().is_file():
-        return _usage(args.parser, f"no such checkpoint file: {args.from_file}")
+    if args.from_file is not None and not args.from_file.expanduser().exists():
+        return _usage(args.parser, f"no such checkpoint file or folder: {args.from_file}")
 
     def announce(hub_file: HubFile) -> None:
         size = _size(hub_file.size) if hub_file.size is not None else "size unknown"

@@ -772,6 +772,11 @@ def test_download_size_counts_every_tensor_of_the_checkpoint() -> None:
     for arch in (TINY_VIT, TINY_RESNET):
         state = make_reference(arch, seed=3).state_dict()
         assert checkpoint_parameters(arch) == sum(value.numel() for value in state.values())
+    pytest.importorskip("timm")
+    from tests.reference import TINY_SIGLIP, make_siglip_reference
+
+    state = make_siglip_reference(TINY_SIGLIP, seed=3).state_dict()
+    assert checkpoint_parameters(TINY_SIGLIP) == sum(value.numel() for value in state.values())
     # the default model is the 605 MB download its users know
     default = get_spec(default_model_name()).architecture
     assert round(checkpoint_bytes(default) / 1e6) == 605

@@ -621,7 +621,7 @@ def test_normalisation_values() -> None:
 def test_unsupported_spec_is_refused() -> None:
     image = Image.new("RGB", (8, 8))
     with pytest.raises(ValueError, match="resize"):
-        preprocess(image, Preprocess(size=4, resize="squash"))
+        preprocess(image, Preprocess(size=4, resize="longest"))
     with pytest.raises(ValueError, match="interpolation"):
         preprocess(image, Preprocess(size=4, interpolation="lanczos"))
 
@@ -635,3 +635,17 @@ def test_core_preprocess_imports_no_torch_or_ui() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("shape", [(640, 480), (300, 900), (256, 256), (40, 30)])
+def test_squash_matches_open_clip(shape: tuple[int, int]) -> None:
+    """SigLIP's ``squash`` resize: both sides to the input size, no crop, as open_clip does."""
+    open_clip = pytest.importorskip("open_clip")
+    rng = np.random.default_rng(sum(shape))
+    image = Image.fromarray(rng.integers(0, 256, (*shape[::-1], 3), dtype=np.uint8))
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    transform = open_clip.image_transform(
+        256, is_train=False, mean=mean, std=std, resize_mode="squash"
+    )
+    ours = preprocess(image, Preprocess(size=256, mean=mean, std=std, resize="squash"))
+    np.testing.assert_array_equal(ours, transform(image).numpy())
