@@ -19,6 +19,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's vector-instruction flags of note (AVX-512, AMX, AVX-VNNI), from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return sorted(f for f in flags if f.startswith(("avx512", "amx", "avx_vnni")))
+    except OSError:
+        pass
+    return []
+
+
 def write_section(heading: str, lines: list[str]) -> None:
     """Replace the section ``heading`` (e.g. ``"## Search"``) of RESULTS.md, or append it.
 

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_model, write_section  # noqa: E402
+from bench.common import cpu_flags, cpu_model, write_section  # noqa: E402
 from core.ncnn_graph import INT8_TAG, Graph  # noqa: E402
 
 IN_FEATURES = 768
@@ -49,17 +49,6 @@ def best_of(fn: Callable[[], object], runs: int = 30) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return sorted(f for f in flags if f.startswith(("avx512", "amx", "avx_vnni")))
-    except OSError:
-        pass
-    return []
 
 
 def ncnn_gemm(
