@@ -58,7 +58,8 @@ sys.path.insert(0, str(ROOT))
 from bench.common import cpu_model, write_section  # noqa: E402
 
 MODEL = "ViT-B-32-256-datacomp"
-SOURCE = Path("/work/shared/photos/exif-samples/jpg")
+SOURCE = ROOT.parent / "shared" / "photos" / "exif-samples" / "jpg"
+"""The sample collection beside the checkout (``--source`` names another folder of JPEGs)."""
 MIN_PIXELS = 1_000_000
 RCLIP_BATCH = 8
 OUR_BATCH = 16

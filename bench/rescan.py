@@ -42,7 +42,9 @@ sys.path.insert(0, str(ROOT))
 from bench.common import cpu_model, write_section  # noqa: E402
 from core.album import FileEntry, build_timeline, read_capture_time, scan  # noqa: E402
 
-DEFAULT_SOURCE = Path("/work/shared/photos/exif-samples/jpg")
+SHARED_SOURCE = ROOT.parent / "shared" / "photos" / "exif-samples" / "jpg"
+DEFAULT_SOURCE = SHARED_SOURCE if SHARED_SOURCE.is_dir() else ROOT / "tests" / "photos" / "jpg"
+"""The full sample collection beside the checkout when present, else the photos of the tests."""
 MAX_SOURCE_BYTES = 10_000
 FILES_PER_FOLDER = 100
 CHANGED, ADDED, REMOVED = 100, 10, 10

@@ -45,7 +45,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_SOURCE = Path("/work/shared/photos/exif-samples/jpg")
+SHARED_SOURCE = ROOT.parent / "shared" / "photos" / "exif-samples" / "jpg"
+DEFAULT_SOURCE = SHARED_SOURCE if SHARED_SOURCE.is_dir() else ROOT / "tests" / "photos" / "jpg"
+"""The full sample collection beside the checkout when present, else the photos of the tests."""
 QUERIES = (
     "a dog on the beach", "sunset over the sea", "birthday cake", "snowy mountains",
     "a red car", "people at a wedding", "city at night", "a cat on a sofa",

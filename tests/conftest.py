@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.encoder import ClipModel
-
-SAMPLES = Path("/work/shared/photos/exif-samples")
+from tests.samples import SAMPLES
 
 ALBUM_PHOTOS = (
     "jpg/Canon_40D.jpg",
@@ -39,7 +38,7 @@ ALBUM_PHOTOS = (
     "tiff/BSG1.tiff",
     "tiff/Crémieux11.tiff",
 )
-"""Real photos copied into the ``album`` fixture, by their path under the shared samples."""
+"""Real photos copied into the ``album`` fixture, by their path under :data:`SAMPLES`."""
 
 BROKEN_PHOTOS = ("broken/truncated.jpg", "broken/not-a-photo.jpg")
 """Files of the ``album`` fixture that look like photos but cannot be decoded."""
@@ -98,8 +97,6 @@ def album(tmp_path: Path) -> Iterator[Path]:
     :data:`SKIPPED_FILES` (an empty JPEG, a RAW file) and a text file. Everything is made
     read-only with ``chmod``; use :func:`album_writable` to change it in a test.
     """
-    if not SAMPLES.is_dir():
-        pytest.skip("shared photos not present")
     root = tmp_path / "album"
     for name in ALBUM_PHOTOS:
         target = root / name
@@ -108,7 +105,7 @@ def album(tmp_path: Path) -> Iterator[Path]:
     (root / "broken").mkdir()
     (root / "raw").mkdir()
     whole = (SAMPLES / "jpg/gps/DSCN0021.jpg").read_bytes()
-    (root / "broken/truncated.jpg").write_bytes(whole[: len(whole) // 8])
+    (root / "broken/truncated.jpg").write_bytes(whole[: len(whole) // 2])  # EXIF kept
     (root / "broken/not-a-photo.jpg").write_text("this is not a JPEG\n")
     (root / "broken/empty.jpg").write_bytes(b"")
     (root / "raw/DSC_0001.NEF").write_bytes(b"II*\x00" + bytes(1000))

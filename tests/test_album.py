@@ -14,14 +14,11 @@ from PIL import ExifTags, Image, ImageFile, TiffImagePlugin, features
 
 from core import album
 from core.errors import ClipsearchError
+from tests.samples import SAMPLES
 
-PHOTOS = Path("/work/shared/photos")
-SAMPLES = PHOTOS / "exif-samples"
 SMALL_JPEG = SAMPLES / "jpg" / "Fujifilm_FinePix_E500.jpg"
 IMAGE_SUFFIXES = album.SUPPORTED_SUFFIXES | album.HEIF_SUFFIXES | album.AVIF_SUFFIXES
 BASE = ExifTags.Base
-
-needs_photos = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared photos not present")
 
 
 def _write_jpeg(path: Path, ifd0: dict[int, Any], exif_ifd: dict[int, Any]) -> Path:
@@ -44,7 +41,6 @@ def _relative(result: album.ScanResult, root: Path) -> list[str]:
 # scan
 
 
-@needs_photos
 @pytest.mark.parametrize("heif", [False, True])
 def test_scan_real_album_accounts_for_every_image(
     monkeypatch: pytest.MonkeyPatch, heif: bool
@@ -52,14 +48,14 @@ def test_scan_real_album_accounts_for_every_image(
     if heif:
         pytest.importorskip("pillow_heif")
     monkeypatch.setattr(album, "heif_available", lambda: heif)
-    result = album.scan([PHOTOS])
+    result = album.scan([SAMPLES])
 
-    on_disk = {p for p in PHOTOS.rglob("*") if p.is_file()}
+    on_disk = {p for p in SAMPLES.rglob("*") if p.is_file()}
     images = {p for p in on_disk if p.suffix.lower() in IMAGE_SUFFIXES}
     heics = {p for p in images if p.suffix.lower() in album.HEIF_SUFFIXES}
     listed = [entry.path for entry in result.files]
     assert len(listed) == len(set(listed))
-    assert heics and len(images) > 100
+    assert heics and len(images) >= 50
     assert result.errors == []
     assert result.ignored == len(on_disk - images)
     assert not result.cancelled
@@ -203,7 +199,6 @@ def test_cancel_and_progress(tmp_path: Path) -> None:
 # read_capture_time
 
 
-@needs_photos
 def test_capture_times_of_real_camera_photos() -> None:
     canon = SAMPLES / "jpg" / "Canon_40D.jpg"
     assert b"2008:05:30 15:56:01" in canon.read_bytes()  # DateTimeOriginal, read independently
@@ -232,24 +227,25 @@ def test_capture_times_of_real_camera_photos() -> None:
     assert capture.taken_at.timestamp() == pytest.approx(paint.stat().st_mtime, abs=1e-3)
 
 
-@needs_photos
 def test_heic_capture_time_with_offset_and_subseconds() -> None:
     pytest.importorskip("pillow_heif")
     assert album.heif_available()
     capture = album.read_capture_time(SAMPLES / "heic" / "mobile" / "iphone_13_pro_max.HEIC")
     tz = timezone(timedelta(hours=1))
     assert capture.taken_at == datetime(2022, 2, 16, 12, 55, 41, 762000, tzinfo=tz)
-    assert (capture.source, capture.width, capture.height) == ("DateTimeOriginal", 3024, 4032)
+    with Image.open(SAMPLES / "heic" / "mobile" / "iphone_13_pro_max.HEIC") as image:
+        size = image.size  # a portrait photo, stored upright
+    assert capture.source == "DateTimeOriginal" and size[0] < size[1]
+    assert (capture.width, capture.height) == size
 
 
-@needs_photos
 def test_broken_files_never_raise(tmp_path: Path) -> None:
     broken = [
         *(SAMPLES / "jpg" / "invalid").glob("*.jp*g"),
         *(SAMPLES / "jpg" / "tests").glob("*.jp*g"),
         SAMPLES / "jpg" / "corrupted.jpg",
     ]
-    assert len(broken) >= 19
+    assert len(broken) >= 10
     for path in broken:
         capture = album.read_capture_time(path)
         assert capture.source in {"DateTimeOriginal", "DateTimeDigitized", "DateTime", "mtime"}
@@ -338,16 +334,18 @@ def test_exif_dates_fall_back_on_garbage(
         assert capture.taken_at.utcoffset() == expected.utcoffset()
 
 
-@needs_photos
 def test_orientation_swaps_width_and_height() -> None:
-    for n in range(1, 9):
-        landscape = album.read_capture_time(SAMPLES / "jpg" / "orientation" / f"landscape_{n}.jpg")
-        portrait = album.read_capture_time(SAMPLES / "jpg" / "orientation" / f"portrait_{n}.jpg")
-        assert (landscape.width, landscape.height) == (600, 450), n
-        assert (portrait.width, portrait.height) == (450, 600), n
+    folder = SAMPLES / "jpg" / "orientation"
+    photos = sorted(folder.glob("*.jpg"))
+    assert len(photos) >= 8
+    for path in photos:
+        with Image.open(path) as image:
+            long, short = max(image.size), min(image.size)
+        capture = album.read_capture_time(path)
+        expected = (long, short) if path.stem.startswith("landscape") else (short, long)
+        assert (capture.width, capture.height) == expected, path.name
 
 
-@needs_photos
 def test_reading_capture_time_decodes_no_pixels(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -403,7 +401,6 @@ def test_relative_buckets_with_a_fixed_now() -> None:
     ]
 
 
-@needs_photos
 def test_timeline_of_the_real_album_adds_up() -> None:
     captures = [
         album.read_capture_time(entry.path, entry.mtime_ns)
@@ -425,10 +422,12 @@ def test_timeline_of_the_real_album_adds_up() -> None:
             assert sum(d.indexed for d in month.children) == month.indexed
 
     gps_day = timeline.find("2008-10-22")
-    assert gps_day is not None and gps_day.count == 9 and gps_day.label == "Wed 22 October 2008"
-    may_2008 = timeline.find("2008-05")
+    gps_photos = len(list((SAMPLES / "jpg" / "gps").glob("*.jpg")))  # all taken that afternoon
+    assert gps_day is not None and gps_day.label == "Wed 22 October 2008"
+    assert gps_day.count == gps_photos >= 5
+    may_2008 = timeline.find("2008-05")  # Canon_40D.jpg and Pentax_K10D.jpg
     assert may_2008 is not None and may_2008.label == "May 2008"
-    assert [d.key for d in may_2008.children] == ["2008-05-30", "2008-05-25", "2008-05-04"]
+    assert [d.key for d in may_2008.children] == ["2008-05-30", "2008-05-04"]
     assert timeline.find("1990") is None
 
 

@@ -22,9 +22,10 @@ from core.encoder import ClipModel
 from core.indexer import IndexProgress
 from core.store import Library
 from tests.conftest import ALBUM_PHOTOS, BROKEN_PHOTOS, SKIPPED_FILES
+from tests.samples import SAMPLES as SAMPLE_ROOT
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = Path("/work/shared/photos/exif-samples/jpg")
+SAMPLES = SAMPLE_ROOT / "jpg"
 PHOTOS = {
     "trips": ("gps/DSCN0010.jpg", "gps/DSCN0029.jpg", "Canon_40D.jpg", "Nikon_D70.jpg"),
     "home": ("orientation/landscape_3.jpg", "Fujifilm_FinePix_E500.jpg", "hdr/canon_hdr_NO.jpg"),
@@ -66,8 +67,6 @@ def indexed_home(
     tiny_model: ClipModel, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
     """A user folder whose library holds seven real photos in two folders (read only)."""
-    if not SAMPLES.is_dir():
-        pytest.skip("shared photos not present")
     root = tmp_path_factory.mktemp("cli")
     album = root / "album"
     for folder, names in PHOTOS.items():

@@ -154,10 +154,11 @@ def test_thumbnails_come_from_the_model_sized_image_and_look_like_the_photo(
 
     spec = get_spec("ViT-B-32-256-datacomp").preprocess
     model: Any = SimpleNamespace(spec=SimpleNamespace(preprocess=spec))
-    large = SAMPLES / "jpg/hdr/canon_hdr_NO.jpg"  # 2048 x 1536, orientation 6
-    small = SAMPLES / "jpg/gps/DSCN0010.jpg"  # 640 x 480
+    large = SAMPLES / "jpg/mobile/HMD_Nokia_8.3_5G.jpg"  # 1200 x 515
+    turned = SAMPLES / "jpg/hdr/canon_hdr_NO.jpg"  # orientation 6
+    small = SAMPLES / "jpg/gps/DSCN0010.jpg"  # 320 x 240
     tiny = SAMPLES / "jpg/Nikon_D70.jpg"  # 100 x 66: smaller than the model input
-    for number, path in enumerate((large, small, tiny)):
+    for number, path in enumerate((large, turned, small, tiny)):
         photo = PendingPhoto(number, path, f"hash{number}")
         decoded = indexer._decode(photo, model, 2 * spec.size, tmp_path)
         image = load_image(path, min_side=2 * spec.size)

@@ -53,7 +53,10 @@ CHUNK = 10 * 1024 * 1024  # huggingface_hub writes downloads in chunks of this s
 
 # Runs the console entry point; "fast" skips huggingface_hub's waits between retries.
 RUNNER = """
-import sys, time
+import signal, sys, time
+# Ctrl-C as at a terminal, even when the tests run as a background job (which starts every
+# child with SIGINT ignored, and Python then keeps ignoring it)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 if sys.argv.pop(1) == "fast":
     time.sleep = lambda seconds: None
 from tui.__main__ import main

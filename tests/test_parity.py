@@ -39,8 +39,9 @@ from tests.reference import (
     reference_pixels,
     save_checkpoint,
 )
+from tests.samples import SAMPLES
 
-PHOTOS_DIR = Path(__file__).resolve().parents[2] / "shared" / "photos" / "exif-samples" / "jpg"
+PHOTOS_DIR = SAMPLES / "jpg"
 
 PHOTOS = [
     "exif-org/canon-ixus.jpg",

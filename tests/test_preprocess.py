@@ -1,12 +1,13 @@
 """core.preprocess against open_clip's own image transform, on real photos and synthetic files.
 
-The real photos are read from ``/work/shared/photos/exif-samples`` (or ``$CLIPSEARCH_PHOTOS``) and
-never written; synthetic files go to pytest's ``tmp_path``.
+The real photos are the full-size originals in ``../shared/photos/exif-samples`` when a checkout
+has them, else the copies kept in ``tests/photos`` (the large JPEGs among them scaled up again to
+their original size, so that draft decoding is exercised). They are never written; synthetic files
+go to pytest's ``tmp_path``.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -21,8 +22,15 @@ from core import preprocess as pp
 from core.errors import ClipsearchError
 from core.preprocess import ImageDecodeError, load_image, preprocess, preprocess_batch
 from core.registry import Preprocess
+from tests.samples import SAMPLES, SHARED_SAMPLES, needs_shared
 
-PHOTOS = Path(os.environ.get("CLIPSEARCH_PHOTOS", "/work/shared/photos/exif-samples"))
+ORIGINAL_SIZES = {
+    "jpg/mobile/HMD_Nokia_8.3_5G.jpg": (4608, 1976),
+    "jpg/tests/42_IndexError.jpg": (4032, 3024),
+    "jpg/tests/30-type_error.jpg": (3872, 2403),
+    "jpg/hdr/canon_hdr_NO.jpg": (2048, 1536),
+}
+"""Photos whose repository copy is scaled down, with the original (stored, unrotated) size."""
 SIZES = (224, 256)
 
 # Sizes from 49x500 to 4608x1976, EXIF orientations 3, 5 and 6, RGBA and RGB TIFFs, one HEIF.
@@ -57,11 +65,32 @@ DRAFT_MAX_ABS = 0.35
 DRAFT_MEAN_ABS = 0.015
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _large_photo_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    global _LARGE_DIR
+    _LARGE_DIR = tmp_path_factory.mktemp("large-photos")
+
+
+_LARGE_DIR: Path | None = None
+
+
 def photo(relative: str) -> Path:
-    path = PHOTOS / relative
-    if not path.is_file():
-        pytest.skip(f"test photo {path} is not available")
-    return path
+    """The photo at ``relative`` under the collection: the original when present, else our copy."""
+    original = SHARED_SAMPLES / relative
+    if original.is_file():
+        return original
+    path = SAMPLES / relative
+    if relative not in ORIGINAL_SIZES:
+        return path
+    assert _LARGE_DIR is not None
+    large = _LARGE_DIR / relative
+    if not large.is_file():
+        large.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            exif = image.info.get("exif", b"")
+            scaled = image.resize(ORIGINAL_SIZES[relative], Image.Resampling.BICUBIC)
+            scaled.save(large, quality=90, exif=exif)
+    return large
 
 
 def needs_heif(path: Path) -> None:
@@ -283,11 +312,10 @@ def test_exif_that_raises_means_no_rotation(tmp_path: Path, monkeypatch) -> None
 # -- Every real file, broken files, HEIF ---------------------------------------------------------
 
 
-def test_every_sample_loads_or_raises_decode_error() -> None:
-    if not PHOTOS.is_dir():
-        pytest.skip(f"{PHOTOS} is not available")
-    files = sorted(p for p in PHOTOS.rglob("*") if p.is_file())
-    assert len(files) > 100
+@pytest.mark.parametrize("folder", [SAMPLES, pytest.param(SHARED_SAMPLES, marks=needs_shared)])
+def test_every_sample_loads_or_raises_decode_error(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert len(files) > 50
     loaded, failed = 0, 0
     for path in files:
         try:
@@ -301,7 +329,7 @@ def test_every_sample_loads_or_raises_decode_error() -> None:
             assert image.mode == "RGB" and min(image.size) >= 1
     # The README files are the only non-images; every photo, broken EXIF included, decodes
     # (HEIC/HEIF ones only with pillow_heif, which the test extra installs).
-    unreadable = {"README"} if _has_pillow_heif() else {"README", ".heic", ".heif"}
+    unreadable = {"README", "README.md"} | (set() if _has_pillow_heif() else {".heic", ".heif"})
     assert failed == sum(1 for p in files if {p.name, p.suffix.lower()} & unreadable)
     assert loaded == len(files) - failed
 

@@ -31,10 +31,11 @@ from core.search import (
     similar,
 )
 from core.store import Library, ModelMismatchError, PhotoRecord, VectorVersion
+from tests.samples import SAMPLES as SAMPLE_ROOT
 
-SAMPLES = Path("/work/shared/photos/exif-samples/jpg")
+SAMPLES = SAMPLE_ROOT / "jpg"
 
-# photos of the shared library, by sub-folder; their capture times span 2003 to 2018
+# photos of the test library, by sub-folder; their capture times span 2003 to 2018
 LIBRARY_PHOTOS = {
     "trips": ("gps/DSCN0010.jpg", "gps/DSCN0027.jpg", "Canon_40D.jpg", "Nikon_D70.jpg"),
     "home": (
@@ -58,8 +59,6 @@ def indexed(
     tiny_model: ClipModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Library, Path]]:
     """A library of nine real photos in two folders, indexed with the tiny model (read only)."""
-    if not SAMPLES.is_dir():
-        pytest.skip("shared photos not present")
     root = tmp_path_factory.mktemp("search-album")
     album = root / "album"
     for folder, names in LIBRARY_PHOTOS.items():

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.encoder import ClipModel
+from tests.samples import SAMPLES as SAMPLE_ROOT
 from tui.app import ClipSearchApp, make_app
 from tui.config import TuiConfig
 from tui.screens.confirm import ConfirmScreen
@@ -30,7 +31,7 @@ from tui.widgets.indexing import IndexingPanel
 from tui.widgets.results import ResultRow, ResultsList
 from tui.widgets.timeline import TimelineTree
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "photos" / "exif-samples" / "jpg"
+SAMPLES = SAMPLE_ROOT / "jpg"
 
 TUI_PHOTOS = (
     "Canon_40D.jpg",
@@ -92,8 +93,6 @@ def ready(app: ClipSearchApp) -> Callable[[], bool]:
 
 def make_album(root: Path) -> Path:
     """Copy the test photos to ``root`` with fixed modification times."""
-    if not SAMPLES.is_dir():
-        pytest.skip("shared photos not present")
     root.mkdir(parents=True)
     for name in TUI_PHOTOS:
         shutil.copyfile(SAMPLES / name, root / Path(name).name)
