@@ -9,6 +9,8 @@ Two ncnn networks are written, built from ncnn's documented layers only:
     bottlenecks with anti-aliasing average pools, attention pooling, projection. BatchNorm is
     folded into the convolutions.
 
+    FastViT "MCi" (MobileCLIP2): see :mod:`core.fastvit`.
+
 ``text.param`` / ``text.bin``
     inputs ``x`` ``[L, W]`` (token embeddings plus positional embeddings of the first ``L``
     tokens, ``L`` = position of the end-of-text token + 1) and ``mask`` ``[L, L]`` (causal);
@@ -18,6 +20,13 @@ The token-embedding lookup, the end-of-text gather and the text projection are d
 from ``token_embedding.npy``, ``positional_embedding.npy`` and ``text_projection.npy``. Because the
 text transformer is causal, the end-of-text token never sees the padding after it, so running only
 the first ``L`` tokens gives the same embedding as running all 77.
+
+A text tower without a causal mask (``"causal": false`` in the architecture's ``text``, as
+open_clip's ``no_causal_mask``; MobileCLIP2) lets every token see the padding, so it always runs all
+``context_length`` tokens: its network has the one input ``x`` ``[77, W]`` and no mask.
+
+Text keys are read bare (``transformer.resblocks.0...``, as ``open_clip.CLIP`` saves them) or under
+``text.`` (``open_clip.CustomTextCLIP``).
 """
 
 from __future__ import annotations
@@ -381,24 +390,29 @@ def _build_resnet(g: Graph, w: _Weights, arch: Architecture) -> None:
 # text tower
 
 
-def _build_text(g: Graph, w: _Weights, arch: Architecture) -> None:
+def _text_prefix(state_dict: Mapping[str, np.ndarray]) -> str:
+    """``"text."`` when the text tower is saved as ``CustomTextCLIP`` saves it, else ``""``."""
+    return "text." if "text.token_embedding.weight" in state_dict else ""
+
+
+def _build_text(g: Graph, w: _Weights, arch: Architecture, prefix: str) -> None:
     t = arch.text
     width = t["width"]
     x = g.input("x")
-    mask = g.input("mask")
+    mask = g.input("mask") if t.get("causal", True) else None
     for i in range(t["layers"]):
         x = _residual_block(
             g,
             x,
             w,
-            f"transformer.resblocks.{i}",
+            f"{prefix}transformer.resblocks.{i}",
             width,
             t["heads"],
             arch.quick_gelu,
             mask,
             f"block{i}",
         )
-    _layer_norm(g, x, "tokens", w, "ln_final", width)
+    _layer_norm(g, x, "tokens", w, f"{prefix}ln_final", width)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,16 +475,22 @@ def convert_checkpoint(
         _build_vit(visual, w, arch)
     elif arch.family == "resnet":
         _build_resnet(visual, w, arch)
+    elif arch.family == "fastvit":
+        from core import fastvit
+
+        folded = fastvit.reparameterize(state_dict, arch.vision, arch.embed_dim)
+        fastvit.build_image_tower(visual, folded, arch.vision, arch.embed_dim)
     else:
         raise CheckpointError(f"unsupported model family {arch.family!r}")
 
     text = Graph(weight_storage)
-    _build_text(text, w, arch)
+    prefix = _text_prefix(state_dict)
+    _build_text(text, w, arch, prefix)
 
     t = arch.text
-    token_embedding = w("token_embedding.weight", (t["vocab_size"], t["width"]))
-    positional = w("positional_embedding", (t["context_length"], t["width"]))
-    projection = w("text_projection", (t["width"], arch.embed_dim))
+    token_embedding = w(f"{prefix}token_embedding.weight", (t["vocab_size"], t["width"]))
+    positional = w(f"{prefix}positional_embedding", (t["context_length"], t["width"]))
+    projection = w(f"{prefix}text_projection", (t["width"], arch.embed_dim))
     logit_scale = float(np.exp(w("logit_scale", ()).item()))
 
     visual.write(out_dir / VISUAL_FILES[0], out_dir / VISUAL_FILES[1])

@@ -321,17 +321,23 @@ class ClipModel:
         if self.spec.is_siglip:
             return self._encode_tokens_whole(net, embedding, positional, tokens)
 
+        # A causal tower never lets the end-of-text token see the padding after it, so only the
+        # tokens up to it run; a non-causal one (MobileCLIP2) runs all of them, padding included.
+        causal = bool(self.spec.architecture.text.get("causal", True))
+
         def one(ids: np.ndarray) -> np.ndarray:
-            length = int(np.argmax(ids)) + 1  # the end-of-text token has the largest id
+            end = int(np.argmax(ids))  # the end-of-text token has the largest id
+            length = end + 1 if causal else len(ids)
             x = np.asarray(embedding[ids[:length]], dtype=np.float32) + positional[:length]
-            mask = np.triu(np.full((length, length), MASK_VALUE, np.float32), 1)
             ex = net.create_extractor()
             ex.input("x", ncnn.Mat(np.ascontiguousarray(x)).clone())
-            ex.input("mask", ncnn.Mat(mask).clone())
+            if causal:
+                mask = np.triu(np.full((length, length), MASK_VALUE, np.float32), 1)
+                ex.input("mask", ncnn.Mat(mask).clone())
             rc, out = ex.extract("tokens")
             if rc != 0:
                 raise ClipsearchError(f"ncnn failed to encode a text (code {rc})")
-            return np.array(out, dtype=np.float32).reshape(length, -1)[length - 1]
+            return np.array(out, dtype=np.float32).reshape(length, -1)[end]
 
         rows = self._map("text", one, list(tokens))
         projected = np.stack(rows) @ np.asarray(host["text_projection"], dtype=np.float32)

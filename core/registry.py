@@ -44,7 +44,7 @@ class Architecture:
     the text tower gives ``pool`` (``"last"``), ``causal`` (false) and ``proj_bias`` (true).
     """
 
-    family: str  # "vit", "resnet" or "siglip"
+    family: str  # "vit", "resnet", "siglip" or "fastvit" (MobileCLIP2, see core.fastvit)
     embed_dim: int
     quick_gelu: bool
     vision: dict[str, Any]
@@ -185,6 +185,10 @@ def checkpoint_parameters(arch: Architecture) -> int:
         total += width * 3 * patch * patch + 4 * width  # conv1, ln_pre, ln_post
         total += int(vision["layers"]) * _block_parameters(width)
         return total
+    if arch.family == "fastvit":
+        from core.fastvit import checkpoint_parameters as fastvit_parameters
+
+        return total + fastvit_parameters(vision, arch.embed_dim)
     width = int(vision["width"])
     half = width // 2
     total += half * 3 * 9 + half * half * 9 + width * half * 9  # the three stem convolutions

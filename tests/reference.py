@@ -120,6 +120,7 @@ def reference_pixels(
     size: int,
     mean: Sequence[float],
     std: Sequence[float],
+    interpolation: str = "bicubic",
     resize_mode: str = "shortest",
 ) -> torch.Tensor:
     """open_clip's own evaluation transform of photo files (EXIF orientation applied, RGB):
@@ -127,7 +128,12 @@ def reference_pixels(
     from PIL import Image, ImageOps
 
     transform = open_clip.image_transform(
-        size, is_train=False, mean=mean, std=std, resize_mode=resize_mode
+        size,
+        is_train=False,
+        mean=mean,
+        std=std,
+        resize_mode=resize_mode,
+        interpolation=interpolation,
     )
     pixels = []
     for path in paths:

@@ -1,0 +1,584 @@
+"""FastViT "MCi" image towers (MobileCLIP2-S0 and -S2) for the ncnn converter.
+
+open_clip builds these towers with timm (``fastvit_mci0``, ``fastvit_mci2``) and stores them under
+``visual.trunk.``. Their checkpoints come in two layouts, and both are read:
+
+* training layout: MobileOne blocks, large-kernel convolutions, RepMixers and conditional
+  positional encodings with their separate branches and BatchNorms;
+* folded layout: the same blocks after timm's ``reparameterize_model``, one ``reparam_conv`` each.
+
+:func:`reparameterize` turns either into the folded layout, computing exactly what timm's
+reparameterisation computes (``MobileOneBlock._get_kernel_bias``,
+``ReparamLargeKernelConv.get_kernel_bias``, ``RepMixer.reparameterize``,
+``RepConditionalPosEnc.reparameterize``), under the same key names. A block present in both
+layouts at once, a key that belongs to neither, or a missing key is refused with a
+:class:`~core.errors.CheckpointError` that names the key.
+
+:func:`build_image_tower` then writes the inference network (input ``image`` ``[3, S, S]``,
+output ``embedding`` ``[D]``):
+
+1. stem: three MobileOne convolutions (3x3 stride 2, depthwise 3x3 stride 2, 1x1), each + GELU;
+2. four stages; a stage that changes width starts with a patch embedding (grouped 7x7 stride 2
+   convolution, squeeze-excite in stages 3 and 4, GELU, 1x1 MobileOne convolution, GELU); the
+   last stage adds the conditional positional encoding (depthwise 7x7, identity folded in);
+3. blocks: RepMixer blocks (depthwise 3x3 token mixer, then a convolutional MLP: depthwise 7x7
+   with its BatchNorm folded, 1x1 expansion, GELU, 1x1 projection scaled by the layer scale, added
+   back) or attention blocks (BatchNorm folded into the query, key and value projections,
+   multi-head attention of 32-channel heads over the ``H*W`` positions, output projection scaled by
+   the layer scale, added back; then the same convolutional MLP);
+4. head: grouped 3x3 MobileOne convolution to twice the width, squeeze-excite, GELU, global
+   average pooling, and the linear projection to the embedding.
+
+Every BatchNorm and layer scale is folded into the weights of its neighbouring convolution or
+projection, so the network holds only convolutions, GELU, attention and a few element-wise adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from core.errors import CheckpointError
+from core.ncnn_graph import Graph
+
+__all__ = ["TRUNK_PREFIX", "build_image_tower", "checkpoint_parameters", "reparameterize"]
+
+TRUNK_PREFIX = "visual.trunk."
+VISUAL_PREFIX = "visual."
+BN_EPS = 1e-5
+DOWNSAMPLES = (False, True, True, True)  # timm's FastVit default, kept by fastvit_mci0/2
+STEM_KERNEL = 3
+REPMIXER_KERNEL = 3
+DOWN_PATCH = 7
+DOWN_STRIDE = 2
+SMALL_KERNEL = 3
+POS_KERNEL = 7
+MLP_CONV_KERNEL = 7
+HEAD_DIM = 32
+CLS_RATIO = 2
+SE_DOWN = (0.25, 8)  # rd_ratio, rd_divisor of the patch embedding's squeeze-excite
+SE_FINAL = (1.0 / 16, 1)  # of the final convolution's squeeze-excite
+IGNORED_SUFFIX = ".num_batches_tracked"
+
+
+@dataclass(frozen=True)
+class _Conv:
+    """One convolution of the tower: shapes and stride, as timm creates it."""
+
+    in_chs: int
+    out_chs: int
+    kernel: int
+    stride: int = 1
+    groups: int = 1
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.out_chs, self.in_chs // self.groups, self.kernel, self.kernel)
+
+    @property
+    def padding(self) -> int:
+        # timm's default symmetric padding, ((stride - 1) + (kernel - 1)) // 2
+        return ((self.stride - 1) + (self.kernel - 1)) // 2
+
+
+def _se_channels(channels: int, ratio: float, divisor: int) -> int:
+    """Reduced width of a squeeze-excite, rounded as timm's ``make_divisible`` does."""
+    value = channels * ratio
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded
+
+
+class _Reader:
+    """Shape- and value-checked access to the tower's keys, remembering which were read."""
+
+    def __init__(self, state_dict: Mapping[str, np.ndarray], prefix: str) -> None:
+        self._sd = state_dict
+        self.prefix = prefix
+        self.used: set[str] = set()
+
+    def has(self, key: str) -> bool:
+        return self.prefix + key in self._sd
+
+    def under(self, path: str) -> list[str]:
+        """Keys below ``path`` (relative names), learned-state keys only."""
+        start = f"{self.prefix}{path}."
+        return [
+            k[len(self.prefix) :]
+            for k in self._sd
+            if k.startswith(start) and not k.endswith(IGNORED_SUFFIX)
+        ]
+
+    def __call__(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        full = self.prefix + key
+        if full not in self._sd:
+            raise CheckpointError(f"checkpoint is missing key {full!r} (expected shape {shape})")
+        value = np.asarray(self._sd[full])
+        if tuple(value.shape) != tuple(shape):
+            raise CheckpointError(
+                f"checkpoint key {full!r} has shape {tuple(value.shape)} "
+                f"but the model needs {tuple(shape)}"
+            )
+        value = value.astype(np.float64)
+        if not np.all(np.isfinite(value)):
+            raise CheckpointError(f"checkpoint key {full!r} holds NaN or infinite values")
+        self.used.add(full)
+        return value
+
+
+# ---------------------------------------------------------------------------------------------
+# folding (timm's reparameterisation, in numpy)
+
+
+def _bn_scale_shift(r: _Reader, path: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """A BatchNorm in eval mode as ``x * scale + shift`` per channel."""
+    gamma = r(f"{path}.weight", (channels,))
+    beta = r(f"{path}.bias", (channels,))
+    mean = r(f"{path}.running_mean", (channels,))
+    var = r(f"{path}.running_var", (channels,))
+    scale = gamma / np.sqrt(var + BN_EPS)
+    return scale, beta - mean * scale
+
+
+def _conv_bn(r: _Reader, path: str, conv: _Conv) -> tuple[np.ndarray, np.ndarray]:
+    """A ``ConvNormAct`` branch (``path.conv`` without bias, ``path.bn``) as one kernel and bias."""
+    kernel = r(f"{path}.conv.weight", conv.shape)
+    scale, shift = _bn_scale_shift(r, f"{path}.bn", conv.out_chs)
+    return kernel * scale[:, None, None, None], shift
+
+
+def _identity_kernel(channels: int, groups: int, kernel: int) -> np.ndarray:
+    """The kernel of ``x -> x`` for a grouped convolution, as timm builds its ``id_tensor``."""
+    per_group = channels // groups
+    identity = np.zeros((channels, per_group, kernel, kernel))
+    identity[np.arange(channels), np.arange(channels) % per_group, kernel // 2, kernel // 2] = 1
+    return identity
+
+
+def _pad_to(kernel: np.ndarray, size: int) -> np.ndarray:
+    pad = (size - kernel.shape[-1]) // 2
+    return np.pad(kernel, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+
+def _folded_or_branches(r: _Reader, path: str, branch_names: tuple[str, ...]) -> bool:
+    """Whether block ``path`` is stored folded (True) or as training branches (False)."""
+    branches = [k for k in r.under(path) if k[len(path) + 1 :].split(".", 1)[0] in branch_names]
+    if r.has(f"{path}.reparam_conv.weight"):
+        if branches:
+            raise CheckpointError(
+                f"checkpoint key {r.prefix + branches[0]!r} is a training branch of a block the "
+                f"checkpoint also holds folded ({r.prefix}{path}.reparam_conv.weight); "
+                "a block must be stored one way"
+            )
+        return True
+    if not branches:
+        raise CheckpointError(
+            f"checkpoint is missing key {r.prefix}{path}.reparam_conv.weight "
+            f"(or the training branches of {r.prefix}{path})"
+        )
+    return False
+
+
+def _mobileone(
+    r: _Reader, path: str, conv: _Conv, *, conv_branches: int = 1, scale_branch: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``MobileOneBlock`` -> (kernel, bias) of its ``reparam_conv``."""
+    if _folded_or_branches(r, path, ("conv_kxk", "conv_scale", "identity")):
+        return _folded(r, path, conv)
+    kernel = np.zeros(conv.shape)
+    bias = np.zeros(conv.out_chs)
+    for index in range(conv_branches):
+        k, b = _conv_bn(r, f"{path}.conv_kxk.{index}", conv)
+        kernel += k
+        bias += b
+    if scale_branch and conv.kernel > 1:
+        k, b = _conv_bn(
+            r, f"{path}.conv_scale", _Conv(conv.in_chs, conv.out_chs, 1, 1, conv.groups)
+        )
+        kernel += _pad_to(k, conv.kernel)
+        bias += b
+    if conv.in_chs == conv.out_chs and conv.stride == 1:
+        scale, shift = _bn_scale_shift(r, f"{path}.identity", conv.in_chs)
+        kernel += (
+            _identity_kernel(conv.in_chs, conv.groups, conv.kernel) * scale[:, None, None, None]
+        )
+        bias += shift
+    return kernel, bias
+
+
+def _folded(r: _Reader, path: str, conv: _Conv) -> tuple[np.ndarray, np.ndarray]:
+    return r(f"{path}.reparam_conv.weight", conv.shape), r(
+        f"{path}.reparam_conv.bias", (conv.out_chs,)
+    )
+
+
+def _large_kernel(r: _Reader, path: str, conv: _Conv) -> tuple[np.ndarray, np.ndarray]:
+    """``ReparamLargeKernelConv`` (large and small kernel branches) -> its ``reparam_conv``."""
+    if _folded_or_branches(r, path, ("large_conv", "small_conv")):
+        return _folded(r, path, conv)
+    kernel, bias = _conv_bn(r, f"{path}.large_conv", conv)
+    small = _Conv(conv.in_chs, conv.out_chs, SMALL_KERNEL, conv.stride, conv.groups)
+    k, b = _conv_bn(r, f"{path}.small_conv", small)
+    return kernel + _pad_to(k, conv.kernel), bias + b
+
+
+def _repmixer(r: _Reader, path: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``RepMixer``: ``x + gamma * (mixer(x) - norm(x))`` -> one depthwise kernel and bias."""
+    conv = _Conv(dim, dim, REPMIXER_KERNEL, 1, dim)
+    if _folded_or_branches(r, path, ("mixer", "norm", "layer_scale")):
+        return _folded(r, path, conv)
+    mixer_k, mixer_b = _mobileone(r, f"{path}.mixer", conv)
+    norm_k, norm_b = _mobileone(r, f"{path}.norm", conv, conv_branches=0, scale_branch=False)
+    gamma = r(f"{path}.layer_scale.gamma", (dim, 1, 1)).reshape(dim)
+    identity = _identity_kernel(dim, dim, REPMIXER_KERNEL)
+    kernel = identity + gamma[:, None, None, None] * (mixer_k - norm_k)
+    return kernel, gamma * (mixer_b - norm_b)
+
+
+def _pos_enc(r: _Reader, path: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``RepConditionalPosEnc``: ``x + dwconv(x)`` -> one depthwise kernel and bias."""
+    conv = _Conv(dim, dim, POS_KERNEL, 1, dim)
+    if _folded_or_branches(r, path, ("pos_enc",)):
+        return _folded(r, path, conv)
+    kernel = r(f"{path}.pos_enc.weight", conv.shape) + _identity_kernel(dim, dim, POS_KERNEL)
+    return kernel, r(f"{path}.pos_enc.bias", (dim,))
+
+
+def _plain(r: _Reader, out: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) -> None:
+    out[key] = r(key, shape)
+
+
+def _copy_bn(r: _Reader, out: dict[str, np.ndarray], path: str, channels: int) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        _plain(r, out, f"{path}.{name}", (channels,))
+
+
+def _copy_se(r: _Reader, out: dict[str, np.ndarray], path: str, channels: int, rd: int) -> None:
+    _plain(r, out, f"{path}.fc1.weight", (rd, channels, 1, 1))
+    _plain(r, out, f"{path}.fc1.bias", (rd,))
+    _plain(r, out, f"{path}.fc2.weight", (channels, rd, 1, 1))
+    _plain(r, out, f"{path}.fc2.bias", (channels,))
+
+
+def _copy_mlp(r: _Reader, out: dict[str, np.ndarray], path: str, dim: int, hidden: int) -> None:
+    conv = _Conv(dim, dim, MLP_CONV_KERNEL, 1, dim)
+    _plain(r, out, f"{path}.conv.conv.weight", conv.shape)
+    _copy_bn(r, out, f"{path}.conv.bn", dim)
+    _plain(r, out, f"{path}.fc1.weight", (hidden, dim, 1, 1))
+    _plain(r, out, f"{path}.fc1.bias", (hidden,))
+    _plain(r, out, f"{path}.fc2.weight", (dim, hidden, 1, 1))
+    _plain(r, out, f"{path}.fc2.bias", (dim,))
+
+
+def _stem_convs(dims: list[int]) -> list[_Conv]:
+    d0 = dims[0]
+    return [
+        _Conv(3, d0, STEM_KERNEL, 2),
+        _Conv(d0, d0, STEM_KERNEL, 2, d0),
+        _Conv(d0, d0, 1),
+    ]
+
+
+def _has_downsample(vision: Mapping[str, Any], index: int, prev: int) -> bool:
+    return DOWNSAMPLES[index] or prev != vision["embed_dims"][index]
+
+
+def reparameterize(
+    state_dict: Mapping[str, np.ndarray], vision: Mapping[str, Any], embed_dim: int
+) -> dict[str, np.ndarray]:
+    """The image tower's weights in timm's folded layout, from either checkpoint layout.
+
+    Parameters
+    ----------
+    state_dict
+        An open_clip checkpoint; the tower's keys start with ``visual.trunk.``.
+    vision
+        The registry's ``vision`` entry: ``layers``, ``embed_dims``, ``mlp_ratio``,
+        ``token_mixers``, ``se_downsamples`` and ``pos_embs`` (one value per stage).
+    embed_dim
+        Width of the CLIP embedding (the head's output).
+
+    Returns
+    -------
+    dict[str, numpy.ndarray]
+        float32 arrays named as ``timm.utils.reparameterize_model(trunk).state_dict()`` names them
+        (without ``visual.trunk.``; BatchNorm counters left out).
+
+    Raises
+    ------
+    CheckpointError
+        A key is missing, has the wrong shape or non-finite values, a block is stored both folded
+        and as training branches, or a ``visual.`` key belongs to no part of this tower.
+    """
+    r = _Reader(state_dict, TRUNK_PREFIX)
+    out: dict[str, np.ndarray] = {}
+
+    def put(path: str, pair: tuple[np.ndarray, np.ndarray]) -> None:
+        out[f"{path}.reparam_conv.weight"], out[f"{path}.reparam_conv.bias"] = pair
+
+    dims = list(vision["embed_dims"])
+    for index, conv in enumerate(_stem_convs(dims)):
+        put(f"stem.{index}", _mobileone(r, f"stem.{index}", conv))
+    prev = dims[0]
+    for i, depth in enumerate(vision["layers"]):
+        dim = dims[i]
+        stage = f"stages.{i}"
+        if _has_downsample(vision, i, prev):
+            down = f"{stage}.downsample.proj"
+            conv = _Conv(prev, dim, DOWN_PATCH, DOWN_STRIDE, prev)
+            put(f"{down}.0", _large_kernel(r, f"{down}.0", conv))
+            if vision["se_downsamples"][i]:
+                _copy_se(r, out, f"{down}.0.se", dim, _se_channels(dim, *SE_DOWN))
+            put(f"{down}.1", _mobileone(r, f"{down}.1", _Conv(dim, dim, 1)))
+        if vision["pos_embs"][i]:
+            put(f"{stage}.pos_emb", _pos_enc(r, f"{stage}.pos_emb", dim))
+        hidden = int(dim * vision["mlp_ratio"])
+        for j in range(depth):
+            block = f"{stage}.blocks.{j}"
+            if vision["token_mixers"][i] == "repmixer":
+                put(f"{block}.token_mixer", _repmixer(r, f"{block}.token_mixer", dim))
+                _plain(r, out, f"{block}.layer_scale.gamma", (dim, 1, 1))
+            else:
+                _copy_bn(r, out, f"{block}.norm", dim)
+                _plain(r, out, f"{block}.token_mixer.qkv.weight", (3 * dim, dim))
+                _plain(r, out, f"{block}.token_mixer.proj.weight", (dim, dim))
+                _plain(r, out, f"{block}.token_mixer.proj.bias", (dim,))
+                _plain(r, out, f"{block}.layer_scale_1.gamma", (dim, 1, 1))
+                _plain(r, out, f"{block}.layer_scale_2.gamma", (dim, 1, 1))
+            _copy_mlp(r, out, f"{block}.mlp", dim, hidden)
+        prev = dim
+    final = CLS_RATIO * prev
+    put("final_conv", _mobileone(r, "final_conv", _Conv(prev, final, 3, 1, prev)))
+    _copy_se(r, out, "final_conv.se", final, _se_channels(final, *SE_FINAL))
+    _plain(r, out, "head.fc.weight", (embed_dim, final))
+    _plain(r, out, "head.fc.bias", (embed_dim,))
+
+    for key in state_dict:
+        if key.startswith(VISUAL_PREFIX) and key not in r.used and not key.endswith(IGNORED_SUFFIX):
+            raise CheckpointError(
+                f"checkpoint key {key!r} is not part of the FastViT image tower this model expects"
+            )
+    return {key: value.astype(np.float32) for key, value in out.items()}
+
+
+def checkpoint_parameters(vision: Mapping[str, Any], embed_dim: int) -> int:
+    """Number of values under ``visual.`` in an open_clip checkpoint of this tower.
+
+    Counts the training layout, as open_clip saves a model (and as the hub serves it): every
+    branch with its BatchNorm, ``num_batches_tracked`` counters included.
+    """
+
+    def norm(channels: int) -> int:
+        return 4 * channels + 1
+
+    def conv_bn(conv: _Conv) -> int:
+        return int(np.prod(conv.shape)) + norm(conv.out_chs)
+
+    def mobileone(conv: _Conv, branches: int = 1, scale: bool = True) -> int:
+        total = branches * conv_bn(conv)
+        if scale and conv.kernel > 1:
+            total += conv_bn(_Conv(conv.in_chs, conv.out_chs, 1, conv.stride, conv.groups))
+        if conv.in_chs == conv.out_chs and conv.stride == 1:
+            total += norm(conv.in_chs)
+        return total
+
+    def squeeze_excite(channels: int, rd: int) -> int:
+        return 2 * rd * channels + rd + channels
+
+    dims = list(vision["embed_dims"])
+    total = sum(mobileone(conv) for conv in _stem_convs(dims))
+    prev = dims[0]
+    for i, depth in enumerate(vision["layers"]):
+        dim = dims[i]
+        if _has_downsample(vision, i, prev):
+            large = _Conv(prev, dim, DOWN_PATCH, DOWN_STRIDE, prev)
+            total += conv_bn(large) + conv_bn(_Conv(prev, dim, SMALL_KERNEL, DOWN_STRIDE, prev))
+            if vision["se_downsamples"][i]:
+                total += squeeze_excite(dim, _se_channels(dim, *SE_DOWN))
+            total += mobileone(_Conv(dim, dim, 1))
+        if vision["pos_embs"][i]:
+            total += dim * POS_KERNEL * POS_KERNEL + dim
+        hidden = int(dim * vision["mlp_ratio"])
+        mlp = conv_bn(_Conv(dim, dim, MLP_CONV_KERNEL, 1, dim)) + 2 * dim * hidden + hidden + dim
+        for _ in range(depth):
+            if vision["token_mixers"][i] == "repmixer":
+                mixer = _Conv(dim, dim, REPMIXER_KERNEL, 1, dim)
+                total += mobileone(mixer) + mobileone(mixer, 0, False) + 2 * dim  # + 2 scales
+            else:
+                total += norm(dim) + 3 * dim * dim + dim * dim + dim + 2 * dim
+            total += mlp
+        prev = dim
+    final = CLS_RATIO * prev
+    total += mobileone(_Conv(prev, final, 3, 1, prev))
+    total += squeeze_excite(final, _se_channels(final, *SE_FINAL))
+    return total + final * embed_dim + embed_dim
+
+
+# ---------------------------------------------------------------------------------------------
+# the ncnn network
+
+
+def _convolution(
+    g: Graph, x: str, name: str, conv: _Conv, kernel: np.ndarray, bias: np.ndarray
+) -> str:
+    params: dict[int, Any] = {
+        0: conv.out_chs,
+        1: conv.kernel,
+        3: conv.stride,
+        4: conv.padding,
+        5: 1,
+        6: int(kernel.size),
+    }
+    weights = [(np.asarray(kernel, np.float32), True), (np.asarray(bias, np.float32), False)]
+    if conv.groups == 1:
+        return g.layer("Convolution", name, [x], params, weights)
+    params[7] = conv.groups
+    return g.layer("ConvolutionDepthWise", name, [x], params, weights)
+
+
+def _gelu(g: Graph, x: str, name: str) -> str:
+    return g.layer("GELU", name, [x], {0: 0})
+
+
+def _squeeze_excite(
+    g: Graph, x: str, name: str, f: Mapping[str, np.ndarray], path: str, channels: int
+) -> str:
+    """``x * sigmoid(fc2(relu(fc1(mean(x)))))`` per channel."""
+    pooled = g.layer("Pooling", f"{name}_pool", [x], {0: 1, 4: 1})
+    w1 = f[f"{path}.fc1.weight"]
+    rd = w1.shape[0]
+    h = g.layer(
+        "InnerProduct",
+        f"{name}_fc1",
+        [pooled],
+        {0: rd, 1: 1, 2: int(w1.size), 9: 1},
+        [(w1.reshape(rd, channels), True), (f[f"{path}.fc1.bias"], False)],
+    )
+    gate = g.layer(
+        "InnerProduct",
+        f"{name}_fc2",
+        [h],
+        {0: channels, 1: 1, 2: channels * rd, 9: 4},
+        [(f[f"{path}.fc2.weight"].reshape(channels, rd), True), (f[f"{path}.fc2.bias"], False)],
+    )
+    gate = g.layer("Reshape", f"{name}_gate", [gate], {0: 1, 1: 1, 2: channels})
+    return g.layer("BinaryOp", name, [x, gate], {0: 2})
+
+
+def _bn_affine(f: Mapping[str, np.ndarray], path: str) -> tuple[np.ndarray, np.ndarray]:
+    gamma = f[f"{path}.weight"].astype(np.float64)
+    var = f[f"{path}.running_var"].astype(np.float64)
+    scale = gamma / np.sqrt(var + BN_EPS)
+    return scale, f[f"{path}.bias"] - f[f"{path}.running_mean"] * scale
+
+
+def _conv_mlp(
+    g: Graph, x: str, tag: str, f: Mapping[str, np.ndarray], path: str, gamma_key: str, dim: int
+) -> str:
+    """``x + gamma * fc2(gelu(fc1(bn(dwconv7(x)))))``, BatchNorm and ``gamma`` folded."""
+    scale, shift = _bn_affine(f, f"{path}.conv.bn")
+    dw = _Conv(dim, dim, MLP_CONV_KERNEL, 1, dim)
+    kernel = f[f"{path}.conv.conv.weight"] * scale[:, None, None, None]
+    h = _convolution(g, x, f"{tag}_mlp_dw", dw, kernel, shift)
+    w1 = f[f"{path}.fc1.weight"]
+    hidden = w1.shape[0]
+    h = _convolution(g, h, f"{tag}_mlp_fc1", _Conv(dim, hidden, 1), w1, f[f"{path}.fc1.bias"])
+    h = _gelu(g, h, f"{tag}_mlp_gelu")
+    gamma = f[gamma_key].reshape(dim).astype(np.float64)
+    w2 = f[f"{path}.fc2.weight"] * gamma[:, None, None, None]
+    b2 = f[f"{path}.fc2.bias"] * gamma
+    h = _convolution(g, h, f"{tag}_mlp_fc2", _Conv(hidden, dim, 1), w2, b2)
+    return g.layer("BinaryOp", f"{tag}_mlp_add", [x, h], {0: 0})
+
+
+def _attention_block(
+    g: Graph, x: str, tag: str, f: Mapping[str, np.ndarray], path: str, dim: int, size: int
+) -> str:
+    """``x + gamma1 * attention(bn(x))``, as tokens ``[H*W, C]``, then the convolutional MLP."""
+    tokens = size * size
+    h = g.layer("Reshape", f"{tag}_flatten", [x], {0: tokens, 1: dim})
+    h = g.layer("Permute", f"{tag}_tokens", [h], {0: 1})
+    scale, shift = _bn_affine(f, f"{path}.norm")
+    qkv = f[f"{path}.token_mixer.qkv.weight"].astype(np.float64)
+    projections = []
+    for i in range(3):
+        weight = qkv[i * dim : (i + 1) * dim]
+        projections += [(weight * scale[None, :], True), (weight @ shift, False)]
+    gamma = f[f"{path}.layer_scale_1.gamma"].reshape(dim).astype(np.float64)
+    out_w = f[f"{path}.token_mixer.proj.weight"] * gamma[:, None]
+    out_b = f[f"{path}.token_mixer.proj.bias"] * gamma
+    projections += [(out_w, True), (out_b, False)]
+    projections = [(np.asarray(a, np.float32), t) for a, t in projections]
+    h = g.layer(
+        "MultiHeadAttention",
+        f"{tag}_attn",
+        [h],
+        {0: dim, 1: dim // HEAD_DIM, 2: dim * dim, 3: dim, 4: dim},
+        projections,
+    )
+    h = g.layer("Permute", f"{tag}_channels", [h], {0: 1})
+    h = g.layer("Reshape", f"{tag}_unflatten", [h], {0: size, 1: size, 2: dim})
+    x = g.layer("BinaryOp", f"{tag}_attn_add", [x, h], {0: 0})
+    return _conv_mlp(g, x, tag, f, f"{path}.mlp", f"{path}.layer_scale_2.gamma", dim)
+
+
+def build_image_tower(
+    g: Graph, folded: Mapping[str, np.ndarray], vision: Mapping[str, Any], embed_dim: int
+) -> None:
+    """Write the image tower into ``g`` from :func:`reparameterize`'s output."""
+    if g.quantize:
+        raise CheckpointError("int8 is not available for FastViT image towers; use fp32")
+    f = folded
+
+    def conv(x: str, name: str, path: str, spec: _Conv) -> str:
+        return _convolution(
+            g, x, name, spec, f[f"{path}.reparam_conv.weight"], f[f"{path}.reparam_conv.bias"]
+        )
+
+    dims = list(vision["embed_dims"])
+    size = int(vision["image_size"])
+    x = g.input("image")
+    for index, spec in enumerate(_stem_convs(dims)):
+        x = _gelu(g, conv(x, f"stem{index}", f"stem.{index}", spec), f"stem{index}_gelu")
+        size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
+    prev = dims[0]
+    for i, depth in enumerate(vision["layers"]):
+        dim = dims[i]
+        stage = f"stages.{i}"
+        if _has_downsample(vision, i, prev):
+            down = f"{stage}.downsample.proj"
+            spec = _Conv(prev, dim, DOWN_PATCH, DOWN_STRIDE, prev)
+            x = conv(x, f"stage{i}_down", f"{down}.0", spec)
+            size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
+            if vision["se_downsamples"][i]:
+                x = _squeeze_excite(g, x, f"stage{i}_down_se", f, f"{down}.0.se", dim)
+            x = _gelu(g, x, f"stage{i}_down_gelu")
+            x = conv(x, f"stage{i}_down_pw", f"{down}.1", _Conv(dim, dim, 1))
+            x = _gelu(g, x, f"stage{i}_down_pw_gelu")
+        if vision["pos_embs"][i]:
+            x = conv(x, f"stage{i}_pos", f"{stage}.pos_emb", _Conv(dim, dim, POS_KERNEL, 1, dim))
+        for j in range(depth):
+            block = f"{stage}.blocks.{j}"
+            tag = f"stage{i}_block{j}"
+            if vision["token_mixers"][i] == "repmixer":
+                mixer = _Conv(dim, dim, REPMIXER_KERNEL, 1, dim)
+                x = conv(x, f"{tag}_mixer", f"{block}.token_mixer", mixer)
+                x = _conv_mlp(g, x, tag, f, f"{block}.mlp", f"{block}.layer_scale.gamma", dim)
+            else:
+                x = _attention_block(g, x, tag, f, block, dim, size)
+        prev = dim
+    final = CLS_RATIO * prev
+    x = conv(x, "final_conv", "final_conv", _Conv(prev, final, 3, 1, prev))
+    x = _squeeze_excite(g, x, "final_se", f, "final_conv.se", final)
+    x = _gelu(g, x, "final_gelu")
+    x = g.layer("Pooling", "global_pool", [x], {0: 1, 4: 1})
+    weight = f["head.fc.weight"]
+    g.layer(
+        "InnerProduct",
+        "embedding",
+        [x],
+        {0: embed_dim, 1: 1, 2: int(weight.size)},
+        [(weight, True), (f["head.fc.bias"], False)],
+    )

@@ -1,0 +1,309 @@
+"""MobileCLIP2: the FastViT MCi converter, the non-causal text tower and the preprocessing, against
+open_clip and timm on the same random weights.
+
+- Folding: our numpy reparameterisation gives the weights of timm's ``reparameterize_model``,
+  from a checkpoint with training branches and from one already folded; anything else is refused
+  with the key named.
+- Parity: a model saved as a checkpoint, installed with our own ``model install`` and loaded with
+  ``load_model`` gives, on the gallery photos and many texts, cosine >= 0.9999 to open_clip per
+  photo and per text, the same top-1 photo for every text, and the same token ids. The random
+  weights are first made discriminative (BatchNorm scales, shifts and statistics of their own,
+  measured on the photos; layer scales far from 1e-5), and that is asserted, so that a converter
+  that drops a branch fails (checked by sabotaging the folding).
+
+The full-size MobileCLIP2-S0 runs in every test run; MobileCLIP2-S2 is marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+
+from timm.utils.model import reparameterize_model
+
+from core import fastvit
+from core.cli import main as cli_main
+from core.encoder import load_model
+from core.errors import CheckpointError
+from core.preprocess import load_image, preprocess
+from core.registry import ModelSpec, Preprocess, checkpoint_parameters, get_spec
+from core.tokenizer import tokenize
+from tests.reference import reference_state_dict, save_checkpoint
+from tests.reference_mobileclip import (
+    TINY_FASTVIT,
+    batchnorms_are_nontrivial,
+    fastvit_trunk,
+    make_discriminative,
+    make_reference,
+    photos,
+    spec_pixels,
+)
+from tests.test_parity import COSINE_MIN, DISCRIMINATIVE_MAX, TEXTS, _assert_same_top5
+
+MODELS = ["MobileCLIP2-S0", pytest.param("MobileCLIP2-S2", marks=pytest.mark.slow)]
+TINY_SPEC = ModelSpec(
+    "tiny-mobileclip",
+    TINY_FASTVIT,
+    Preprocess(128, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "shortest", "bilinear"),
+)
+
+
+def _randomize_batchnorms(model, seed: int) -> None:
+    """Scales, shifts and statistics of every BatchNorm drawn at random (no photos needed)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.visual.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.uniform_(-0.3, 0.3, generator=generator)
+                module.running_mean.uniform_(-0.3, 0.3, generator=generator)
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+            elif hasattr(module, "gamma"):
+                module.gamma.uniform_(0.2, 0.6, generator=generator)
+
+
+def _folded_reference(model) -> dict[str, np.ndarray]:
+    trunk = reparameterize_model(model.visual.trunk)
+    return {
+        k: v.detach().numpy()
+        for k, v in trunk.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
+
+
+def _folded_checkpoint(model) -> dict[str, np.ndarray]:
+    """The state dict of ``model`` with its image tower in timm's folded layout."""
+    state = {k: v for k, v in reference_state_dict(model).items() if not k.startswith("visual.")}
+    for key, value in _folded_reference(model).items():
+        state[fastvit.TRUNK_PREFIX + key] = value
+    return state
+
+
+# -- folding -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["MobileCLIP2-S0", "MobileCLIP2-S2"])
+def test_registry_architecture_is_open_clips(name):
+    """The registry's description of the tower builds exactly open_clip's trunk."""
+    spec = get_spec(name)
+    model = make_reference(spec.architecture, openclip_name=spec.openclip_name)
+    ours = fastvit_trunk(spec.architecture).state_dict()
+    theirs = model.visual.trunk.state_dict()
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {
+        k: tuple(v.shape) for k, v in theirs.items()
+    }
+    assert model.visual.image_size == (spec.preprocess.size,) * 2
+    saved = sum(v.numel() for v in model.state_dict().values())
+    assert checkpoint_parameters(spec.architecture) == saved
+    assert model.text.attn_mask is None and spec.architecture.text["causal"] is False
+
+
+@pytest.mark.parametrize("name", ["MobileCLIP2-S0", "MobileCLIP2-S2"])
+def test_folding_matches_timm(name):
+    spec = get_spec(name)
+    arch = spec.architecture
+    model = make_reference(arch, seed=4, openclip_name=spec.openclip_name)
+    _randomize_batchnorms(model, seed=5)
+    expected = _folded_reference(model)
+
+    ours = fastvit.reparameterize(reference_state_dict(model), arch.vision, arch.embed_dim)
+    assert ours.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_allclose(ours[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    # the folding is not a no-op: every MobileOne, RepMixer and positional encoding changed
+    assert sum(k.endswith("reparam_conv.weight") for k in ours) == sum(
+        k.endswith("reparam_conv.weight") for k in expected
+    )
+
+    # a checkpoint already folded reads back unchanged
+    again = fastvit.reparameterize(_folded_checkpoint(model), arch.vision, arch.embed_dim)
+    assert again.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(again[key], value, err_msg=key)
+
+
+def _tiny_state() -> dict[str, np.ndarray]:
+    model = make_reference(TINY_FASTVIT, seed=2)
+    return reference_state_dict(model)
+
+
+def _reparameterize(state):
+    return fastvit.reparameterize(state, TINY_FASTVIT.vision, TINY_FASTVIT.embed_dim)
+
+
+def test_block_stored_both_ways_is_refused():
+    state = _tiny_state()
+    key = "visual.trunk.stages.1.blocks.0.token_mixer.reparam_conv.weight"
+    state[key] = np.zeros((32, 1, 3, 3), np.float32)
+    state[key.replace("weight", "bias")] = np.zeros(32, np.float32)
+    with pytest.raises(CheckpointError, match=r"stages\.1\.blocks\.0\.token_mixer\.(mixer|norm)"):
+        _reparameterize(state)
+
+
+def test_missing_branch_is_named():
+    state = _tiny_state()
+    del state["visual.trunk.stem.0.conv_scale.bn.running_var"]
+    with pytest.raises(
+        CheckpointError, match=r"'visual\.trunk\.stem\.0\.conv_scale\.bn\.running_var'"
+    ):
+        _reparameterize(state)
+
+
+def test_unknown_key_is_named():
+    state = _tiny_state()
+    state["visual.trunk.stem.0.conv_kxk.1.conv.weight"] = np.zeros((16, 3, 3, 3), np.float32)
+    with pytest.raises(
+        CheckpointError, match=r"'visual\.trunk\.stem\.0\.conv_kxk\.1\.conv\.weight'"
+    ):
+        _reparameterize(state)
+
+
+def test_wrong_shape_is_named():
+    state = _tiny_state()
+    state["visual.trunk.final_conv.se.fc1.weight"] = np.zeros((3, 128, 1, 1), np.float32)
+    with pytest.raises(
+        CheckpointError, match=r"'visual\.trunk\.final_conv\.se\.fc1\.weight'.*\(8, 128, 1, 1\)"
+    ):
+        _reparameterize(state)
+
+
+def test_other_layouts_are_refused_with_the_key():
+    """Apple's own MobileCLIP (v1) naming is not an open_clip checkpoint: the first key the
+    converter needs is named."""
+    state = {
+        "image_encoder.model.patch_embed.0.rbr_conv.0.conv.weight": np.zeros((16, 3, 3, 3)),
+        **{k: v for k, v in _tiny_state().items() if not k.startswith("visual.")},
+    }
+    with pytest.raises(CheckpointError, match=r"visual\.trunk\.stem\.0\.reparam_conv\.weight"):
+        _reparameterize(state)
+
+
+# -- preprocessing -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["MobileCLIP2-S0", "MobileCLIP2-S2"])
+def test_preprocessing_is_open_clips(name):
+    spec = get_spec(name)
+    cfg = open_clip.get_pretrained_cfg(spec.openclip_name, spec.openclip_pretrained)
+    pre = spec.preprocess
+    assert cfg["hf_hub"].rstrip("/") == spec.hub_repo
+    assert (pre.mean, pre.std) == (tuple(cfg["mean"]), tuple(cfg["std"]))
+    assert (pre.interpolation, pre.resize) == (cfg["interpolation"], cfg["resize_mode"])
+    paths = photos(more=True)
+    expected = spec_pixels(paths, spec).numpy()
+    ours = np.stack([preprocess(load_image(p), pre) for p in paths])
+    np.testing.assert_array_equal(ours, expected)
+
+
+# -- parity ------------------------------------------------------------------------------------
+
+
+def _install(tmp_path: Path, monkeypatch, checkpoint: Path, name: str, spec: ModelSpec | None):
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    if spec is not None:
+        (home / "config").mkdir(parents=True, exist_ok=True)
+        registry = {"models": {name: spec.to_dict()}}
+        (home / "config" / "registry.json").write_text(json.dumps(registry), encoding="utf-8")
+    assert cli_main(["model", "install", name, "--from", str(checkpoint)]) == 0
+    return load_model(name, threads=2, draft=False, precision="fp32")
+
+
+def _normalized(x: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(x, dim=-1).detach().numpy().astype(np.float64)
+
+
+def _check_parity(reference, ours, spec: ModelSpec, paths: list[Path]) -> dict:
+    tokenizer = open_clip.get_tokenizer(spec.openclip_name or "MobileCLIP2-S0")
+    tokens = tokenizer(TEXTS)
+    np.testing.assert_array_equal(tokenize(TEXTS, context_length=77), tokens.numpy())
+    with torch.no_grad():
+        ref_img = _normalized(reference.encode_image(spec_pixels(paths, spec)))
+        ref_txt = _normalized(reference.encode_text(tokens))
+    sims = ref_img @ ref_img.T
+    assert sims[~np.eye(len(paths), dtype=bool)].max() <= DISCRIMINATIVE_MAX
+    sims = ref_txt @ ref_txt.T
+    assert sims[~np.eye(len(TEXTS), dtype=bool)].max() <= DISCRIMINATIVE_MAX
+
+    our_img = ours.encode_images(paths).astype(np.float64)
+    our_txt = ours.encode_texts(TEXTS).astype(np.float64)
+    img_cos = np.sum(our_img * ref_img, axis=1)
+    txt_cos = np.sum(our_txt * ref_txt, axis=1)
+    assert img_cos.min() >= COSINE_MIN, dict(zip([p.name for p in paths], img_cos.round(6)))
+    assert txt_cos.min() >= COSINE_MIN, dict(zip(TEXTS, txt_cos.round(6)))
+    ref_sim, our_sim = ref_txt @ ref_img.T, our_txt @ our_img.T
+    assert (ref_sim.argmax(axis=1) == our_sim.argmax(axis=1)).all()
+    ties = _assert_same_top5(ref_sim, our_sim)
+    assert abs(ours.logit_scale - float(reference.logit_scale.detach().exp())) < 1e-4
+    return {
+        "image_cos_min": float(img_cos.min()),
+        "text_cos_min": float(txt_cos.min()),
+        "top5_ties": ties,
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_reference():
+    model = make_reference(TINY_FASTVIT, seed=1)
+    make_discriminative(model, spec_pixels(photos(), TINY_SPEC), seed=2, text_attention_factor=8)
+    assert batchnorms_are_nontrivial(model)
+    return model
+
+
+@pytest.mark.parametrize("layout", ["branches", "folded"])
+def test_tiny_parity(tmp_path, monkeypatch, tiny_reference, layout):
+    if layout == "branches":
+        checkpoint = save_checkpoint(tiny_reference, tmp_path / "tiny.safetensors")
+    else:
+        from safetensors.numpy import save_file
+
+        checkpoint = tmp_path / "tiny-folded.safetensors"
+        save_file(_folded_checkpoint(tiny_reference), str(checkpoint))
+    ours = _install(tmp_path, monkeypatch, checkpoint, TINY_SPEC.name, TINY_SPEC)
+    print(layout, _check_parity(tiny_reference, ours, TINY_SPEC, photos()))
+    ours.close()
+
+
+def _no_identity(channels: int, groups: int, kernel: int) -> np.ndarray:
+    return np.zeros((channels, channels // groups, kernel, kernel))
+
+
+def _no_padded_branch(kernel: np.ndarray, size: int) -> np.ndarray:
+    return np.zeros(kernel.shape[:2] + (size, size))
+
+
+@pytest.mark.parametrize(
+    "target,broken",
+    [("_identity_kernel", _no_identity), ("_pad_to", _no_padded_branch)],
+    ids=["no-identity-branches", "no-padded-branches"],
+)
+def test_parity_fails_when_a_branch_is_dropped(
+    tmp_path, monkeypatch, tiny_reference, target, broken
+):
+    """With these weights every kind of branch matters: a folding that forgets the identity
+    branches, or the 1x1 and 3x3 branches padded into larger kernels, fails the parity check."""
+    monkeypatch.setattr(fastvit, target, broken)
+    checkpoint = save_checkpoint(tiny_reference, tmp_path / "tiny.safetensors")
+    ours = _install(tmp_path, monkeypatch, checkpoint, TINY_SPEC.name, TINY_SPEC)
+    with pytest.raises(AssertionError):
+        _check_parity(tiny_reference, ours, TINY_SPEC, photos())
+    ours.close()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_full_size_parity(tmp_path, monkeypatch, name):
+    spec = get_spec(name)
+    paths = photos(more=True)
+    reference = make_reference(spec.architecture, seed=0, openclip_name=spec.openclip_name)
+    make_discriminative(reference, spec_pixels(paths, spec), seed=1)
+    assert batchnorms_are_nontrivial(reference)
+    checkpoint = save_checkpoint(reference, tmp_path / "open_clip_model.safetensors")
+    ours = _install(tmp_path, monkeypatch, checkpoint, name, None)
+    print(name, _check_parity(reference, ours, spec, paths))
+    ours.close()
