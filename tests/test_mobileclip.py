@@ -4,7 +4,8 @@ open_clip and timm on the same random weights.
 - Folding: our numpy reparameterisation gives the weights of timm's ``reparameterize_model``,
   from a checkpoint with training branches and from one already folded; anything else is refused
   with the key named.
-- Parity: a model saved as a checkpoint, installed with our own ``model install`` and loaded with
+- Parity: a model saved as a checkpoint (in a folder laid out as its hub repository, or as a
+  file), installed with our own ``model install NAME --from`` and loaded with
   ``load_model`` gives, on the gallery photos and many texts, cosine >= 0.9999 to open_clip per
   photo and per text, the same top-1 photo for every text, and the same token ids. The random
   weights are first made discriminative (BatchNorm scales, shifts and statistics of their own,
@@ -258,8 +259,10 @@ def tiny_reference():
 
 @pytest.mark.parametrize("layout", ["branches", "folded"])
 def test_tiny_parity(tmp_path, monkeypatch, tiny_reference, layout):
-    if layout == "branches":
-        checkpoint = save_checkpoint(tiny_reference, tmp_path / "tiny.safetensors")
+    if layout == "branches":  # a folder laid out as the hub repository
+        (tmp_path / "hub").mkdir()
+        save_checkpoint(tiny_reference, tmp_path / "hub" / "open_clip_model.safetensors")
+        checkpoint = tmp_path / "hub"
     else:
         from safetensors.numpy import save_file
 
@@ -303,7 +306,9 @@ def test_full_size_parity(tmp_path, monkeypatch, name):
     reference = make_reference(spec.architecture, seed=0, openclip_name=spec.openclip_name)
     make_discriminative(reference, spec_pixels(paths, spec), seed=1)
     assert batchnorms_are_nontrivial(reference)
-    checkpoint = save_checkpoint(reference, tmp_path / "open_clip_model.safetensors")
-    ours = _install(tmp_path, monkeypatch, checkpoint, name, None)
+    folder = tmp_path / f"{name}-OpenCLIP"  # as the hub repository's files are downloaded
+    folder.mkdir()
+    save_checkpoint(reference, folder / "open_clip_model.safetensors")
+    ours = _install(tmp_path, monkeypatch, folder, name, None)
     print(name, _check_parity(reference, ours, spec, paths))
     ours.close()
