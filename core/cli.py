@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import ClipsearchError
 from core.manifest import clipsearch_version
 from core.precision import PRECISIONS
+from core.scoring import RULE_HELP
 
 if TYPE_CHECKING:
     from core.album import Bucket, Timeline
@@ -268,7 +269,7 @@ def _add_search_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--json",
         action="store_true",
-        help="print a JSON list of objects: path, rank, score, probability, taken_at",
+        help="print a JSON list of objects: path, rank, score, probability, taken_at; " + RULE_HELP,
     )
     search.set_defaults(handler=_search, parser=search)
 
@@ -284,7 +285,9 @@ def _add_search_commands(commands: argparse._SubParsersAction) -> None:
     describe.add_argument("--model", metavar="NAME", help="model (default: the library's model)")
     _add_gpu_option(describe)
     describe.add_argument(
-        "--json", action="store_true", help="print a JSON list of label, score, probability"
+        "--json",
+        action="store_true",
+        help="print a JSON list of label, score, probability; " + RULE_HELP,
     )
     describe.set_defaults(handler=_describe)
 

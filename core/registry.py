@@ -252,6 +252,12 @@ def available_models() -> list[str]:
     return sorted(_load()["models"])
 
 
+def registry_order() -> list[str]:
+    """Names of every model in the registry, in the registry's own order (cheapest first within
+    a family)."""
+    return list(_load()["models"])
+
+
 def get_spec(name: str) -> ModelSpec:
     """Registry entry for ``name``; raises :class:`UnknownModelError` with the known names."""
     models = _load()["models"]

@@ -29,9 +29,11 @@ The query vector is ``normalise(sum(sign * weight * normalise(embedding(term))))
 Scores and probabilities
 ------------------------
 ``score`` is the cosine similarity of the query vector and the photo's embedding.
-``probability`` is the softmax of ``model.logit_scale * score`` over every candidate photo (all
-indexed photos that pass the filters, not only the ones returned), computed in float64 after
-subtracting the largest value. Rows whose score is not finite (a damaged vector) are left out of
+``probability`` follows the model's training loss (:mod:`core.scoring`): for CLIP models, the
+softmax of ``model.logit_scale * score`` over every candidate photo (all indexed photos that pass
+the filters, not only the ones returned), computed in float64 after subtracting the largest
+value; for SigLIP models, ``sigmoid(model.logit_scale * score + model.logit_bias)`` for each photo
+on its own. Rows whose score is not finite (a damaged vector) are left out of
 the candidates; NaN and infinity never reach a result.
 
 Ranking
@@ -71,6 +73,7 @@ import numpy as np
 from core import vectorfile
 from core.compact import CompactVectors
 from core.errors import ClipsearchError
+from core.scoring import match_probabilities
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -381,15 +384,6 @@ def query_vector(
 # Ranking
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax ``[N] float64`` of finite logits, computed after subtracting the largest."""
-    shifted = np.asarray(logits, dtype=np.float64)
-    shifted = shifted - shifted.max()
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum()
-    return shifted
-
-
 def _best(scores: np.ndarray, count: int) -> np.ndarray:
     """Positions of the ``count`` largest scores, in no order: O(N) with ``np.argpartition``."""
     n = len(scores)
@@ -599,13 +593,8 @@ def _rank(
         best = np.concatenate([best[at], np.delete(best, at)])
     best = best[:top]
 
-    # softmax of logit_scale * score over every candidate, in float64, largest logit first
-    # subtracted; in place, as it touches all N
-    weights = scores.astype(np.float64)
-    weights -= weights.max()
-    weights *= model.logit_scale
-    np.exp(weights, out=weights)
-    probabilities = weights[best] / weights.sum()
+    # the model's own rule: a softmax over every candidate (CLIP), or a sigmoid per photo (SigLIP)
+    probabilities = match_probabilities(model, scores, best)
 
     records = {record.id: record for record in library.records(ids[best])}
     hits: list[Hit] = []
@@ -722,7 +711,7 @@ def _rank_labels(model: ClipModel, query: np.ndarray, labels: Sequence[str]) -> 
     scores = np.clip(vectors.astype(np.float64) @ query.astype(np.float64), -1.0, 1.0)
     if not np.isfinite(scores).all():
         raise QueryError("the model produced a non-finite embedding for a label")
-    probabilities = _softmax(model.logit_scale * scores)
+    probabilities = match_probabilities(model, scores)
     order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
     return [Label(texts[i], float(scores[i]), float(probabilities[i])) for i in order]
 
@@ -750,7 +739,8 @@ def describe(
     Returns
     -------
     list[Label]
-        All labels, best first; the probabilities are a softmax over the labels and sum to 1.
+        All labels, best first; for CLIP models the probabilities are a softmax over the labels
+        and sum to 1, for SigLIP models each is its own sigmoid (:mod:`core.scoring`).
     """
     if isinstance(image, (str, os.PathLike)):
         embedding = _image_vector(model, image, library)
@@ -772,7 +762,7 @@ def rank_texts(model: ClipModel, query: str, texts: Sequence[str]) -> list[Label
     Returns
     -------
     list[Label]
-        All texts, best first, with a softmax over them.
+        All texts, best first, with probabilities by the model's rule (:mod:`core.scoring`).
     """
     vector = query_vector(model, parse_query(query))
     return _rank_labels(model, vector, texts)

@@ -134,3 +134,32 @@ def test_a_lone_checkpoint_file_still_installs_clip_models(home: Path, tmp_path:
     env = _env(home, "http://127.0.0.1:9")
     result = _cli(env, "model", "install", "--from", str(checkpoint), "--as", "tiny-clip")
     assert result.returncode == 0, result.stderr
+
+
+def test_search_json_gives_sigmoid_probabilities(
+    home: Path, repo_files: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A SigLIP model's probability for each photo is sigmoid(scale x cosine + bias), on its own;
+    a CLIP model's are a softmax over the candidates (tests/test_search.py)."""
+    import shutil
+
+    import numpy as np
+
+    from core.cli import main
+
+    album = tmp_path / "album"
+    album.mkdir()
+    for photo in sorted((Path(__file__).resolve().parents[1] / "gallery").glob("*.jpg"))[:4]:
+        shutil.copy2(photo, album / photo.name)
+    assert main(["model", "install", NAME, "--from", str(repo_files)]) == 0
+    assert main(["index", str(album), "--model", NAME]) == 0
+    capsys.readouterr()
+    assert main(["search", "собака в снегу", "--model", NAME, "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 4
+    manifest = read_manifest(home / "data" / "models" / NAME)
+    scale, bias = manifest["logit_scale"], manifest["logit_bias"]
+    for hit in hits:
+        expected = 1.0 / (1.0 + np.exp(-(scale * hit["score"] + bias)))
+        assert hit["probability"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert sum(hit["probability"] for hit in hits) < 0.5  # not shared out like a softmax

@@ -233,7 +233,7 @@ def test_full_size_siglip_parity(tmp_path: Path, monkeypatch, name: str) -> None
     arch: Architecture = spec.architecture
     paths = photos(16, tmp_path / "photos")
     reference = make_siglip_reference(arch, seed=0, timm_model_name=arch.vision["timm_model_name"])
-    sharpen_siglip_attention(reference, 2.0, 4.0)
+    sharpen_siglip_attention(reference, 4.0, 4.0)
     folder = hub_folder(tmp_path, reference)
     ours = _install_from_folder(tmp_path, monkeypatch, None, name, folder)
     result = check_siglip_parity(reference, ours, folder, paths)

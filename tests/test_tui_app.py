@@ -341,6 +341,20 @@ async def test_query_arithmetic_and_a_bad_query(tui_indexed_home: Path, tui_albu
         assert app._search_generation == generation + 1
 
 
+async def test_a_query_in_a_script_the_model_cannot_read_gets_a_hint(
+    tui_indexed_home: Path, tui_album: Path
+):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "一只狗在雪地里奔跑")
+        text = " ".join(screen_text(app).split())
+        assert "reads English only, not Chinese" in text
+        assert "ViT-B-32-SigLIP2-256-webli" in text
+        await search_for(pilot, app, "a dog running in the snow")
+        assert "reads English only" not in " ".join(screen_text(app).split())
+
+
 async def test_down_and_escape_move_between_the_query_and_the_results(
     tui_indexed_home: Path, tui_album: Path
 ):

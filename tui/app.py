@@ -34,6 +34,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from core import album
 from core.encoder import ClipModel, load_model
 from core.errors import ClipsearchError, ModelNotInstalledError
+from core.languages import script_hint
 from core.paths import HOME_ENV, cache_dir
 from core.search import Hit, parse_query, query_vector, search, similar
 from core.store import Library, SyncReport
@@ -534,7 +535,10 @@ class ClipSearchApp(App[int]):
             subtitle += f" in {self._filter}"
         subtitle += f" ({self.last_search_s * 1000:.0f} ms)"
         self.query_one("#results-pane").border_subtitle = Text(subtitle)
-        self._hint("" if message.hits else "No results.")
+        hint = (
+            script_hint(self.model.spec, message.query) if kind == "text" and self.model else None
+        )
+        self._hint(hint or ("" if message.hits else "No results."))
 
     def on_search_failed(self, message: SearchFailed) -> None:
         if not self.is_running or message.generation != self._search_generation:

@@ -18,7 +18,8 @@ Type what you are looking for and press Enter: a red bicycle in the snow
 Combine terms with + and -, weight them with N: and quote them:
   beach + sunset - people      2:cat + 0.5:"red car"
 An image path is a term too: ./holiday/IMG_0042.jpg + night, img:"my photo.jpg"
-Probabilities are a softmax over every candidate photo; cos is the cosine score."""
+Probabilities: CLIP models share 100% among every candidate photo (a softmax);
+SigLIP models give each photo its own chance of matching (a sigmoid). cos is the cosine score."""
 
 
 def binding_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
