@@ -24,6 +24,7 @@ from tests.reference import (
     make_siglip_reference,
     save_checkpoint,
 )
+from tests.samples import SAMPLES
 from tests.test_install import _cli, _env, _leftovers, _one_error_line
 
 REPO = "clipsearch-test/tiny-siglip"
@@ -149,7 +150,7 @@ def test_search_json_gives_sigmoid_probabilities(
 
     album = tmp_path / "album"
     album.mkdir()
-    for photo in sorted((Path(__file__).resolve().parents[1] / "gallery").glob("*.jpg"))[:4]:
+    for photo in sorted((SAMPLES / "jpg" / "exif-org").glob("*.jpg"))[:4]:
         shutil.copy2(photo, album / photo.name)
     assert main(["model", "install", NAME, "--from", str(repo_files)]) == 0
     assert main(["index", str(album), "--model", NAME]) == 0

@@ -19,7 +19,6 @@ different photos, and of different texts, are at most 0.95 alike.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import replace
@@ -46,11 +45,7 @@ from tests.reference import (
     save_checkpoint,
     sharpen_siglip_attention,
 )
-from tests.test_parity import TIE, _max_offdiagonal, _normalized
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-GALLERY = REPO_ROOT / "gallery"
-SHARED_PHOTOS = REPO_ROOT.parent / "shared" / "photos" / "exif-samples" / "jpg"
+from tests.test_parity import PHOTOS, PHOTOS_DIR, TIE, _max_offdiagonal, _normalized
 
 TEXTS = [
     "a red bicycle in the snow",
@@ -91,36 +86,10 @@ COSINE_MIN = 0.9999
 DISCRIMINATIVE_MAX = 0.95
 
 
-def photos(count: int, scratch: Path) -> list[Path]:
-    """``count`` real photos: the repository's gallery, then the shared samples when they are
-    present, then (when still short) crops of gallery photos, mirrored, written to ``scratch``."""
-    from PIL import Image, ImageOps
-
-    gallery = sorted(GALLERY.glob("*.jpg"))
-    candidates = list(gallery)
-    if SHARED_PHOTOS.is_dir():
-        candidates += sorted(SHARED_PHOTOS.glob("*/*.jpg"))
-    found, seen = [], set()
-    for path in candidates:  # the gallery holds copies of some shared samples
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest not in seen:
-            seen.add(digest)
-            found.append(path)
-    index = 0
-    while len(found) < count:
-        source = gallery[index % len(gallery)]
-        with Image.open(source) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            width, height = image.size
-            crop = image.crop((width // 4, height // 5, width, height)).transpose(
-                Image.Transpose.FLIP_LEFT_RIGHT
-            )
-            scratch.mkdir(parents=True, exist_ok=True)
-            target = scratch / f"crop-{index}-{source.name}"
-            crop.save(target, quality=92)
-        found.append(target)
-        index += 1
-    return found[:count]
+def photos(count: int) -> list[Path]:
+    """``count`` real photos kept in the repository (the same ones as ``test_parity``)."""
+    assert count <= len(PHOTOS)
+    return [PHOTOS_DIR / name for name in PHOTOS[:count]]
 
 
 def hub_folder(tmp_path: Path, model: torch.nn.Module) -> Path:
@@ -201,7 +170,7 @@ def _tiny_spec_dict() -> dict:
 
 
 def test_tiny_siglip_parity(tmp_path: Path, monkeypatch) -> None:
-    paths = photos(12, tmp_path / "photos")
+    paths = photos(12)
     reference = make_siglip_reference(TINY_SIGLIP, seed=1)
     sharpen_siglip_attention(reference, 4.0, 4.0)
     folder = hub_folder(tmp_path, reference)
@@ -213,7 +182,7 @@ def test_tiny_siglip_parity(tmp_path: Path, monkeypatch) -> None:
 
 def test_siglip_parity_fails_on_wrong_weights(tmp_path: Path, monkeypatch) -> None:
     """The comparison can fail: a model converted from other weights does not pass it."""
-    paths = photos(12, tmp_path / "photos")
+    paths = photos(12)
     reference = make_siglip_reference(TINY_SIGLIP, seed=1)
     sharpen_siglip_attention(reference, 4.0, 4.0)
     other = make_siglip_reference(TINY_SIGLIP, seed=2)
@@ -231,7 +200,7 @@ def test_full_size_siglip_parity(tmp_path: Path, monkeypatch, name: str) -> None
     started = time.perf_counter()
     spec = get_spec(name)
     arch: Architecture = spec.architecture
-    paths = photos(16, tmp_path / "photos")
+    paths = photos(16)
     reference = make_siglip_reference(arch, seed=0, timm_model_name=arch.vision["timm_model_name"])
     sharpen_siglip_attention(reference, 4.0, 4.0)
     folder = hub_folder(tmp_path, reference)
