@@ -6,33 +6,47 @@ tables as :mod:`core.store` lays them out, without scanning any files: ``Library
 the schema, ``Library.use_model`` records the model, ``photos`` rows are inserted with status
 ``indexed``, and each vector is a float32 BLOB in ``embeddings``, in transactions of 10,000 rows.
 
-Each size is then measured in a fresh process, so that memory from building the database (or
-from another size) does not count:
+Each size is then measured in fresh processes, so that memory from building the database (or
+from another size) does not count, in two modes: *memory*, the library without its vector file
+(``Library.vector_file_path = None``: the first search reads every float32 vector and quantises
+it in memory, as before the vector file), and *file*, the vector file beside the database
+(:mod:`core.vectorfile`), made once beforehand through ``Library.refresh_vector_file`` (timed:
+what an existing library pays once, at its first search or indexing run after the upgrade). In
+each mode:
 
 1. ``VmRSS`` from ``/proc/self/status`` once the modules are imported and the library is open:
    the baseline.
-2. The first search, which reads the vectors and builds the compact copy that later searches use
-   (reported as "first search").
+2. The first search, which makes (memory) or maps (file) the compact copy that later searches
+   use (reported as "first search"). In file mode it is measured twice: in a process that has
+   first evicted the vector file and the database from the page cache
+   (``posix_fadvise(POSIX_FADV_DONTNEED)`` on those files only, so nothing else on the machine
+   is disturbed; *cold*), and then in the process that runs the rest (*warm*).
 3. ``--queries`` searches (default 50) with random unit query vectors through
    :func:`core.search.search` with no filter: the whole ranking (scores over the compact matrix,
    ``np.argpartition``, exact re-scoring of the best candidates, softmax probabilities over every
    photo) and fetching the records of the top hits. Encoding a text query is not included: the
    query is a fixed vector, and the model is a stand-in that only has a name, a size and a
    logit scale. Median and 95th percentile are reported.
-4. ``VmRSS`` again (and the peak, ``VmHWM``), less the baseline, divided by the number of photos.
+4. ``VmRSS`` again, and the peak (``VmHWM``, which counts the pages of the mapped file that were
+   read), less the baseline, divided by the number of photos.
 5. The same queries restricted to photos taken in one year (about a tenth of them, with
    ``since`` and ``until``): the library gives the ids that pass the filter, and the search ranks
    those rows of the same compact copy. Median reported.
 6. ``--batches`` times (default 10): one batch of ``--batch`` new photos (default 16) is
-   committed with :meth:`core.store.Library.save_batch`, as an indexing run does every second,
-   then one search is timed; it brings the compact copy up to date first. Median reported.
+   committed with :meth:`core.store.Library.save_batch`, as an indexing run does every second
+   (in file mode that appends them to the file), then one search is timed; it brings the compact
+   copy up to date first. Median reported.
+
+``--formats N`` also compares int8 codes with float16 for the compact copy, over N random unit
+vectors in memory: bytes per photo, the time of one scoring pass, and how often the exact top 20
+is inside the candidates a search re-scores.
 
 Results are printed and written to the "## Search" section of ``bench/RESULTS.md``.
 
 Usage::
 
     python bench/search.py [--sizes 10000 100000 1000000] [--queries 50] [--top 20]
-                           [--batches 10] [--batch 16] [--no-write]
+                           [--batches 10] [--batch 16] [--formats 100000] [--no-write]
 """
 
 from __future__ import annotations
@@ -62,8 +76,8 @@ DIM = 512
 MODEL_NAME = "bench"
 LOGIT_SCALE = 100.0
 INSERT_CHUNK = 10_000
-TARGETS_MS = {100_000: 30.0, 1_000_000: 300.0}
-TARGET_BYTES_PER_PHOTO = 1200
+TARGET_FIRST_S = 1.0
+TARGET_PEAK_BYTES = 1024
 
 
 def status_kib(field: str) -> int:
@@ -129,10 +143,28 @@ def add_batch(library: Any, rng: np.random.Generator, size: int) -> None:
     library.save_batch(MODEL_NAME, range(first, first + size), matrix, [None] * size)
 
 
+def evict(path: Path) -> None:
+    """Drop the clean pages of the library's files from the page cache (they stay on disk)."""
+    for name in (path.name, path.name + "-wal", path.name + ".vectors"):
+        try:
+            fd = os.open(path.with_name(name), os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def measure(
-    path: Path, queries: int, top: int, batches: int, batch: int, seed: int = 1
+    path: Path, mode: str, queries: int, top: int, batches: int, batch: int, seed: int = 1
 ) -> dict[str, Any]:
-    """Run in a fresh process: baseline memory, first search, timed searches, memory after."""
+    """Run in a fresh process: baseline memory, first search, timed searches, memory after.
+
+    ``mode`` is ``memory`` (no vector file), ``file``, or ``cold`` (file, evicted from the page
+    cache first; only the first search is measured).
+    """
     from core.search import search
     from core.store import Library
 
@@ -140,12 +172,23 @@ def measure(
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((queries + 1, DIM), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    if mode == "cold":
+        evict(path)
     with Library.open(path, thumbnail_dir=path.parent / "thumbnails") as library:
+        if mode == "memory":
+            library.vector_file_path = None
         count = library.stats()["indexed"]
         baseline = status_kib("VmRSS")
         started = time.perf_counter()
         search(library, model, vectors[0], top=top)  # type: ignore[arg-type]
         first_s = time.perf_counter() - started
+        first_peak = status_kib("VmHWM")
+        if mode == "cold":
+            return {
+                "photos": count,
+                "first_s": first_s,
+                "peak_bytes_per_photo": (first_peak - baseline) * 1024 / count,
+            }
         times = []
         for vector in vectors[1:]:
             started = time.perf_counter()
@@ -181,6 +224,73 @@ def measure(
     }
 
 
+def make_vector_file(path: Path) -> float:
+    """Make the library's vector file through the public surface; returns the seconds taken."""
+    from core.store import Library
+
+    started = time.perf_counter()
+    with Library.open(path, thumbnail_dir=path.parent / "thumbnails") as library:
+        with library.indexing_lock():
+            library.refresh_vector_file()
+    return time.perf_counter() - started
+
+
+def compare_formats(count: int, queries: int, top: int) -> dict[str, dict[str, float]]:
+    """int8 codes (with a scale per row) against float16 for the compact copy, in memory."""
+    from core.compact import CompactVectors, quantise
+    from core.search import _rescore_count
+
+    rng = np.random.default_rng(3)
+    matrix = rng.standard_normal((count, DIM), dtype=np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    asked = rng.standard_normal((queries, DIM), dtype=np.float32)
+    asked /= np.linalg.norm(asked, axis=1, keepdims=True)
+    _, codes, scales = quantise(matrix)
+    half = matrix.astype(np.float16)
+    buffer = np.empty((CompactVectors.CHUNK, DIM), np.float32)
+
+    def one_pass(stored: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """The loop of a search's scoring pass, on one thread: convert a block, multiply."""
+        out = np.empty(count, np.float32)
+        for start in range(0, count, CompactVectors.CHUNK):
+            block = stored[start : start + CompactVectors.CHUNK]
+            floats = buffer[: len(block)]
+            np.copyto(floats, block, casting="unsafe")
+            np.dot(floats, query, out=out[start : start + len(block)])
+        return out
+
+    def int8_scores(query: np.ndarray) -> np.ndarray:
+        return one_pass(codes, query) * scales
+
+    def half_scores(query: np.ndarray) -> np.ndarray:
+        return one_pass(half, query)
+
+    candidates = _rescore_count(top)  # the candidates a search re-scores exactly
+    found: dict[str, dict[str, float]] = {}
+    for name, scorer, size in (
+        ("int8 + scale", int8_scores, DIM + 4),
+        ("float16", half_scores, 2 * DIM),
+    ):
+        times, inside, worst = [], 0, 0.0
+        for query in asked:
+            exact = matrix @ query
+            started = time.perf_counter()
+            scores = scorer(query)
+            times.append(time.perf_counter() - started)
+            best = set(np.argpartition(exact, count - top)[count - top :].tolist())
+            kept = set(np.argpartition(scores, count - candidates)[count - candidates :].tolist())
+            inside += best <= kept
+            worst = max(worst, float(np.abs(scores - exact).max()))
+        found[name] = {
+            "bytes": size,
+            "ms": statistics.median(times) * 1000,
+            "top_inside": inside / len(asked),
+            "worst_error": worst,
+            "candidates": candidates,
+        }
+    return found
+
+
 def _verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -193,93 +303,149 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=20, help="hits per query")
     parser.add_argument("--batches", type=int, default=10, help="batches committed, then searched")
     parser.add_argument("--batch", type=int, default=16, help="photos per committed batch")
+    parser.add_argument("--formats", type=int, default=0, help="compare int8 and float16 at N")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure is not None:
-        print(json.dumps(measure(args.measure, args.queries, args.top, args.batches, args.batch)))
+        found = measure(args.measure, args.mode, args.queries, args.top, args.batches, args.batch)
+        print(json.dumps(found))
         return 0
 
     command = "python bench/search.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     header = (
-        f"CPU: {cpu_model()} ({os.cpu_count()} cores, load average {load} at the start); "
+        f"CPU: {cpu_model()} ({os.cpu_count()} cores, load average {_load()} at the start); "
         f"python {platform.python_version()}"
     )
     print(header, flush=True)
-    results = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-search-") as tmp:
         for count in args.sizes:
             path = Path(tmp) / f"library-{count}.sqlite"
             build_s = build_library(path, count)
             print(f"{count:>9,} photos: database built in {build_s:.1f} s", flush=True)
-            child = subprocess.run(
-                [sys.executable, __file__, "--measure", str(path)]
-                + ["--queries", str(args.queries), "--top", str(args.top)]
-                + ["--batches", str(args.batches), "--batch", str(args.batch)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if child.returncode != 0:
-                print(child.stderr, file=sys.stderr)
-                return 1
-            result = json.loads(child.stdout)
-            results.append(result)
-            print(
-                f"{count:>9,} photos: median {result['median_ms']:.1f} ms, "
-                f"p95 {result['p95_ms']:.1f} ms, first search {result['first_s']:.2f} s, "
-                f"one year {result['filtered_ms']:.1f} ms, "
-                f"after a batch {result['after_batch_ms']:.1f} ms, "
-                f"{result['bytes_per_photo']:.0f} B/photo resident "
-                f"(peak {result['peak_bytes_per_photo']:.0f} B/photo)",
-                flush=True,
-            )
-            path.unlink()
+            row: dict[str, Any] = {"count": count}
+            for mode in ("memory", "file-make", "cold", "file"):
+                if mode == "file-make":
+                    row["make_s"] = make_vector_file(path)
+                    print(f"{count:>9,} photos: vector file made in {row['make_s']:.1f} s")
+                    continue
+                result = _child(path, mode, args)
+                if result is None:
+                    return 1
+                result["load"] = _load()
+                row[mode] = result
+                print(f"{count:>9,} photos, {mode}: {json.dumps(result)}", flush=True)
+            results.append(row)
+            for leftover in Path(tmp).glob(path.name + "*"):
+                leftover.unlink()
+        formats = compare_formats(args.formats, args.queries, args.top) if args.formats else {}
 
     lines = [
         f"{header}; {dt.date.today().isoformat()}; `{command.strip()}`",
         "",
         f"Filter-free search over N random unit vectors (D = {DIM}) in a real library, top "
         f"{args.top}, {args.queries} queries with a fixed query vector (text encoding not "
-        "included): scores over the compact int8 copy (split over the cores from 32,768 "
+        "included): scores over the compact int8 copy (split over the cores from 16,384 "
         "photos on), `np.argpartition`, exact re-scoring of the best candidates with their "
         "stored float32 vectors (one query), softmax over all N, records of "
-        "the hits. Memory is `VmRSS` after the queries less `VmRSS` before the first search, "
-        "per photo (peak: `VmHWM`, which includes reading the float32 vectors once). "
-        "*One year*: the same queries restricted with `since`/`until` to the photos of one "
-        "year (about a tenth), ranked on rows of the same compact copy (median). *After a "
-        f"batch*: one search right after {args.batch} new photos were committed with "
-        f"`save_batch`, as an indexing run does every second (median of {args.batches}); the "
-        "search first appends the new rows to the compact copy.",
+        "the hits. *memory*: the library without its vector file, so the first search reads "
+        "every float32 vector and quantises it (the behaviour before the vector file); *file*: "
+        "the compact copy memory-mapped from the vector file beside the database. Each row is a "
+        "fresh process. *First search* in file mode is given cold (the database and the vector "
+        "file evicted from the page cache with `posix_fadvise(DONTNEED)` first; dropping the "
+        "whole cache with `/proc/sys/vm/drop_caches` also works here as root, but would slow "
+        "down everything else on this shared machine) / warm. Memory is `VmRSS` after the "
+        "queries less `VmRSS` before the first search, per photo; peak is `VmHWM` less the same "
+        "baseline (in file mode it counts the mapped pages of the file, 528 B a photo, which "
+        "the kernel can drop at any time). *One year*: the same queries restricted with "
+        "`since`/`until` to the photos of one year (about a tenth), ranked on rows of the same "
+        f"compact copy (median). *After a batch*: one search right after {args.batch} new photos "
+        f"were committed with `save_batch`, as an indexing run does every second (median of "
+        f"{args.batches}); in file mode `save_batch` also appends them to the file. *Making "
+        "the file*: once per library, from its float32 vectors (an existing library pays it at "
+        "its first search or indexing run after the upgrade). The load average (1 minute) is "
+        "read after each process.",
         "",
-        "| photos | median | p95 | first search | one year | after a batch "
-        "| resident per photo | peak per photo | target |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| photos | mode | median | p95 | first search | one year | after a batch "
+        "| resident per photo | peak per photo | load | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for result in results:
-        count = result["photos"]
-        goals = []
-        if count in TARGETS_MS:
-            goals.append(
-                f"median <= {TARGETS_MS[count]:.0f} ms: "
-                f"{_verdict(result['median_ms'] <= TARGETS_MS[count])}"
+    for row in results:
+        count = row["count"]
+        memory, file, cold = row["memory"], row["file"], row["cold"]
+        for mode, result in (("memory", memory), ("file", file)):
+            goals = []
+            if mode == "file":
+                ratio = result["median_ms"] / memory["median_ms"]
+                goals.append(f"median {ratio:.2f}x memory's: {_verdict(ratio <= 1.05)}")
+                goals.append(
+                    f"first search <= {TARGET_FIRST_S:.0f} s: "
+                    f"{_verdict(max(cold['first_s'], result['first_s']) <= TARGET_FIRST_S)}"
+                )
+                peak = max(cold["peak_bytes_per_photo"], result["peak_bytes_per_photo"])
+                goals.append(
+                    f"peak <= {TARGET_PEAK_BYTES} B: {_verdict(peak <= TARGET_PEAK_BYTES)}"
+                )
+            first = f"{result['first_s']:.2f} s"
+            if mode == "file":
+                first = f"{cold['first_s']:.2f} s cold / {first} warm"
+            lines.append(
+                f"| {result['photos']:,} | {mode} | {result['median_ms']:.1f} ms | "
+                f"{result['p95_ms']:.1f} ms | {first} | {result['filtered_ms']:.1f} ms | "
+                f"{result['after_batch_ms']:.1f} ms | {result['bytes_per_photo']:.0f} B | "
+                f"{result['peak_bytes_per_photo']:.0f} B | {result['load']} | "
+                f"{'; '.join(goals) or '-'} |"
             )
-        goals.append(
-            f"<= {TARGET_BYTES_PER_PHOTO} B: "
-            f"{_verdict(result['bytes_per_photo'] <= TARGET_BYTES_PER_PHOTO)}"
-        )
         lines.append(
-            f"| {count:,} | {result['median_ms']:.1f} ms | {result['p95_ms']:.1f} ms | "
-            f"{result['first_s']:.2f} s | {result['filtered_ms']:.1f} ms | "
-            f"{result['after_batch_ms']:.1f} ms | {result['bytes_per_photo']:.0f} B | "
-            f"{result['peak_bytes_per_photo']:.0f} B | {'; '.join(goals)} |"
+            f"| {count:,} | making the file | - | - | {row['make_s']:.2f} s | - | - | - | - | - "
+            "| once |"
         )
+    if formats:
+        candidates = next(iter(formats.values()))["candidates"]
+        lines += [
+            "",
+            f"Compact copy, int8 against float16 ({args.formats:,} random unit vectors, D = "
+            f"{DIM}, in memory, {args.queries} queries, one thread): *top {args.top} inside* is "
+            f"how often the exact top {args.top} is among the {candidates} "
+            "candidates that a search re-scores with the float32 vectors (when it is, the "
+            "results are exact).",
+            "",
+            "| format | bytes per photo | one scoring pass | top 20 inside | largest score error |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, found in formats.items():
+            lines.append(
+                f"| {name} | {found['bytes']} | {found['ms']:.1f} ms | "
+                f"{100 * found['top_inside']:.0f}% | {found['worst_error']:.1e} |"
+            )
     for line in lines:
         print(line)
     if not args.no_write:
         write_section("## Search", lines)
     return 0
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _child(path: Path, mode: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Measure one mode in a fresh process."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--measure", str(path), "--mode", mode]
+        + ["--queries", str(args.queries), "--top", str(args.top)]
+        + ["--batches", str(args.batches), "--batch", str(args.batch)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        print(child.stderr, file=sys.stderr)
+        return None
+    result: dict[str, Any] = json.loads(child.stdout)
+    return result
 
 
 if __name__ == "__main__":

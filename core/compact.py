@@ -246,10 +246,11 @@ class CompactVectors:
         wanted = rows[start:stop]
         split = int(np.searchsorted(wanted, base))
         out = picked[: stop - start]
+        # fancy indexing, not np.take: take is very slow on the strided rows of a mapped file
         if split:
-            np.take(self._base, wanted[:split], axis=0, out=out[:split])
+            out[:split] = self._base[wanted[:split]]
         if split < len(wanted):
-            np.take(self._tail, wanted[split:] - base, axis=0, out=out[split:])
+            out[split:] = self._tail[wanted[split:] - base]
         return out
 
     def _score_span(
