@@ -402,6 +402,18 @@ def main(argv: list[str] | None = None) -> int:
             f"| {count:,} | making the file | - | - | {row['make_s']:.2f} s | - | - | - | - | - "
             "| once |"
         )
+    lines.append("")
+    lines.append(
+        "First search with the file against without it, same run: "
+        + "; ".join(
+            f"{row['count']:,} photos {row['memory']['first_s'] / row['file']['first_s']:.0f}x "
+            f"faster warm, {row['memory']['first_s'] / row['cold']['first_s']:.0f}x cold"
+            for row in results
+        )
+        + ". On a machine this loaded (load average well above its 2 cores), every search "
+        "time is several times its quiet value and the medians of two processes differ by "
+        "their noise; the ratios are the comparison to read."
+    )
     if formats:
         candidates = next(iter(formats.values()))["candidates"]
         lines += [
