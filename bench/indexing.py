@@ -20,6 +20,10 @@ timed. The page cache is warm (the album was just written). The runs are interle
 machine disturbs the comparison less. ``--int8`` adds a row for ours with the int8 image tower
 (``model install --precision int8``), whose embeddings differ slightly from the float32 ones.
 
+``--dask`` adds ours with ``--dask``: the encoding sent to a LocalCluster of two worker
+processes on 127.0.0.1, on the same cores, to show the overhead of the cluster per photo.
+``--rows LABEL...`` runs only some of the indexers.
+
 ``--storage`` adds the measurements behind the vector storage of :mod:`core.store`: reading all
 vectors of a library as one matrix (SQLite BLOBs against a memory-mapped float32 file), and how
 often float16 storage would change the top 10 of a search.
@@ -29,7 +33,7 @@ Results go to the "## Indexing" section of bench/RESULTS.md.
 Usage::
 
     python bench/indexing.py [--copies 12] [--threads 2] [--repeat 2] [--int8] [--storage]
-                             [--no-write]
+                             [--dask] [--rows LABEL...] [--no-write]
 
 Needs the test extra (torch, open_clip_torch, onnx, onnxruntime).
 """
@@ -149,6 +153,56 @@ def run_ours(album: Path, threads: int, draft: bool, home: Path) -> dict[str, An
         "failed": len(summary.failed),
         "seconds": elapsed,
         "encoder_share": inside[0] / elapsed,
+        "vectors": dict(zip(map(str, paths), matrix, strict=True)),
+    }
+
+
+def run_dask(album: Path, threads: int, home: Path) -> dict[str, Any]:
+    """Index ``album`` with ``--dask``: a LocalCluster of two worker processes on 127.0.0.1.
+
+    Each worker runs one shard at a time with ``threads // 2`` ncnn threads (at least 1), so
+    that the two of them use the cores ours uses. The workers load the model before the clock
+    starts, as ours does.
+    """
+    from distributed import Client, LocalCluster
+
+    from core.distributed import ModelRequest, encode_shard
+    from core.encoder import load_model
+    from core.indexer import index
+    from core.store import Library
+
+    os.environ["CLIPSEARCH_HOME"] = str(home)
+    model = load_model(MODEL, threads=threads)
+    run = Path(tempfile.mkdtemp(prefix="dask-", dir=home.parent))
+    worker_env = {"CLIPSEARCH_HOME": str(home), "OMP_NUM_THREADS": str(max(1, threads // 2))}
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            env=worker_env,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        request = ModelRequest.of(model)
+        for worker in client.scheduler_info()["workers"]:
+            client.submit(encode_shard, request, [], workers=[worker], pure=False).result()
+        with Library.open(run / "library.sqlite", thumbnail_dir=run / "thumbnails") as lib:
+            start = time.perf_counter()
+            summary = index(
+                lib, model, [album], batch_size=OUR_BATCH, cluster=cluster.scheduler_address
+            )
+            elapsed = time.perf_counter() - start
+            ids, matrix = lib.vectors(model.name)
+            paths = [r.path for r in lib.records(ids)]
+    model.close()
+    shutil.rmtree(run)
+    return {
+        "photos": summary.indexed,
+        "failed": len(summary.failed),
+        "seconds": elapsed,
         "vectors": dict(zip(map(str, paths), matrix, strict=True)),
     }
 
@@ -339,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds (best shown)")
     parser.add_argument("--int8", action="store_true", help="add ours with the int8 image tower")
     parser.add_argument("--storage", action="store_true", help="also measure vector storage")
+    parser.add_argument(
+        "--dask", action="store_true", help="add ours with --dask on 2 local worker processes"
+    )
+    parser.add_argument(
+        "--rows", nargs="+", metavar="LABEL", help="run only these indexers (labels as printed)"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args(argv)
     command = "python bench/indexing.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -376,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["CLIPSEARCH_HOME"] = str(int8_home)
             install(workdir, "int8")
             runs["ours, int8 image tower"] = lambda: run_ours(album, args.threads, True, int8_home)
+        if args.dask:
+            runs["ours, --dask (2 local workers)"] = lambda: run_dask(
+                album, args.threads, fp32_home
+            )
+        if args.rows:
+            runs = {label: run for label, run in runs.items() if label in args.rows}
 
         results: dict[str, dict[str, Any]] = {}
         loads: list[float] = []
@@ -398,8 +464,9 @@ def main(argv: list[str] | None = None) -> int:
                 best["rates"] = rates
                 results[label] = best
 
-        rclip_rate = results["rclip's approach"]["rate"]
-        rclip_vectors = results["rclip's approach"]["vectors"]
+        baseline = "rclip's approach" if "rclip's approach" in results else next(iter(results))
+        rclip_rate = results[baseline]["rate"]
+        rclip_vectors = results[baseline]["vectors"]
         cosines = {label: _agreement(r["vectors"], rclip_vectors) for label, r in results.items()}
         for label, result in results.items():
             share = result.get("encoder_share")
@@ -446,6 +513,22 @@ def main(argv: list[str] | None = None) -> int:
             "for the encoder: the rest (scan, capture times, hashes, waiting for the decode pool, "
             "commits) is what the pipeline did not hide behind the encoder.",
         ]
+        if "ours" in results and "ours, --dask (2 local workers)" in results:
+            ours, dask = results["ours"], results["ours, --dask (2 local workers)"]
+            per_photo = (1 / dask["rate"] - 1 / ours["rate"]) * 1000
+            same = all(
+                np.array_equal(vector, ours["vectors"][key])
+                for key, vector in dask["vectors"].items()
+            )
+            lines += [
+                "",
+                "*--dask*: the same pipeline with the encoding sent to a `distributed` "
+                "LocalCluster of 2 worker processes on 127.0.0.1 (1 task thread each, "
+                f"{max(1, args.threads // 2)} ncnn thread each), on the same "
+                f"{os.cpu_count()} cores: it shows the cost of the cluster per photo, not a "
+                f"speed-up. Overhead: {per_photo:+.0f} ms per photo against ours (best rounds); "
+                f"vectors identical to ours: {'yes' if same else 'NO'}.",
+            ]
         if args.storage:
             print("vector storage ...", flush=True)
             storage = storage_numbers(workdir)

@@ -9,7 +9,7 @@
     clipsearch-tui model list [--json]
     clipsearch-tui model remove NAME
     clipsearch-tui index PATH... [--model NAME] [--since DATE] [--until DATE] [--reindex] [--json]
-                         [--precision {auto,fp32,bf16,int8}]
+                         [--precision {auto,fp32,bf16,int8}] [--dask ADDRESS]
     clipsearch-tui search QUERY... [--top N] [--in PATH] [--since DATE] [--until DATE]
                                 [--model NAME] [--json]
     clipsearch-tui search --similar IMAGE [same options]
@@ -240,6 +240,13 @@ def _add_index_commands(commands: argparse._SubParsersAction) -> None:
         "installed with --precision int8)",
     )
     _add_gpu_option(index)
+    index.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="encode on the workers of a Dask cluster (a distributed scheduler address such as "
+        "tcp://nas:8786); the album must be at the same path on every worker, and the model "
+        "installed there under the same name (pip install '.[cluster]')",
+    )
     index.set_defaults(handler=_index)
 
 
@@ -328,6 +335,7 @@ def _index(args: argparse.Namespace) -> int:
                         until=until,
                         progress=bar,
                         cancel=cancel,
+                        cluster=args.dask,
                     )
             finally:
                 bar.close()

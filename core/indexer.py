@@ -20,6 +20,7 @@ within one batch; what was committed stays.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import threading
@@ -46,8 +47,13 @@ __all__ = [
     "THUMBNAIL_MAX_SIDE",
     "IndexProgress",
     "IndexSummary",
+    "decode_photo",
+    "encode_batch",
     "index",
+    "save_results",
     "save_thumbnail",
+    "store_thumbnail",
+    "thumbnail_jpeg",
 ]
 
 THUMBNAIL_MAX_SIDE = 256
@@ -167,7 +173,7 @@ class _Decoded:
 
 
 @dataclass(slots=True)
-class _Run:
+class RunCounters:
     """Counters of one run, and the progress callback."""
 
     progress: Callable[[IndexProgress], None] | None
@@ -197,6 +203,41 @@ class _Run:
         self.progress(IndexProgress(done, total, rate, eta, current, len(self.failed), stage))
 
 
+def thumbnail_jpeg(image: Image.Image) -> bytes:
+    """The thumbnail of a decoded photo as JPEG bytes (``image`` is shrunk in place).
+
+    At most :data:`THUMBNAIL_MAX_SIDE` pixels on its long side, quality
+    :data:`THUMBNAIL_QUALITY`: the same bytes wherever it is made.
+    """
+    image.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE), Image.Resampling.BICUBIC, 2.0)
+    out = io.BytesIO()
+    image.save(out, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY)
+    return out.getvalue()
+
+
+def store_thumbnail(folder: Path, name: str, make: Callable[[], bytes]) -> str | None:
+    """Write ``<name>.jpg`` into ``folder`` from ``make()``, unless that file exists already.
+
+    The file appears whole or not at all (written aside, then renamed). Returns the file name,
+    or None when it could not be written (the reason is logged; the photo is indexed anyway).
+    """
+    file_name = f"{name}.jpg"
+    target = folder / file_name
+    if target.is_file():
+        return file_name
+    partial = folder / f".{file_name}.{os.getpid()}.{threading.get_ident()}.part"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(make())
+        os.replace(partial, target)
+    except (OSError, ValueError) as error:
+        log.warning("cannot write the thumbnail %s: %s", target, error)
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        return None
+    return file_name
+
+
 def save_thumbnail(image: Image.Image, folder: Path, name: str) -> str | None:
     """Write a small copy of a decoded photo, unless a thumbnail of that name exists already.
 
@@ -216,49 +257,49 @@ def save_thumbnail(image: Image.Image, folder: Path, name: str) -> str | None:
         The file name inside ``folder``, or None when it could not be written (the photo is
         indexed anyway; the reason is logged).
     """
-    file_name = f"{name}.jpg"
-    target = folder / file_name
-    if target.is_file():
-        return file_name
-    partial = folder / f".{file_name}.{os.getpid()}.{threading.get_ident()}.part"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        image.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE), Image.Resampling.BICUBIC, 2.0)
-        image.save(partial, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY)
-        os.replace(partial, target)
-    except (OSError, ValueError) as error:
-        log.warning("cannot write the thumbnail %s: %s", target, error)
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        return None
-    return file_name
+    return store_thumbnail(folder, name, lambda: thumbnail_jpeg(image))
 
 
-def _decode(photo: PendingPhoto, model: ClipModel, min_side: int | None, folder: Path) -> _Decoded:
-    """Decode one photo into the model input and its thumbnail; never raises.
+def decode_photo(
+    path: Path, model: ClipModel, min_side: int | None
+) -> tuple[np.ndarray, Image.Image] | str:
+    """Decode one photo into the model input and the image to thumbnail; never raises.
 
     The thumbnail is made from the image already scaled for the model (its short side is the
     model's input size, at least :data:`THUMBNAIL_MAX_SIDE` for every registry model) rather
     than from the decoded photo, which is several times larger; a photo smaller than that is
     thumbnailed from its own pixels.
+
+    Returns
+    -------
+    ``(pixels, image)``: the model input ``[3, S, S] float32`` and the image to thumbnail; or the
+    error text when the photo cannot be read.
     """
     try:
-        image = load_image(photo.path, min_side=min_side)
+        image = load_image(path, min_side=min_side)
         spec = model.spec.preprocess
         resized = resize_for(image, spec)
         pixels = preprocess(resized, spec)
     except Exception as error:  # noqa: BLE001 - one bad photo must never stop the run
         text = str(error) or type(error).__name__
         if not isinstance(error, ClipsearchError):
-            text = f"cannot read {photo.path}: {text}"
-        return _Decoded(photo, error=text)
+            text = f"cannot read {path}: {text}"
+        return text
     shrunk = min(resized.size) >= THUMBNAIL_MAX_SIDE and min(resized.size) < min(image.size)
     shrunk = shrunk and spec.resize == "shortest"  # a squashed image has lost the aspect ratio
-    source = resized if shrunk else image
+    return pixels, resized if shrunk else image
+
+
+def _decode(photo: PendingPhoto, model: ClipModel, min_side: int | None, folder: Path) -> _Decoded:
+    """Decode one photo (:func:`decode_photo`) and write its thumbnail; never raises."""
+    decoded = decode_photo(photo.path, model, min_side)
+    if isinstance(decoded, str):
+        return _Decoded(photo, error=decoded)
+    pixels, source = decoded
     return _Decoded(photo, pixels, save_thumbnail(source, folder, photo.content_hash))
 
 
-def _encode(model: ClipModel, pixels: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
+def encode_batch(model: ClipModel, pixels: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
     """Embed a batch; when the batch fails, each photo alone, so only the bad ones fail.
 
     Returns the ``[B, D] float32`` rows (zeros where a photo failed) and the error per photo
@@ -283,7 +324,7 @@ def _pipeline(
     library: Library,
     model: ClipModel,
     todo: Sequence[PendingPhoto],
-    run: _Run,
+    run: RunCounters,
     cancel: threading.Event,
     batch_size: int,
     decoders: int,
@@ -325,7 +366,7 @@ def _pipeline(
     return cancel.is_set() and done < len(todo)
 
 
-def _commit(library: Library, model: ClipModel, window: list[_Decoded], run: _Run) -> None:
+def _commit(library: Library, model: ClipModel, window: list[_Decoded], run: RunCounters) -> None:
     """Encode the decoded photos of one window and commit them with the failures."""
     good = [item for item in window if item.pixels is not None]
     failed = [(item.photo, item.error or "unreadable") for item in window if item.pixels is None]
@@ -333,14 +374,29 @@ def _commit(library: Library, model: ClipModel, window: list[_Decoded], run: _Ru
     thumbnails: list[str | None] = []
     vectors = np.zeros((0, model.embed_dim), np.float32)
     if good:
-        matrix, errors = _encode(model, [item.pixels for item in good if item.pixels is not None])
+        matrix, errors = encode_batch(
+            model, [item.pixels for item in good if item.pixels is not None]
+        )
         keep = [i for i, error in enumerate(errors) if not error]
         failed.extend((good[i].photo, error) for i, error in enumerate(errors) if error)
         ids = [good[i].photo.id for i in keep]
         thumbnails = [good[i].thumbnail for i in keep]
         vectors = matrix[keep]
+    save_results(library, model.name, ids, vectors, thumbnails, failed, run)
+
+
+def save_results(
+    library: Library,
+    model_name: str,
+    ids: Sequence[int],
+    vectors: np.ndarray,
+    thumbnails: Sequence[str | None],
+    failed: Sequence[tuple[PendingPhoto, str]],
+    run: RunCounters,
+) -> None:
+    """Commit one batch (:meth:`core.store.Library.save_batch`) and count it in ``run``."""
     library.save_batch(
-        model.name, ids, vectors, thumbnails, [(photo.id, error) for photo, error in failed]
+        model_name, ids, vectors, thumbnails, [(photo.id, error) for photo, error in failed]
     )
     run.indexed += len(ids)
     run.failed.extend((photo.path, error) for photo, error in failed)
@@ -367,6 +423,7 @@ def index(
     cancel: threading.Event | None = None,
     batch_size: int = 16,
     decoders: int | None = None,
+    cluster: str | None = None,
 ) -> IndexSummary:
     """Scan album folders, update the library, and encode the photos that need it.
 
@@ -393,6 +450,10 @@ def index(
         Photos per encoder call and per transaction.
     decoders
         Threads in the decode pool (default: the CPU count, at most 4).
+    cluster
+        The address of a Dask ``distributed`` scheduler (``tcp://host:8786``): the pending
+        photos are decoded and encoded by its workers, a batch per task, and committed here as
+        they come back (:mod:`core.distributed`). Dask is imported only then.
 
     Returns
     -------
@@ -412,7 +473,7 @@ def index(
     started = time.monotonic()
     cancel = cancel or threading.Event()
     workers = max(1, decoders or DEFAULT_DECODERS)
-    run = _Run(progress)
+    run = RunCounters(progress)
     with library.indexing_lock():
         library.use_model(model.name, model.embed_dim)
         folders = library.add_roots(roots) if roots else library.roots()
@@ -438,7 +499,19 @@ def index(
         cancelled = synced.cancelled
         if not cancelled:
             todo = library.pending(since=since, until=until, roots=folders)
-            cancelled = _pipeline(library, model, todo, run, cancel, batch_size, workers)
+            if cluster is None:
+                cancelled = _pipeline(library, model, todo, run, cancel, batch_size, workers)
+            else:
+                try:
+                    from core.distributed import encode_on_cluster
+                except ImportError as error:
+                    raise ClipsearchError(
+                        f"encoding on a Dask cluster needs dask and distributed ({error}): "
+                        "pip install 'clipsearch-tui[cluster]'"
+                    ) from None
+                cancelled = encode_on_cluster(
+                    cluster, library, model, todo, run, cancel, batch_size
+                )
         remaining = len(library.pending(roots=folders))
     return IndexSummary(
         indexed=run.indexed,

@@ -1,0 +1,296 @@
+"""Encoding on a Dask cluster: the workers decode and encode, this process commits.
+
+``clipsearch-tui index PATH --dask tcp://scheduler:8786`` scans and syncs the album here as
+usual, then cuts the pending photos into shards of one batch each (in the order a local run
+encodes them, so the batches, and the vectors, are the same) and submits them to the cluster's
+workers through the ``distributed`` client:
+
+- **Each worker** loads the model once (by name, from its own install, in the precision of this
+  process's image tower, with ``OMP_NUM_THREADS`` ncnn threads, which a Dask nanny sets to 1;
+  a worker whose model files differ refuses the shard), opens the photos
+  at the same path as here (the album must be mounted at the same path on every machine, as a
+  NAS share is), decodes and encodes them exactly as a local run does (:func:`core.indexer.
+  decode_photo`, :func:`core.indexer.encode_batch`), and returns the vectors, the thumbnails as
+  JPEG bytes and the errors.
+- **This process stays the single writer.** It commits each shard in one transaction as it comes
+  back (:func:`core.indexer.save_results`), writes the thumbnails, and reports progress as a
+  local run does. A kill at any moment leaves the library as a local run's kill does: every
+  photo indexed with its vector, or still pending for the next run.
+- **A worker that dies** has its shards run again elsewhere by the scheduler; a shard is
+  committed once, when its result arrives, so nothing is encoded twice in the library. A shard
+  whose workers died :data:`ALLOWED_FAILURES` times (a photo that crashes the decoder) is
+  recorded as failed, photo by photo, with the reason.
+
+At most ``2 * threads + 2`` shards are in flight (``threads``: the workers' threads together),
+so memory stays bounded however many photos are pending, and a cancel stops within one shard.
+
+This module imports ``distributed``; nothing else imports it unless a cluster is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from distributed import Client, Future, as_completed
+from distributed.scheduler import KilledWorker
+
+from core.encoder import ClipModel, load_model
+from core.errors import ClipsearchError
+from core.indexer import (
+    RunCounters,
+    decode_photo,
+    encode_batch,
+    save_results,
+    store_thumbnail,
+    thumbnail_jpeg,
+)
+from core.store import Library, PendingPhoto
+
+__all__ = ["ClusterError", "ModelRequest", "ShardResult", "encode_on_cluster", "encode_shard"]
+
+CONNECT_TIMEOUT_S = 30
+ALLOWED_FAILURES = 3
+"""Worker deaths a shard may see before its photos are recorded as failed (Dask's default)."""
+
+
+class ClusterError(ClipsearchError):
+    """The cluster cannot be reached, or its workers cannot encode."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """What a worker needs to load the same model as this process.
+
+    Attributes
+    ----------
+    name
+        The installed model's name.
+    precision
+        The image tower's precision here (``fp32``, ``bf16``, ``int8``).
+    draft
+        Whether JPEGs are decoded at a reduced scale (:attr:`core.encoder.ClipModel.draft`).
+    fingerprint
+        SHA-256 of the model's manifest: a worker whose model differs refuses to encode.
+    """
+
+    name: str
+    precision: str
+    draft: bool
+    fingerprint: str
+
+    @classmethod
+    def of(cls, model: ClipModel) -> ModelRequest:
+        return cls(model.name, model.precision.image, model.draft, _fingerprint(model))
+
+
+@dataclass(slots=True)
+class ShardResult:
+    """What a worker returns for one shard.
+
+    Attributes
+    ----------
+    ids
+        Photos encoded, ``[K]``.
+    vectors
+        Their embeddings, ``[K, D] float32``.
+    thumbnails
+        ``(content hash, JPEG bytes)`` per encoded photo; bytes are empty when none could be
+        made.
+    failed
+        ``(photo id, error text)`` of the photos that could not be read or encoded.
+    """
+
+    ids: list[int] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    thumbnails: list[tuple[str, bytes]] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _fingerprint(model: ClipModel) -> str:
+    text = json.dumps(model.manifest, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_models: dict[ModelRequest, ClipModel] = {}
+_models_lock = threading.Lock()
+
+
+def _worker_model(request: ModelRequest) -> ClipModel:
+    """The model of this worker process, loaded on its first shard."""
+    with _models_lock:
+        model = _models.get(request)
+        if model is None:
+            model = load_model(
+                request.name, threads=_threads_here(), precision=request.precision,
+                draft=request.draft,
+            )  # fmt: skip
+            if _fingerprint(model) != request.fingerprint:
+                model.close()
+                raise ClusterError(
+                    f"the model {request.name!r} installed on this worker differs from the "
+                    "client's: install the same model on every worker"
+                )
+            _models[request] = model
+        return model
+
+
+def _threads_here() -> int | None:
+    """ncnn threads of a worker: ``OMP_NUM_THREADS`` when set (a Dask nanny sets 1 in every
+    worker process it starts: one worker process per core), else the encoder's default."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def encode_shard(request: ModelRequest, photos: Sequence[tuple[int, str, str]]) -> ShardResult:
+    """Decode and encode one shard on a worker (the function the cluster runs).
+
+    Parameters
+    ----------
+    request
+        The model to use.
+    photos
+        ``(photo id, path, content hash)`` per photo, in order.
+    """
+    model = _worker_model(request)
+    min_side = 2 * model.spec.preprocess.size if model.draft else None
+    result = ShardResult(vectors=np.zeros((0, model.embed_dim), np.float32))
+    good: list[tuple[int, str, np.ndarray, object]] = []
+    for photo_id, path, digest in photos:
+        decoded = decode_photo(Path(path), model, min_side)
+        if isinstance(decoded, str):
+            result.failed.append((photo_id, decoded))
+        else:
+            good.append((photo_id, digest, *decoded))
+    if not good:
+        return result
+    matrix, errors = encode_batch(model, [pixels for _, _, pixels, _ in good])
+    keep = []
+    for row, ((photo_id, digest, _, image), error) in enumerate(zip(good, errors, strict=True)):
+        if error:
+            result.failed.append((photo_id, error))
+            continue
+        keep.append(row)
+        result.ids.append(photo_id)
+        try:
+            result.thumbnails.append((digest, thumbnail_jpeg(image)))  # type: ignore[arg-type]
+        except (OSError, ValueError):
+            result.thumbnails.append((digest, b""))
+    result.vectors = matrix[keep]
+    return result
+
+
+def _shards(todo: Sequence[PendingPhoto], size: int) -> Iterator[list[PendingPhoto]]:
+    for start in range(0, len(todo), size):
+        yield list(todo[start : start + size])
+
+
+def _connect(address: str) -> Client:
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError) as error:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {error}") from error
+
+
+def _threads(client: Client) -> int:
+    """The workers' threads together (at least 1, also while no worker has joined yet)."""
+    info = client.scheduler_info()
+    return max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
+
+
+def encode_on_cluster(
+    address: str,
+    library: Library,
+    model: ClipModel,
+    todo: Sequence[PendingPhoto],
+    run: RunCounters,
+    cancel: threading.Event,
+    batch_size: int,
+) -> bool:
+    """Encode ``todo`` on the cluster at ``address``, committing here; True when cancelled.
+
+    Raises
+    ------
+    ClusterError
+        The scheduler cannot be reached, or a worker cannot load the model.
+    """
+    request = ModelRequest.of(model)
+    started = time.monotonic()
+    done = 0
+    run.report("encoding", 0, len(todo), started, force=True)
+    client = _connect(address)
+    shards = _shards(todo, batch_size)
+    sent: dict[str, tuple[Future, list[PendingPhoto]]] = {}
+    try:
+        window = 2 * _threads(client) + 2
+
+        def send() -> list[Future]:
+            futures = []
+            while len(sent) < window and not cancel.is_set():
+                shard = next(shards, None)
+                if shard is None:
+                    break
+                future = client.submit(
+                    encode_shard,
+                    request,
+                    [(p.id, str(p.path), p.content_hash) for p in shard],
+                    pure=False,
+                    retries=0,
+                )
+                sent[future.key] = (future, shard)
+                futures.append(future)
+            return futures
+
+        running = as_completed(send(), loop=client.loop)
+        for future in running:
+            _, shard = sent.pop(future.key)
+            try:
+                result: ShardResult = future.result()
+            except KilledWorker:
+                reason = "the cluster's workers died while encoding it"
+                result = ShardResult(failed=[(p.id, reason) for p in shard])
+            except ClusterError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a shard's own error, not the photos'
+                raise ClusterError(f"a Dask worker could not encode: {error}") from error
+            finally:
+                future.release()
+            _commit(library, model, shard, result, run)
+            done += len(shard)
+            run.report("encoding", done, len(todo), started, shard[-1].path, force=True)
+            if cancel.is_set():
+                break
+            running.update(send())
+    finally:
+        if sent:  # cancelled, or an error: nothing more is committed from these
+            client.cancel([future for future, _ in sent.values()])
+        client.close()
+    return cancel.is_set() and done < len(todo)
+
+
+def _commit(
+    library: Library,
+    model: ClipModel,
+    shard: list[PendingPhoto],
+    result: ShardResult,
+    run: RunCounters,
+) -> None:
+    """Write a shard's thumbnails and commit its vectors and failures in one transaction."""
+    by_id = {photo.id: photo for photo in shard}
+    folder = library.thumbnail_dir
+    thumbnails = [
+        store_thumbnail(folder, digest, lambda data=data: data) if data else None
+        for digest, data in result.thumbnails
+    ]
+    vectors = result.vectors if len(result.ids) else np.zeros((0, model.embed_dim), np.float32)
+    failed = [(by_id[photo_id], error) for photo_id, error in result.failed]
+    save_results(library, model.name, result.ids, vectors, thumbnails, failed, run)
