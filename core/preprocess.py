@@ -10,7 +10,9 @@ Two steps, kept apart so that thumbnails and the encoder share the decoding:
 2. With ``min_side`` given, a JPEG is decoded at the smallest DCT scale (1/2, 1/4 or 1/8) that keeps
    its short side at least ``min_side`` pixels (:meth:`PIL.Image.Image.draft`). Other formats are
    decoded at full size.
-3. The pixels are decoded in full, so that a broken file fails here and not later.
+3. The pixels are decoded in full, so that a broken file fails here and not later. An image that
+   would decode to more than :data:`MAX_DECODE_PIXELS` pixels (after the DCT scale) is refused
+   before any pixel is decoded, whatever Pillow's own decompression-bomb limit says.
 4. The colour mode becomes RGB by these rules:
 
    - ``RGB``: unchanged.
@@ -46,6 +48,13 @@ for ``Preprocess(size=S, resize="shortest")``:
    first padded with black, ``(S - w) // 2`` on the left and the rest on the right (likewise top and
    bottom); the crop starts at ``round((h - S) / 2)`` and ``round((w - S) / 2)``, with
    Python's round-half-to-even.
+
+   The pixels a resize *produces* are bounded too: when the long side would come out longer than
+   :data:`MAX_ASPECT` times ``S`` (a 1x40000 strip would become 256 x 10 million pixels), only a
+   central window of ``MAX_ASPECT * S`` pixels of it is computed, with the same scale and sample
+   positions (``Image.resize`` with a source ``box``) and placed so that step 2 takes the same
+   crop. The model sees the same centre, up to one level in a few pixels where a filter weight
+   rounds the other way; nothing outside the window could have reached the crop anyway.
 3. ``x / 255`` in float32, then ``(x - mean) / std`` per channel in float32.
 4. Laid out channel first: ``[3, S, S] float32``, C-contiguous, channels in R, G, B order.
 
@@ -58,9 +67,10 @@ both sides become ``S`` whatever the aspect ratio (Pillow bicubic, antialiased; 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -79,6 +89,18 @@ RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
 RESIZE_MODE = "shortest"
 #: Every ``resize`` mode implemented; ``"squash"`` scales both sides to ``size`` (SigLIP).
 RESIZE_MODES = ("shortest", "squash")
+#: Largest number of pixels a photo may decode to (after JPEG draft scaling); larger ones are
+#: refused before decoding. 120 megapixels is more than any camera's JPEG or a 100 MP TIFF.
+MAX_DECODE_PIXELS = 120_000_000
+#: The resized long side is at most this many times the model's input size; beyond it only the
+#: central window that the centre crop can reach is computed. Photos up to 16:1 (panoramas
+#: included) are resized whole, exactly as open_clip does.
+MAX_ASPECT = 16
+#: Half-width, in source pixels at scale 1, of the widest filter in RESAMPLE_FILTERS (bicubic).
+RESAMPLE_SUPPORT = 2.0
+#: Colour conversions that need wider temporaries (alpha, 16-bit, float) run over strips of at
+#: most this many pixels, so their extra memory does not grow with the photo.
+STRIP_PIXELS = 1 << 20
 #: 8-bit value that transparent pixels are composited over (white).
 ALPHA_BACKGROUND = 255.0
 #: 16-bit value ``v`` becomes ``round(v / SIXTEEN_BIT_DIVISOR)``; 65535 / 257 = 255.
@@ -138,8 +160,8 @@ def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> 
     ------
     ImageDecodeError
         The file is missing, unreadable, not an image, truncated or otherwise broken, larger than
-        Pillow's decompression-bomb limit, or a HEIC/HEIF file when ``pillow_heif`` is not
-        installed.
+        :data:`MAX_DECODE_PIXELS` or Pillow's decompression-bomb limit, or a HEIC/HEIF file when
+        ``pillow_heif`` is not installed.
     ValueError
         ``min_side`` is not a positive integer.
     """
@@ -162,6 +184,12 @@ def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> 
                 raise
             if min_side is not None:
                 image.draft(None, (min_side, min_side))
+            if image.width * image.height > MAX_DECODE_PIXELS:
+                raise ImageDecodeError(
+                    f"cannot read {shown}: too large to decode ({image.width}x{image.height}, "
+                    f"{image.width * image.height / 1e6:.0f} megapixels; the limit is "
+                    f"{MAX_DECODE_PIXELS / 1e6:.0f})"
+                )
             image.load()
         if image.width < 1 or image.height < 1:
             raise ValueError(f"the image has no pixels ({image.width}x{image.height})")
@@ -263,15 +291,36 @@ def _preprocess_into(image: Image.Image, spec: Preprocess, out: np.ndarray) -> N
 
 
 def _resize_short_side(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
-    """Scale ``image`` so its short side is ``size``, sizing the long side as torchvision does."""
+    """Scale ``image`` so its short side is ``size``, sizing the long side as torchvision does.
+
+    A long side beyond ``MAX_ASPECT * size`` is computed only over its central window (see the
+    module docstring), so the result never holds more than ``MAX_ASPECT * size * size`` pixels.
+    """
     width, height = image.size
-    if width <= height:
-        new_size = (size, int(size * height / width))
+    tall = width <= height
+    short, long = (width, height) if tall else (height, width)
+    out_long = int(size * long / short)
+    window = MAX_ASPECT * size
+    if out_long <= window:
+        new_size = (size, out_long) if tall else (out_long, size)
+        if new_size == image.size:
+            return image
+        return image.resize(new_size, resample)
+    # The crop of the full resize would start at ``crop``; _centre_crop of the window must start
+    # there too, so the window starts ``round((window - size) / 2)`` before it.
+    crop = round((out_long - size) / 2.0)
+    start = crop - round((window - size) / 2.0)
+    scale = long / out_long
+    first, last = start * scale, (start + window) * scale
+    # Only the source lines within reach of the filter go into the resize, cropped first (a box
+    # over the whole image gives other numbers in Pillow's two-pass resize).
+    reach = RESAMPLE_SUPPORT * max(scale, 1.0) + 1
+    low, high = max(0, math.floor(first - reach)), min(long, math.ceil(last + reach))
+    if tall:
+        part, box = image.crop((0, low, width, high)), (0.0, first - low, width, last - low)
     else:
-        new_size = (int(size * width / height), size)
-    if new_size == image.size:
-        return image
-    return image.resize(new_size, resample)
+        part, box = image.crop((low, 0, high, height)), (first - low, 0.0, last - low, height)
+    return part.resize((size, window) if tall else (window, size), resample, box=box)
 
 
 def _centre_crop(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -318,25 +367,50 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if mode in _ALPHA_MODES:
         return _flatten_alpha(image if mode == "RGBA" else image.convert("RGBA"))
     if mode in _SIXTEEN_BIT_MODES:
-        values = np.clip(np.asarray(image, dtype=np.int64), 0, SIXTEEN_BIT_MAX)
-        grey = np.rint(values / SIXTEEN_BIT_DIVISOR).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
+        return _by_strips(image, 1, _sixteen_bit_to_grey).convert("RGB")
     if mode == "F":
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
-        grey = np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
+        return _by_strips(image, 1, _float_to_grey).convert("RGB")
     return image.convert("RGB")
+
+
+def _sixteen_bit_to_grey(values: np.ndarray) -> np.ndarray:
+    values = np.clip(values.astype(np.int64), 0, SIXTEEN_BIT_MAX)
+    return np.rint(values / SIXTEEN_BIT_DIVISOR).astype(np.uint8)
+
+
+def _float_to_grey(values: np.ndarray) -> np.ndarray:
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0)
+    return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _by_strips(
+    image: Image.Image, channels: int, convert: Callable[[np.ndarray], np.ndarray]
+) -> Image.Image:
+    """An 8-bit ``L`` (1 channel) or ``RGB`` (3) image made by ``convert`` on strips of rows.
+
+    ``convert`` gets the pixels of at most :data:`STRIP_PIXELS` (and at least one row) and returns
+    them as ``uint8``; its temporaries never grow with the whole photo.
+    """
+    width, height = image.size
+    out = np.empty((height, width, channels) if channels > 1 else (height, width), np.uint8)
+    rows = max(1, STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        out[top:bottom] = convert(np.asarray(image.crop((0, top, width, bottom))))
+    return Image.fromarray(out, mode="RGB" if channels > 1 else "L")
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
     """An ``RGBA`` image composited over white; fully opaque images only lose the alpha band."""
     if image.getchannel("A").getextrema() == (255, 255):
         return image.convert("RGB")
-    rgba = np.asarray(image)
+    return _by_strips(image, 3, _over_white)
+
+
+def _over_white(rgba: np.ndarray) -> np.ndarray:
     alpha = rgba[..., 3:4].astype(np.float32)
     colour = rgba[..., :3] * (alpha / 255.0) + (ALPHA_BACKGROUND - alpha)
-    flat = np.rint(np.clip(colour, 0.0, 255.0)).astype(np.uint8)
-    return Image.fromarray(flat, mode="RGB")
+    return np.rint(np.clip(colour, 0.0, 255.0)).astype(np.uint8)
 
 
 def _orientation(image: Image.Image) -> int:
