@@ -319,7 +319,7 @@ def _index(args: argparse.Namespace) -> int:
         _existing_folder(path, "photo folder")
     with Library.open() as library:
         name = args.model or library.model_name
-        with _load_model(name, verify=True, gpu=args.gpu, precision=args.precision) as model:
+        with _load_model(name, gpu=args.gpu, precision=args.precision) as model:
             print(f"{PROG}: encoding with {model.name} in {model.precision}", file=sys.stderr)
             if args.reindex:
                 library.use_model(model.name, model.embed_dim, replace=True)
@@ -368,7 +368,7 @@ def _search(args: argparse.Namespace) -> int:
     folder = _existing_folder(args.folder) if args.folder is not None else None
     with Library.open() as library:
         _require_indexed(library)
-        with _load_model(args.model or library.model_name, verify=False, gpu=args.gpu) as model:
+        with _load_model(args.model or library.model_name, gpu=args.gpu) as model:
             if args.similar is not None:
                 hits = similar(
                     library,
@@ -409,7 +409,7 @@ def _describe(args: argparse.Namespace) -> int:
 
     _existing_image(str(args.image))
     with Library.open() as library:
-        with _load_model(args.model or library.model_name, verify=False, gpu=args.gpu) as model:
+        with _load_model(args.model or library.model_name, gpu=args.gpu) as model:
             labels = describe(model, args.image, args.labels, library=library)
     if args.json:
         _print_json(
@@ -501,19 +501,18 @@ def _existing_image(value: str) -> None:
         raise QueryError(f"image not found: {value}")
 
 
-def _load_model(
-    name: str | None, *, verify: bool, gpu: bool = False, precision: str = "auto"
-) -> ClipModel:
-    """Open an installed model (default: the registry's default model).
+def _load_model(name: str | None, *, gpu: bool = False, precision: str = "auto") -> ClipModel:
+    """Open an installed model (default: the registry's default model), checked.
 
-    ``verify`` hashes every file of the model first: worth it before a long indexing run, not
-    before each search, where it would cost about a second for a full-size model. ``gpu`` asks
+    Every file of the model is checked against its install-time hash; one whose size, times and
+    inode are unchanged since it last matched is not read again, so the check costs a few
+    ``stat`` calls, and a file that changed is hashed (with a note that it changed). ``gpu`` asks
     for Vulkan; without a Vulkan GPU a note says so and the model runs on the CPU. A note about
     the ``precision`` chosen (bf16 emulated on this CPU) is printed too.
     """
     from core.encoder import load_model
 
-    model = load_model(name, verify=verify, vulkan=gpu, precision=precision)
+    model = load_model(name, vulkan=gpu, precision=precision)
     if gpu and not model.vulkan:
         print(f"{PROG}: no Vulkan GPU found; encoding on the CPU", file=sys.stderr)
     if model.precision.note:

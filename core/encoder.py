@@ -416,17 +416,23 @@ def load_model(
     Raises
     ------
     ModelNotInstalledError
-        The model is not installed; the message gives the install command.
+        The model is not installed (the message gives the install command), or ``name`` is a
+        path rather than a model name: models are only ever loaded from the models folder.
     ManifestError
         A file of the model does not match the hash recorded at install time.
     PrecisionError
         An unknown precision, or one the installed model cannot run in (int8 without an int8
         install).
     """
-    from core.paths import models_dir
+    from core.paths import is_model_name, models_dir
     from core.registry import default_model_name
 
     name = name or default_model_name()
+    if not is_model_name(name):
+        raise ModelNotInstalledError(
+            f"{name!r} is not a model name; give a model of the registry or an installed one "
+            "(clipsearch-tui model list shows them)"
+        )
     model_dir = models_dir() / name
     if not (model_dir / "manifest.json").is_file():
         raise ModelNotInstalledError(

@@ -25,7 +25,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -57,7 +56,7 @@ from core.manifest import (
     verify_manifest,
     write_manifest,
 )
-from core.paths import config_dir, models_dir
+from core.paths import config_dir, is_model_name, models_dir
 from core.registry import ModelSpec
 
 __all__ = [
@@ -80,7 +79,6 @@ ProgressCallback = Callable[[str, int, int | None], None]
 USER_REGISTRY_NAME = "registry.json"
 PARTIAL_PREFIX = ".partial-"
 _LOCK_NAME = ".install.lock"
-_VALID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 _OFFLINE_ROUTE = "clipsearch-tui model install {name} --from FILE"
 _FOLDER_CHECKPOINTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
@@ -158,6 +156,9 @@ def install_model(
     target, spec = _resolve_target(name, from_file, as_name, quick_gelu)
     if spec is not None:
         spec = replace(spec, image_precision=image_precision)
+    if models_dir().is_dir():
+        with _install_lock(models_dir()):
+            _remove_partials(models_dir())
     _check_cancel(cancel)
     downloaded = False
     extras: dict[str, Path] = {}
@@ -425,6 +426,7 @@ def remove_model(name: str) -> Path:
             f"no installed model named {name!r}; installed models: {_names(_installed_folders())}"
         )
     with _install_lock(root):
+        _remove_partials(root)
         doomed = root / f"{PARTIAL_PREFIX}removed-{name}-{secrets.token_hex(4)}"
         try:
             os.replace(folder, doomed)
@@ -941,13 +943,29 @@ def _install_lock(root: Path) -> Iterator[None]:
 
 
 def _remove_partials(root: Path) -> None:
-    for entry in root.iterdir():
-        if entry.name.startswith(PARTIAL_PREFIX):
-            log.info("removing %s, left by an install that did not finish", entry.name)
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+    """Clear what interrupted installs left; call with the install lock held.
+
+    An installation set aside by a replacement that was killed before the new one took its
+    place (``.partial-replaced-NAME-xxxx`` with no ``NAME``) is put back; every other partial
+    folder, including an old installation that was already replaced, is removed.
+    """
+    if not root.is_dir():
+        return
+    replaced = f"{PARTIAL_PREFIX}replaced-"
+    for entry in sorted(root.iterdir()):
+        if not entry.name.startswith(PARTIAL_PREFIX):
+            continue
+        if entry.name.startswith(replaced) and entry.is_dir() and not entry.is_symlink():
+            name = entry.name[len(replaced) :].rpartition("-")[0]
+            if name and not (root / name).exists() and (entry / MANIFEST_NAME).is_file():
+                log.info("putting back model %s, set aside by an install that did not finish", name)
+                os.replace(entry, root / name)
+                continue
+        log.info("removing %s, left by an install that did not finish", entry.name)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -970,7 +988,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _check_name(name: str) -> None:
-    if not _VALID_NAME.fullmatch(name or "") or ".." in name:
+    if not is_model_name(name):
         raise ClipsearchError(
             f"invalid model name {name!r}: use letters, digits and . _ + - (not starting with one)"
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -33,6 +34,8 @@ from typing import Any
 
 from core.errors import ManifestError
 from core.registry import ModelSpec
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
@@ -210,6 +213,12 @@ def verify_manifest(model_dir: Path, *, reuse: bool = False) -> dict[str, Any]:
         try:
             stamp = [expected, *_stat_stamp(path)]
             if known.get(filename) != stamp:
+                if filename in known:
+                    log.info(
+                        "%s of model %r changed on disk since it was last checked; checking it",
+                        filename,
+                        name,
+                    )
                 actual = file_sha256(path)
                 if actual != expected:
                     raise ManifestError(

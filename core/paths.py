@@ -8,12 +8,15 @@ album itself is only ever read.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import platformdirs
 
 APP_NAME = "clipsearch-tui"
 HOME_ENV = "CLIPSEARCH_HOME"
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+"""What a model name may be: a plain folder name, never a path (no ``/``, no ``..``)."""
 
 
 def _home() -> Path | None:
@@ -44,3 +47,8 @@ def config_dir() -> Path:
 def models_dir() -> Path:
     """Folder that holds one sub-folder per installed model."""
     return data_dir() / "models"
+
+
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` can name a model: a folder inside :func:`models_dir`, never a path."""
+    return bool(MODEL_NAME.fullmatch(name or "")) and ".." not in name
