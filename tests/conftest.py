@@ -69,6 +69,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClipModel]:
     model.close()
 
 
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """Async tests run on asyncio only: Textual needs it, and anyio would otherwise also run
+    each of them on trio wherever trio happens to be installed."""
+    return "asyncio"
+
+
 @pytest.fixture
 def clipsearch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty ``CLIPSEARCH_HOME`` for this test: its own library, thumbnails and config."""
