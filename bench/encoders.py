@@ -65,7 +65,7 @@ def install(name: str, workdir: Path, precision: str = "fp32"):
     """Random weights for ``name`` saved as a checkpoint and installed with our own command."""
     import torch
 
-    from core.cli import main as cli_main
+    from cli.main import main as cli_main
     from core.registry import get_spec
     from tests.reference import make_reference, save_checkpoint
 

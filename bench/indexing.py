@@ -24,7 +24,7 @@ machine disturbs the comparison less. ``--int8`` adds a row for ours with the in
 processes on 127.0.0.1, on the same cores, to show the overhead of the cluster per photo.
 ``--rows LABEL...`` runs only some of the indexers.
 
-``--storage`` adds the measurements behind the vector storage of :mod:`core.store`: reading all
+``--storage`` adds the measurements behind the vector storage of :mod:`core.library`: reading all
 vectors of a library as one matrix (SQLite BLOBs against a memory-mapped float32 file), and how
 often float16 storage would change the top 10 of a search.
 
@@ -106,7 +106,7 @@ def install(workdir: Path, precision: str = "fp32") -> Any:
 
     Goes into ``$CLIPSEARCH_HOME`` as it is set now; the same seed gives the same weights.
     """
-    from core.cli import main as cli_main
+    from cli.main import main as cli_main
     from core.registry import get_spec
     from tests.reference import make_reference, save_checkpoint
 
@@ -122,7 +122,7 @@ def run_ours(album: Path, threads: int, draft: bool, home: Path) -> dict[str, An
     """Index ``album`` into a fresh library with our pipeline, the model installed in ``home``."""
     from core.encoder import load_model
     from core.indexer import index
-    from core.store import Library
+    from core.library import Library
 
     os.environ["CLIPSEARCH_HOME"] = str(home)
     model = load_model(MODEL, threads=threads, draft=draft)
@@ -169,7 +169,7 @@ def run_dask(album: Path, threads: int, home: Path) -> dict[str, Any]:
     from core.distributed import ModelRequest, encode_shard
     from core.encoder import load_model
     from core.indexer import index
-    from core.store import Library
+    from core.library import Library
 
     os.environ["CLIPSEARCH_HOME"] = str(home)
     model = load_model(MODEL, threads=threads)
@@ -313,7 +313,7 @@ def _best_of(action: Callable[[], Any], repeat: int = 3) -> float:
 
 def storage_numbers(workdir: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -> list[str]:
     """Time reading all vectors (BLOBs through ``Library.vectors``, memmap) and float16 effects."""
-    from core.store import Library
+    from core.library import Library
 
     dim = 512
     rng = np.random.default_rng(0)

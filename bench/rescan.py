@@ -2,13 +2,13 @@
 
 Builds a throwaway album of copies of a few small camera JPEGs in a temporary folder, then times:
 
-1. the first scan (``core.album.scan``),
-2. reading the capture time of every photo (``core.album.read_capture_time``),
-3. grouping them into a timeline (``core.album.build_timeline``),
+1. the first scan (``core.scan.scan``),
+2. reading the capture time of every photo (``core.capture_time.read_capture_time``),
+3. grouping them into a timeline (``core.timeline.build_timeline``),
 4. a rescan after a few photos were touched, added and removed: ``scan`` plus the comparison of
    size and modification time with what the index stored (simulated with a dict), the work an
    index update does before it decodes anything;
-5. the same through a real library (``core.store.Library`` in the temporary folder): the first
+5. the same through a real library (``core.library.Library`` in the temporary folder): the first
    ``Library.sync`` of the whole album (content hashes and capture times of every photo), a
    rescan of the unchanged album (``scan`` plus ``Library.sync``: no photo opened), and a rescan
    after the changes of step 4.
@@ -40,7 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import cpu_model, write_section  # noqa: E402
-from core.album import FileEntry, build_timeline, read_capture_time, scan  # noqa: E402
+from core.capture_time import read_capture_time  # noqa: E402
+from core.scan import FileEntry, scan  # noqa: E402
+from core.timeline import build_timeline  # noqa: E402
 
 SHARED_SOURCE = ROOT.parent / "shared" / "photos" / "exif-samples" / "jpg"
 DEFAULT_SOURCE = SHARED_SOURCE if SHARED_SOURCE.is_dir() else ROOT / "tests" / "photos" / "jpg"
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 def _library_timings(tmp: Path, root: Path, repeat: int, files: int, dry: bool) -> dict[str, Any]:
     """With ``dry``: a new library, its first sync, and unchanged rescans. Without: one rescan
     of the album as changed by :func:`_change_album`."""
-    from core.store import Library
+    from core.library import Library
 
     path = tmp / "library" / "library.sqlite"
     path.parent.mkdir(exist_ok=True)

@@ -2,7 +2,7 @@
 
 For each size a library database is built in a temporary folder: random unit vectors
 (``D = 512``, float32) with photo rows spread over ten years. The rows go straight into the
-tables as :mod:`core.store` lays them out, without scanning any files: ``Library.open`` creates
+tables as :mod:`core.database` lays them out, without scanning any files: ``Library.open`` creates
 the schema, ``Library.use_model`` records the model, ``photos`` rows are inserted with status
 ``indexed``, and each vector is a float32 BLOB in ``embeddings``, in transactions of 10,000 rows.
 
@@ -22,7 +22,7 @@ each mode:
    (``posix_fadvise(POSIX_FADV_DONTNEED)`` on those files only, so nothing else on the machine
    is disturbed; *cold*), and then in the process that runs the rest (*warm*).
 3. ``--queries`` searches (default 50) with random unit query vectors through
-   :func:`core.search.search` with no filter: the whole ranking (scores over the compact matrix,
+   :func:`core.ranking.search` with no filter: the whole ranking (scores over the compact matrix,
    ``np.argpartition``, exact re-scoring of the best candidates, softmax probabilities over every
    photo) and fetching the records of the top hits. Encoding a text query is not included: the
    query is a fixed vector, and the model is a stand-in that only has a name, a size and a
@@ -33,7 +33,7 @@ each mode:
    ``since`` and ``until``): the library gives the ids that pass the filter, and the search ranks
    those rows of the same compact copy. Median reported.
 6. ``--batches`` times (default 10): one batch of ``--batch`` new photos (default 16) is
-   committed with :meth:`core.store.Library.save_batch`, as an indexing run does every second
+   committed with :meth:`core.library.Library.save_batch`, as an indexing run does every second
    (in file mode that appends them to the file), then one search is timed; it brings the compact
    copy up to date first. Median reported.
 
@@ -90,7 +90,7 @@ def status_kib(field: str) -> int:
 
 def build_library(path: Path, count: int, seed: int = 0) -> float:
     """Write a library of ``count`` random unit vectors at ``path``; returns the seconds taken."""
-    from core.store import Library
+    from core.library import Library
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -165,8 +165,8 @@ def measure(
     ``mode`` is ``memory`` (no vector file), ``file``, or ``cold`` (file, evicted from the page
     cache first; only the first search is measured).
     """
-    from core.search import search
-    from core.store import Library
+    from core.library import Library
+    from core.ranking import search
 
     model = SimpleNamespace(name=MODEL_NAME, embed_dim=DIM, logit_scale=LOGIT_SCALE)
     rng = np.random.default_rng(seed)
@@ -226,7 +226,7 @@ def measure(
 
 def make_vector_file(path: Path) -> float:
     """Make the library's vector file through the public surface; returns the seconds taken."""
-    from core.store import Library
+    from core.library import Library
 
     started = time.perf_counter()
     with Library.open(path, thumbnail_dir=path.parent / "thumbnails") as library:
@@ -238,7 +238,7 @@ def make_vector_file(path: Path) -> float:
 def compare_formats(count: int, queries: int, top: int) -> dict[str, dict[str, float]]:
     """int8 codes (with a scale per row) against float16 for the compact copy, in memory."""
     from core.compact import CompactVectors, quantise
-    from core.search import _rescore_count
+    from core.ranking import _rescore_count
 
     rng = np.random.default_rng(3)
     matrix = rng.standard_normal((count, DIM), dtype=np.float32)

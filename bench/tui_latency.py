@@ -90,8 +90,8 @@ def _install_model(kind: str) -> str:
 
 def _synthetic_library(work: Path, count: int, model_name: str, dim: int) -> Path:
     """``count`` small files indexed with random unit vectors; returns their folder."""
-    from core import album
-    from core.store import Library
+    from core.library import Library
+    from core.scan import scan
 
     folder = work / "synthetic"
     with Library.open() as library:
@@ -114,7 +114,7 @@ def _synthetic_library(work: Path, count: int, model_name: str, dim: int) -> Pat
         library.thumbnail_dir.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (256, 192), (90, 140, 200)).save(library.thumbnail_dir / thumb_name)
         with library.indexing_lock():
-            library.sync(album.scan([folder]), roots=[folder])
+            library.sync(scan([folder]), roots=[folder])
             library.use_model(model_name, dim)
             pending = library.pending(roots=[folder])
             for begin in range(0, len(pending), 1000):

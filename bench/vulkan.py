@@ -135,7 +135,7 @@ def install_discriminative(name: str, photos: list[Path], workdir: Path):
     """
     import torch
 
-    from core.cli import main as cli_main
+    from cli.main import main as cli_main
     from core.registry import get_spec
     from tests.reference import (
         make_discriminative,
@@ -357,7 +357,7 @@ def index_both_ways(name: str, album: Path, workdir: Path) -> dict:
         for leftover in (home / "data").glob("library*"):
             leftover.unlink()
         shutil.rmtree(home / "cache", ignore_errors=True)
-        argv = [sys.executable, "-m", "tui", "index", str(album), "--model", name, "--json"]
+        argv = [sys.executable, "-m", "cli", "index", str(album), "--model", name, "--json"]
         done = subprocess.run(argv + extra, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"index {label} failed: {done.stderr[-2000:]}")

@@ -52,7 +52,7 @@ from core.indexer import (
     store_thumbnail,
     thumbnail_jpeg,
 )
-from core.store import Library, PendingPhoto
+from core.library import Library, PendingPhoto
 
 __all__ = ["ClusterError", "ModelRequest", "ShardResult", "encode_on_cluster", "encode_shard"]
 

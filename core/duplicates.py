@@ -33,7 +33,7 @@ import numpy as np
 from core.errors import ClipsearchError
 
 if TYPE_CHECKING:
-    from core.store import Library
+    from core.library import Library
 
 __all__ = [
     "DEFAULT_THRESHOLD",

@@ -48,3 +48,19 @@ class DownloadError(ClipsearchError):
 
 class TokenizerError(ClipsearchError):
     """A model's tokenizer files are missing, unreadable, or do not fit its checkpoint."""
+
+
+class AlbumError(ClipsearchError):
+    """A problem with the album that the user has to fix."""
+
+
+class AlbumNotFoundError(AlbumError):
+    """A folder given as an album root does not exist or is not a folder."""
+
+
+class PhotoMissingError(AlbumError):
+    """A photo vanished (or cannot be looked at) before its capture time was read."""
+
+
+class BadDateError(AlbumError, ValueError):
+    """A date or a timeline key could not be understood."""

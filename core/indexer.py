@@ -9,7 +9,7 @@
 2. **Batched inference.** Decoded photos are gathered into batches of ``batch_size`` and encoded
    with :meth:`core.encoder.ClipModel.encode_pixels` while the pool decodes the next ones.
 3. **One writer.** Each batch is committed in one transaction, embeddings together with the
-   ``indexed`` or ``failed`` status (:meth:`core.store.Library.save_batch`), so a crash or a
+   ``indexed`` or ``failed`` status (:meth:`core.library.Library.save_batch`), so a crash or a
    kill leaves every photo either fully indexed or still pending, and the next run resumes.
 
 A photo that cannot be read is recorded as ``failed`` with the reason and the run goes on; it is
@@ -36,11 +36,12 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from core import album
 from core.encoder import ClipModel
 from core.errors import ClipsearchError
+from core.library import Library, PendingPhoto
 from core.preprocess import load_image, preprocess, resize_for
-from core.store import Library, PendingPhoto, SyncReport
+from core.scan import Skipped, scan
+from core.sync import SyncReport
 
 __all__ = [
     "THUMBNAIL_FORMAT",
@@ -120,13 +121,13 @@ class IndexSummary:
         folders, folders that are missing.
     failed
         ``(path, reason)`` of photos that could not be read in this run
-        (:meth:`core.store.Library.failures` lists all of them).
+        (:meth:`core.library.Library.failures` lists all of them).
     cancelled
         True when the run was stopped before the end.
     elapsed_s
         Wall-clock seconds for the whole run.
     new, changed, moved, copied, deleted
-        What the sync found (:class:`core.store.SyncReport`).
+        What the sync found (:class:`core.sync.SyncReport`).
     remaining
         Photos still pending in the folders indexed: outside the date range, or left by a cancel.
     """
@@ -394,7 +395,7 @@ def save_results(
     failed: Sequence[tuple[PendingPhoto, str]],
     run: RunCounters,
 ) -> None:
-    """Commit one batch (:meth:`core.store.Library.save_batch`) and count it in ``run``."""
+    """Commit one batch (:meth:`core.library.Library.save_batch`) and count it in ``run``."""
     library.save_batch(
         model_name, ids, vectors, thumbnails, [(photo.id, error) for photo, error in failed]
     )
@@ -402,13 +403,13 @@ def save_results(
     run.failed.extend((photo.path, error) for photo, error in failed)
 
 
-def _split_roots(folders: Sequence[Path]) -> tuple[list[Path], list[album.Skipped]]:
+def _split_roots(folders: Sequence[Path]) -> tuple[list[Path], list[Skipped]]:
     present, missing = [], []
     for folder in folders:
         if folder.is_dir():
             present.append(folder)
         else:
-            missing.append(album.Skipped(folder, "folder not found"))
+            missing.append(Skipped(folder, "folder not found"))
     return present, missing
 
 
@@ -461,9 +462,9 @@ def index(
 
     Raises
     ------
-    core.store.LibraryBusyError
+    core.library.LibraryBusyError
         Another process is indexing this library.
-    core.store.ModelMismatchError
+    core.database.ModelMismatchError
         The library was indexed with another model.
     ClipsearchError
         No album folders are known, or the library cannot be written.
@@ -483,15 +484,15 @@ def index(
             )
         present, missing = _split_roots(folders)
         scan_start = time.monotonic()
-        scan = album.scan(
+        found = scan(
             present,
             cancel=cancel,
             progress=lambda found: run.report("scanning", found, 0, scan_start),
         )
-        scan.errors.extend(missing)
+        found.errors.extend(missing)
         read_start = time.monotonic()
         synced: SyncReport = library.sync(
-            scan,
+            found,
             roots=folders,
             cancel=cancel,
             progress=lambda done, total: run.report("reading", done, total, read_start),

@@ -18,7 +18,7 @@ Layout (little-endian)
 The header holds :data:`MAGIC`, :data:`FORMAT_VERSION`, ``D``, the row count, how many
 embeddings of the database the rows cover (damaged, non-finite ones are left out), the
 library's ``library_id``, the ``generation``, ``revision`` and ``removed`` count of
-:attr:`core.store.Library.vector_version` the rows were made at, the CRC-32 of the ids and of the
+:attr:`core.library.Library.vector_version` the rows were made at, the CRC-32 of the ids and of the
 scales in row order, and the CRC-32 of all that.
 
 Trust
@@ -35,7 +35,7 @@ moment), truncated or garbage, and it is never trusted:
 - otherwise it is made again from the database, block by block (a new file, renamed over the
   old one, so a reader that still maps the old one goes on safely).
 
-Only the holder of the library's writer lock writes the file (:meth:`core.store.Library.
+Only the holder of the library's writer lock writes the file (:meth:`core.library.Library.
 refresh_vector_file`, after each committed batch and each sync). A writer appends the new rows
 first and rewrites the header last, so a crash in between leaves a file whose header still
 describes the rows before it: stale, never wrong. A search that finds the file stale and cannot
@@ -64,7 +64,8 @@ import numpy as np
 from core.compact import CompactVectors, quantise
 
 if TYPE_CHECKING:
-    from core.store import Library, VectorVersion
+    from core.database import VectorVersion
+    from core.library import Library
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "Header", "load", "read_header", "refresh"]
 
@@ -296,7 +297,7 @@ def refresh(library: Library, model_name: str, previous_generation: int | None =
     Parameters
     ----------
     library
-        The library; its :attr:`~core.store.Library.vector_file_path` is written.
+        The library; its :attr:`~core.library.Library.vector_file_path` is written.
     model_name
         The library's model.
     previous_generation
@@ -336,7 +337,7 @@ def refresh(library: Library, model_name: str, previous_generation: int | None =
 def load(library: Library, model_name: str) -> CompactVectors | None:
     """The library's compact vectors from its file, made current; None when there is no file.
 
-    Called inside :meth:`~core.store.Library.snapshot`. A file that names the current state and
+    Called inside :meth:`~core.library.Library.snapshot`. A file that names the current state and
     passes its checks is mapped as it is. A stale or damaged one is brought up to date: on disk
     when the writer lock is free (:func:`refresh`), else in memory from the rows added since,
     when that is enough. Returns None when no usable file can be had now: the caller then
@@ -371,7 +372,7 @@ def load(library: Library, model_name: str) -> CompactVectors | None:
 
 def _refresh_if_free(library: Library, model_name: str, *, force: bool) -> bool:
     """Refresh (or with ``force`` make again) the file if the writer lock is free right now."""
-    from core.store import LibraryBusyError
+    from core.database import LibraryBusyError
 
     path = library.vector_file_path
     try:

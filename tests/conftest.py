@@ -55,7 +55,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClipModel]:
     the variable is restored because it is loaded from its folder.
     """
     pytest.importorskip("open_clip")
-    from core.cli import main as cli_main
+    from cli.main import main as cli_main
     from core.encoder import load_model
     from tests.reference import TINY_VIT, make_reference, save_checkpoint
 

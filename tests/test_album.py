@@ -1,4 +1,7 @@
-"""Tests for core.album: scanning the album, capture times, the timeline."""
+"""Tests for core.scan, core.capture_time and core.timeline.
+
+Scanning the album, capture times, the timeline.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,28 @@ from typing import Any
 import pytest
 from PIL import ExifTags, Image, ImageFile, TiffImagePlugin, features
 
-from core import album
-from core.errors import ClipsearchError
+from core import scan as scan_module
+from core.capture_time import CaptureTime, read_capture_time, wall_time
+from core.errors import AlbumNotFoundError, BadDateError, ClipsearchError, PhotoMissingError
+from core.scan import (
+    AVIF_MISSING_REASON,
+    AVIF_SUFFIXES,
+    DEFAULT_EXCLUDES,
+    HEIF_MISSING_REASON,
+    HEIF_SUFFIXES,
+    RAW_REASON,
+    SUPPORTED_SUFFIXES,
+    ScanOptions,
+    ScanResult,
+    Skipped,
+    heif_available,
+    scan,
+)
+from core.timeline import bucket_range, build_timeline, parse_date
 from tests.samples import SAMPLES
 
 SMALL_JPEG = SAMPLES / "jpg" / "Fujifilm_FinePix_E500.jpg"
-IMAGE_SUFFIXES = album.SUPPORTED_SUFFIXES | album.HEIF_SUFFIXES | album.AVIF_SUFFIXES
+IMAGE_SUFFIXES = SUPPORTED_SUFFIXES | HEIF_SUFFIXES | AVIF_SUFFIXES
 BASE = ExifTags.Base
 
 
@@ -33,7 +52,7 @@ def _write_jpeg(path: Path, ifd0: dict[int, Any], exif_ifd: dict[int, Any]) -> P
     return path
 
 
-def _relative(result: album.ScanResult, root: Path) -> list[str]:
+def _relative(result: ScanResult, root: Path) -> list[str]:
     return [entry.path.relative_to(root).as_posix() for entry in result.files]
 
 
@@ -47,12 +66,12 @@ def test_scan_real_album_accounts_for_every_image(
 ) -> None:
     if heif:
         pytest.importorskip("pillow_heif")
-    monkeypatch.setattr(album, "heif_available", lambda: heif)
-    result = album.scan([SAMPLES])
+    monkeypatch.setattr(scan_module, "heif_available", lambda: heif)
+    result = scan([SAMPLES])
 
     on_disk = {p for p in SAMPLES.rglob("*") if p.is_file()}
     images = {p for p in on_disk if p.suffix.lower() in IMAGE_SUFFIXES}
-    heics = {p for p in images if p.suffix.lower() in album.HEIF_SUFFIXES}
+    heics = {p for p in images if p.suffix.lower() in HEIF_SUFFIXES}
     listed = [entry.path for entry in result.files]
     assert len(listed) == len(set(listed))
     assert heics and len(images) >= 50
@@ -66,7 +85,7 @@ def test_scan_real_album_accounts_for_every_image(
     else:
         assert set(listed) == images - heics
         assert {s.path for s in result.skipped} == heics
-        assert {s.reason for s in result.skipped} == {album.HEIF_MISSING_REASON}
+        assert {s.reason for s in result.skipped} == {HEIF_MISSING_REASON}
     for entry in result.files:
         st = entry.path.stat()
         assert entry.path.is_absolute()
@@ -76,12 +95,12 @@ def test_scan_real_album_accounts_for_every_image(
 @pytest.mark.skipif(not features.check("avif"), reason="Pillow without AVIF")
 def test_avif_follows_pillow_support(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "a.avif")
-    assert _relative(album.scan([tmp_path]), tmp_path) == ["a.avif"]
-    assert album.read_capture_time(tmp_path / "a.avif").width == 8
-    monkeypatch.setattr(album, "_avif_available", lambda: False)
-    result = album.scan([tmp_path])
+    assert _relative(scan([tmp_path]), tmp_path) == ["a.avif"]
+    assert read_capture_time(tmp_path / "a.avif").width == 8
+    monkeypatch.setattr(scan_module, "_avif_available", lambda: False)
+    result = scan([tmp_path])
     assert result.files == []
-    assert result.skipped == [album.Skipped(tmp_path / "a.avif", album.AVIF_MISSING_REASON)]
+    assert result.skipped == [Skipped(tmp_path / "a.avif", AVIF_MISSING_REASON)]
 
 
 def test_symlink_loops_end_and_photos_are_listed_once(tmp_path: Path) -> None:
@@ -96,11 +115,11 @@ def test_symlink_loops_end_and_photos_are_listed_once(tmp_path: Path) -> None:
     except OSError:
         pytest.skip("symbolic links not available")
 
-    result = album.scan([root, root / "a"])
+    result = scan([root, root / "a"])
     assert _relative(result, root) == ["a/photo.jpg"]
-    assert result.errors == [album.Skipped(root / "broken.jpg", "broken symbolic link")]
+    assert result.errors == [Skipped(root / "broken.jpg", "broken symbolic link")]
 
-    result = album.scan([root], album.ScanOptions(follow_symlinks=False))
+    result = scan([root], ScanOptions(follow_symlinks=False))
     assert _relative(result, root) == ["a/photo.jpg"]
     assert result.errors == []
 
@@ -115,7 +134,7 @@ def test_photos_outside_reached_through_a_link_keep_the_link_path(tmp_path: Path
         (root / "linked").symlink_to(elsewhere, target_is_directory=True)
     except OSError:
         pytest.skip("symbolic links not available")
-    assert _relative(album.scan([root]), root) == ["linked/x.jpg"]
+    assert _relative(scan([root]), root) == ["linked/x.jpg"]
 
 
 def test_hidden_excluded_and_unsupported_files(tmp_path: Path) -> None:
@@ -135,34 +154,34 @@ def test_hidden_excluded_and_unsupported_files(tmp_path: Path) -> None:
     (tmp_path / "empty.jpg").touch()
     (tmp_path / "notes.txt").write_text("not a photo")
 
-    result = album.scan([tmp_path])
+    result = scan([tmp_path])
     assert _relative(result, tmp_path) == ["Keep/deeper/Y.JPEG", "keep/x.jpg"]
     assert [(s.path.name, s.reason) for s in result.skipped] == [
         ("art.psd", "PSD files are not supported"),
         ("empty.jpg", "empty file"),
-        ("raw.CR2", album.RAW_REASON),
+        ("raw.CR2", RAW_REASON),
     ]
     assert result.ignored == 1
 
-    everything = album.scan([tmp_path], album.ScanOptions(excludes=(), skip_hidden=False))
+    everything = scan([tmp_path], ScanOptions(excludes=(), skip_hidden=False))
     assert len(everything.files) == 7
 
-    custom = album.scan([tmp_path], album.ScanOptions(excludes=("KEEP", "*.png")))
+    custom = scan([tmp_path], ScanOptions(excludes=("KEEP", "*.png")))
     assert _relative(custom, tmp_path) == ["@eaDir/x.jpg"]  # the defaults were replaced
-    extended = (*album.DEFAULT_EXCLUDES, "KEEP")
-    assert album.scan([tmp_path], album.ScanOptions(excludes=extended)).files == []
+    extended = (*DEFAULT_EXCLUDES, "KEEP")
+    assert scan([tmp_path], ScanOptions(excludes=extended)).files == []
 
 
 def test_missing_root_raises_one_clear_line(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
-    with pytest.raises(album.AlbumNotFoundError) as caught:
-        album.scan([tmp_path, missing])
+    with pytest.raises(AlbumNotFoundError) as caught:
+        scan([tmp_path, missing])
     assert str(caught.value) == f"photo folder not found: {missing}"
     assert isinstance(caught.value, ClipsearchError)
 
     (tmp_path / "file.jpg").write_bytes(b"x")
-    with pytest.raises(album.AlbumNotFoundError, match="not a folder"):
-        album.scan([tmp_path / "file.jpg"])
+    with pytest.raises(AlbumNotFoundError, match="not a folder"):
+        scan([tmp_path / "file.jpg"])
 
 
 def test_unreadable_folder_is_an_error_not_a_crash(
@@ -177,21 +196,21 @@ def test_unreadable_folder_is_an_error_not_a_crash(
             raise PermissionError(13, "Permission denied", path)
         return real_scandir(path)
 
-    monkeypatch.setattr(album.os, "scandir", scandir)
-    result = album.scan([tmp_path])
+    monkeypatch.setattr(scan_module.os, "scandir", scandir)
+    result = scan([tmp_path])
     assert _relative(result, tmp_path) == ["ok.jpg"]
-    assert result.errors == [album.Skipped(tmp_path / "locked", "Permission denied")]
+    assert result.errors == [Skipped(tmp_path / "locked", "Permission denied")]
 
 
 def test_cancel_and_progress(tmp_path: Path) -> None:
     shutil.copyfile(SMALL_JPEG, tmp_path / "a.jpg")
     reports: list[int] = []
-    result = album.scan([tmp_path], progress=reports.append)
+    result = scan([tmp_path], progress=reports.append)
     assert reports[-1] == 1 and not result.cancelled
 
     cancel = threading.Event()
     cancel.set()
-    result = album.scan([tmp_path], cancel=cancel)
+    result = scan([tmp_path], cancel=cancel)
     assert result.cancelled and result.files == []
 
 
@@ -202,35 +221,33 @@ def test_cancel_and_progress(tmp_path: Path) -> None:
 def test_capture_times_of_real_camera_photos() -> None:
     canon = SAMPLES / "jpg" / "Canon_40D.jpg"
     assert b"2008:05:30 15:56:01" in canon.read_bytes()  # DateTimeOriginal, read independently
-    capture = album.read_capture_time(canon)
-    assert capture == album.CaptureTime(
-        datetime(2008, 5, 30, 15, 56, 1), "DateTimeOriginal", 100, 68
-    )
+    capture = read_capture_time(canon)
+    assert capture == CaptureTime(datetime(2008, 5, 30, 15, 56, 1), "DateTimeOriginal", 100, 68)
 
     # No DateTimeOriginal: the DateTime tag (the only date in the file) is used.
     photoshop = SAMPLES / "jpg" / "Canon_40D_photoshop_import.jpg"
     assert photoshop.read_bytes().count(b"2008:07:31 10:05:49") >= 1
-    capture = album.read_capture_time(photoshop)
+    capture = read_capture_time(photoshop)
     assert (capture.taken_at, capture.source) == (datetime(2008, 7, 31, 10, 5, 49), "DateTime")
 
     # A phone that records its UTC offset.
     nokia = SAMPLES / "jpg" / "mobile" / "HMD_Nokia_8.3_5G.jpg"
     assert b"+03:00" in nokia.read_bytes()
-    capture = album.read_capture_time(nokia)
+    capture = read_capture_time(nokia)
     expected = datetime(2022, 8, 14, 14, 12, 31, tzinfo=timezone(timedelta(hours=3)))
     assert capture.taken_at == expected and capture.taken_at.utcoffset() == timedelta(hours=3)
 
     # No date at all: the file's modification time, as an aware local time.
     paint = SAMPLES / "jpg" / "PaintTool_sample.jpg"
-    capture = album.read_capture_time(paint)
+    capture = read_capture_time(paint)
     assert capture.source == "mtime" and capture.taken_at.tzinfo is not None
     assert capture.taken_at.timestamp() == pytest.approx(paint.stat().st_mtime, abs=1e-3)
 
 
 def test_heic_capture_time_with_offset_and_subseconds() -> None:
     pytest.importorskip("pillow_heif")
-    assert album.heif_available()
-    capture = album.read_capture_time(SAMPLES / "heic" / "mobile" / "iphone_13_pro_max.HEIC")
+    assert heif_available()
+    capture = read_capture_time(SAMPLES / "heic" / "mobile" / "iphone_13_pro_max.HEIC")
     tz = timezone(timedelta(hours=1))
     assert capture.taken_at == datetime(2022, 2, 16, 12, 55, 41, 762000, tzinfo=tz)
     with Image.open(SAMPLES / "heic" / "mobile" / "iphone_13_pro_max.HEIC") as image:
@@ -247,7 +264,7 @@ def test_broken_files_never_raise(tmp_path: Path) -> None:
     ]
     assert len(broken) >= 10
     for path in broken:
-        capture = album.read_capture_time(path)
+        capture = read_capture_time(path)
         assert capture.source in {"DateTimeOriginal", "DateTimeDigitized", "DateTime", "mtime"}
         assert capture.width and capture.height and capture.error is None
 
@@ -256,12 +273,12 @@ def test_broken_files_never_raise(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes((SAMPLES / "jpg" / "Canon_40D.jpg").read_bytes()[:300])
     for path in (garbage, truncated):
-        capture = album.read_capture_time(path)
+        capture = read_capture_time(path)
         assert capture.source == "mtime" and capture.width is None and capture.error
 
-    with pytest.raises(album.PhotoMissingError, match="gone.jpg"):
-        album.read_capture_time(tmp_path / "gone.jpg")
-    capture = album.read_capture_time(tmp_path / "gone.jpg", mtime_ns=0)
+    with pytest.raises(PhotoMissingError, match="gone.jpg"):
+        read_capture_time(tmp_path / "gone.jpg")
+    capture = read_capture_time(tmp_path / "gone.jpg", mtime_ns=0)
     assert capture.taken_at.timestamp() == 0 and capture.error
 
 
@@ -325,7 +342,7 @@ def test_exif_dates_fall_back_on_garbage(
 ) -> None:
     path = _write_jpeg(tmp_path / "photo.jpg", ifd0, exif_ifd)
     os.utime(path, ns=(0, 1_500_000_000 * 10**9))
-    capture = album.read_capture_time(path)
+    capture = read_capture_time(path)
     assert capture.source == source
     if expected is None:
         assert capture.taken_at.timestamp() == 1_500_000_000
@@ -341,7 +358,7 @@ def test_orientation_swaps_width_and_height() -> None:
     for path in photos:
         with Image.open(path) as image:
             long, short = max(image.size), min(image.size)
-        capture = album.read_capture_time(path)
+        capture = read_capture_time(path)
         expected = (long, short) if path.stem.startswith("landscape") else (short, long)
         assert (capture.width, capture.height) == expected, path.name
 
@@ -359,11 +376,11 @@ def test_reading_capture_time_decodes_no_pixels(
     for cls in (ImageFile.ImageFile, TiffImagePlugin.TiffImageFile):
         monkeypatch.setattr(cls, "load", lambda image: loads.append(image.format))
     jpeg = SAMPLES / "jpg" / "hdr" / "iphone_hdr_YES.jpg"
-    assert album.read_capture_time(jpeg).source == "DateTimeOriginal"
-    assert album.read_capture_time(png).source == "DateTime"
-    assert album.read_capture_time(plain_png).width == 12
+    assert read_capture_time(jpeg).source == "DateTimeOriginal"
+    assert read_capture_time(png).source == "DateTime"
+    assert read_capture_time(plain_png).width == 12
     for tiff in SAMPLES.glob("tiff/*.tiff"):
-        assert album.read_capture_time(tiff).width
+        assert read_capture_time(tiff).width
     assert loads == []
 
 
@@ -385,7 +402,7 @@ def test_relative_buckets_with_a_fixed_now() -> None:
         (datetime(2023, 5, 31, 23, 59), True),  # 12 months back: all only
         (datetime(2024, 5, 15, 0, 0), True),  # tomorrow (a camera clock ahead): all only
     ]
-    timeline = album.build_timeline(items, now=NOW)
+    timeline = build_timeline(items, now=NOW)
     counts = {b.key: (b.count, b.indexed) for b in timeline.relative}
     assert counts == {
         "last-7-days": (2, 1),
@@ -403,11 +420,10 @@ def test_relative_buckets_with_a_fixed_now() -> None:
 
 def test_timeline_of_the_real_album_adds_up() -> None:
     captures = [
-        album.read_capture_time(entry.path, entry.mtime_ns)
-        for entry in album.scan([SAMPLES / "jpg"]).files
+        read_capture_time(entry.path, entry.mtime_ns) for entry in scan([SAMPLES / "jpg"]).files
     ]
     items = [(capture.taken_at, i % 3 == 0) for i, capture in enumerate(captures)]
-    timeline = album.build_timeline(items, now=NOW)
+    timeline = build_timeline(items, now=NOW)
 
     everything = timeline.find("all")
     assert everything is not None and everything.count == len(items)
@@ -434,47 +450,47 @@ def test_timeline_of_the_real_album_adds_up() -> None:
 def test_offsets_are_dropped_not_converted() -> None:
     late_in_tokyo = datetime(2020, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=9)))
     early_in_lima = datetime(2019, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))
-    timeline = album.build_timeline([(late_in_tokyo, True), (early_in_lima, False)], now=NOW)
+    timeline = build_timeline([(late_in_tokyo, True), (early_in_lima, False)], now=NOW)
     assert [year.key for year in timeline.years] == ["2020", "2019"]
-    assert album.wall_time(late_in_tokyo) == datetime(2020, 1, 1, 0, 30)
+    assert wall_time(late_in_tokyo) == datetime(2020, 1, 1, 0, 30)
 
 
 def test_bucket_range_round_trips_every_key() -> None:
     items = [(NOW - timedelta(days=d * 37), True) for d in range(40)]
-    timeline = album.build_timeline(items, now=NOW)
+    timeline = build_timeline(items, now=NOW)
     buckets = [*timeline.relative]
     for year in timeline.years:
         buckets += [year, *year.children, *(d for m in year.children for d in m.children)]
     assert len(buckets) > 80
     for bucket in buckets:
-        assert album.bucket_range(bucket.key, now=NOW) == (bucket.start, bucket.end)
+        assert bucket_range(bucket.key, now=NOW) == (bucket.start, bucket.end)
         assert timeline.find(bucket.key) is bucket
 
-    assert album.bucket_range("2019-12") == (datetime(2019, 12, 1), datetime(2020, 1, 1))
-    assert album.bucket_range("2020-02-29") == (datetime(2020, 2, 29), datetime(2020, 3, 1))
-    assert album.bucket_range("last-12-months", now=NOW) == (
+    assert bucket_range("2019-12") == (datetime(2019, 12, 1), datetime(2020, 1, 1))
+    assert bucket_range("2020-02-29") == (datetime(2020, 2, 29), datetime(2020, 3, 1))
+    assert bucket_range("last-12-months", now=NOW) == (
         datetime(2023, 6, 1),
         datetime(2024, 5, 15),
     )
-    assert album.bucket_range("all") == (datetime.min, datetime.max)
+    assert bucket_range("all") == (datetime.min, datetime.max)
     for bad in ("2019-13", "2019-02-30", "0000", "last-week", "19", "2019-5"):
-        with pytest.raises(album.BadDateError, match="bad timeline key"):
-            album.bucket_range(bad)
+        with pytest.raises(BadDateError, match="bad timeline key"):
+            bucket_range(bad)
 
 
 def test_parse_date() -> None:
-    assert album.parse_date("2019") == datetime(2019, 1, 1)
-    assert album.parse_date("2019", end=True) == datetime(2020, 1, 1)
-    assert album.parse_date(" 2019-05 ", end=True) == datetime(2019, 6, 1)
-    assert album.parse_date("2019-12-31", end=True) == datetime(2020, 1, 1)
-    assert album.parse_date("2019-05-14") == datetime(2019, 5, 14)
-    assert album.parse_date("2019-05-14T09:30") == datetime(2019, 5, 14, 9, 30)
-    assert album.parse_date("2019-05-14 09:30+02:00", end=True) == datetime(
+    assert parse_date("2019") == datetime(2019, 1, 1)
+    assert parse_date("2019", end=True) == datetime(2020, 1, 1)
+    assert parse_date(" 2019-05 ", end=True) == datetime(2019, 6, 1)
+    assert parse_date("2019-12-31", end=True) == datetime(2020, 1, 1)
+    assert parse_date("2019-05-14") == datetime(2019, 5, 14)
+    assert parse_date("2019-05-14T09:30") == datetime(2019, 5, 14, 9, 30)
+    assert parse_date("2019-05-14 09:30+02:00", end=True) == datetime(
         2019, 5, 14, 9, 30, tzinfo=timezone(timedelta(hours=2))
     )
-    with pytest.raises(album.BadDateError) as caught:
-        album.parse_date("2019-13")
+    with pytest.raises(BadDateError) as caught:
+        parse_date("2019-13")
     assert str(caught.value) == 'bad date "2019-13": expected YYYY, YYYY-MM or YYYY-MM-DD'
     for bad in ("", "yesterday", "2019-5", "2019-02-30", "14/05/2019"):
-        with pytest.raises(album.BadDateError, match="expected YYYY, YYYY-MM or YYYY-MM-DD"):
-            album.parse_date(bad)
+        with pytest.raises(BadDateError, match="expected YYYY, YYYY-MM or YYYY-MM-DD"):
+            parse_date(bad)

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from core import cli
-from core.album import wall_time
+from cli import main as cli
+from cli import output, photos
+from core.capture_time import wall_time
 from core.encoder import ClipModel
 from core.indexer import IndexProgress
-from core.store import Library
+from core.library import Library
 from tests.conftest import ALBUM_PHOTOS, BROKEN_PHOTOS, SKIPPED_FILES
 from tests.samples import SAMPLES as SAMPLE_ROOT
 
@@ -30,7 +31,7 @@ PHOTOS = {
     "trips": ("gps/DSCN0010.jpg", "gps/DSCN0029.jpg", "Canon_40D.jpg", "Nikon_D70.jpg"),
     "home": ("orientation/landscape_3.jpg", "Fujifilm_FinePix_E500.jpg", "hdr/canon_hdr_NO.jpg"),
 }
-ERROR = f"{cli.PROG}: error: "
+ERROR = f"{output.PROG}: error: "
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -128,17 +129,17 @@ def test_index_json_is_one_object_on_stdout(
 def test_ctrl_c_cancels_cleanly_and_keeps_the_work_done(
     home: Path, album: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class InterruptAfterFirstBatch(cli._ProgressBar):
+    class InterruptAfterFirstBatch(output.ProgressBar):
         def __call__(self, progress: IndexProgress) -> None:
             super().__call__(progress)
             if progress.stage == "encoding" and progress.done > 0:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(cli, "_ProgressBar", InterruptAfterFirstBatch)
+    monkeypatch.setattr(photos, "ProgressBar", InterruptAfterFirstBatch)
     previous = signal.getsignal(signal.SIGINT)
     code, out, err = _run(capsys, "index", str(album), "--model", "tiny", "--json")
     assert signal.getsignal(signal.SIGINT) is previous  # the handler is put back
-    assert code == cli.EXIT_INTERRUPTED
+    assert code == output.EXIT_INTERRUPTED
     summary = json.loads(out)
     assert summary["cancelled"] is True and summary["remaining"] > 0
     assert 0 < summary["indexed"] + len(summary["failed"]) <= 16  # one batch was committed
@@ -146,7 +147,7 @@ def test_ctrl_c_cancels_cleanly_and_keeps_the_work_done(
     with Library.open() as library:
         assert library.stats()["indexed"] == summary["indexed"]
 
-    monkeypatch.setattr(cli, "_ProgressBar", InterruptAfterFirstBatch.__mro__[1])
+    monkeypatch.setattr(photos, "ProgressBar", InterruptAfterFirstBatch.__mro__[1])
     code, out, _ = _run(capsys, "index", str(album), "--json")
     resumed = json.loads(out)
     assert code == 0 and resumed["remaining"] == 0
@@ -391,7 +392,8 @@ def test_file_names_reach_a_terminal_escaped(
     album.mkdir()
     shutil.copy2(SAMPLES / "Canon_40D.jpg", album / EVIL)
     (album / ("broken\x1b[31m.jpg")).write_text("not a photo")
-    monkeypatch.setattr(cli, "_isatty", lambda stream: True)
+    for module in (output, photos):
+        monkeypatch.setattr(module, "isatty", lambda stream: True)
     code, out, _ = _run(capsys, "index", str(album), "--model", "tiny")
     assert code == 0 and "\x1b" not in out and "broken\\x1b[31m.jpg" in out
 
@@ -402,7 +404,8 @@ def test_file_names_reach_a_terminal_escaped(
     code, out, err = _run(capsys, "search", "./nope\x1b[2J.jpg")
     assert code == 1 and "\x1b" not in err and "nope\\x1b[2J.jpg" in err
 
-    monkeypatch.setattr(cli, "_isatty", lambda stream: False)
+    for module in (output, photos):
+        monkeypatch.setattr(module, "isatty", lambda stream: False)
     code, out, _ = _run(capsys, "search", "anything")  # through a pipe: the exact name
     assert out == f"{album}/{EVIL}\n"
     code, out, _ = _run(capsys, "search", "anything", "--json")
@@ -410,10 +413,10 @@ def test_file_names_reach_a_terminal_escaped(
 
 
 def test_inert_escapes_controls_and_undecodable_bytes() -> None:
-    assert cli._inert("plain/Café 東京.jpg") == "plain/Café 東京.jpg"
-    assert cli._inert("a\tb\nc\x9bd\x7f") == "a\\x09b\\x0ac\\x9bd\\x7f"
-    assert cli._inert(os.fsdecode(b"caf\xe9.jpg")) == "caf\\xe9.jpg"
-    assert cli._inert("\u202e\u2066x") == "\\u202e\\u2066x"
+    assert output.inert("plain/Café 東京.jpg") == "plain/Café 東京.jpg"
+    assert output.inert("a\tb\nc\x9bd\x7f") == "a\\x09b\\x0ac\\x9bd\\x7f"
+    assert output.inert(os.fsdecode(b"caf\xe9.jpg")) == "caf\\xe9.jpg"
+    assert output.inert("\u202e\u2066x") == "\\u202e\\u2066x"
 
 
 def test_a_pipe_gets_exact_bytes_even_for_names_that_are_not_utf8(
@@ -427,7 +430,7 @@ def test_a_pipe_gets_exact_bytes_even_for_names_that_are_not_utf8(
     capsys.readouterr()
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     done = subprocess.run(
-        [sys.executable, "-m", "tui", "search", "a cafe"],
+        [sys.executable, "-m", "cli", "search", "a cafe"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -452,7 +455,7 @@ def _progress(done: int, total: int, stage: Any = "encoding") -> IndexProgress:
 
 def test_progress_bar_redraws_in_place_on_a_terminal_only() -> None:
     terminal = _Terminal()
-    bar = cli._ProgressBar(terminal)
+    bar = output.ProgressBar(terminal)
     bar(_progress(0, 40, "scanning"))
     bar(_progress(10, 40))
     bar(_progress(40, 40))
@@ -462,7 +465,7 @@ def test_progress_bar_redraws_in_place_on_a_terminal_only() -> None:
     assert "[######------------------]  10/40   25%  12.5 photos/s  ETA 0:02  1 failed" in text
 
     log = io.StringIO()
-    bar = cli._ProgressBar(log)
+    bar = output.ProgressBar(log)
     bar(_progress(0, 0, "scanning"))
     for done in range(0, 41):
         bar(_progress(done, 40))  # many reports in a moment: only the first and the last show

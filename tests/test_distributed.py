@@ -19,7 +19,7 @@ from PIL import Image
 
 from core.encoder import ClipModel
 from core.indexer import IndexProgress, index
-from core.store import Library
+from core.library import Library
 
 pytest.importorskip("distributed")
 
@@ -157,7 +157,7 @@ _CLIENT = textwrap.dedent(
     import sys, time
     from core.encoder import load_model
     from core.indexer import index
-    from core.store import Library
+    from core.library import Library
 
     database, album, address = sys.argv[1:]
     model = load_model("tiny", threads=2, precision="fp32")
@@ -237,7 +237,7 @@ def test_without_a_cluster_nothing_of_dask_is_imported(
     script = textwrap.dedent(
         f"""
         import sys
-        from core.cli import main
+        from cli.main import main
         assert main(["index", {str(photos)!r}, "--model", "tiny", "--precision", "fp32"]) == 0
         assert main(["search", "a red square", "--top", "3"]) == 0
         import tui.app

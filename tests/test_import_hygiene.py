@@ -10,7 +10,7 @@ import pytest
 
 CORE = Path(__file__).resolve().parents[1] / "core"
 MODULES = sorted(f"core.{p.stem}" for p in CORE.glob("*.py") if p.stem != "__init__")
-FORBIDDEN = ("textual", "rich", "tui", "torch", "torchvision", "open_clip", "onnxruntime")
+FORBIDDEN = ("textual", "rich", "tui", "cli", "torch", "torchvision", "open_clip", "onnxruntime")
 
 
 @pytest.mark.parametrize("module", ["core", *MODULES])

@@ -20,13 +20,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import album as album_mod
 from core import indexer
+from core import sync as sync_module
+from core.capture_time import read_capture_time
+from core.database import LibraryBusyError, ModelMismatchError
 from core.encoder import ClipModel
 from core.errors import ClipsearchError
 from core.indexer import IndexProgress, index
+from core.library import Library
 from core.preprocess import load_image
-from core.store import Library, LibraryBusyError, ModelMismatchError
+from core.scan import scan
 from tests.conftest import BROKEN_PHOTOS, SAMPLES, SKIPPED_FILES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +83,7 @@ def test_every_file_is_indexed_or_recorded_and_the_album_is_untouched(
     summary = index(library, tiny_model, [album], progress=reports.append, batch_size=4)
     assert _listing(album) == before
 
-    scanned = album_mod.scan([album])
+    scanned = scan([album])
     indexed = {r.path for r in library.records(library.vectors(tiny_model.name)[0])}
     failed = {r.path for r in library.failures()}
     skipped = {path for path, _ in library.skipped()}
@@ -148,9 +151,9 @@ def test_thumbnails_come_from_the_model_sized_image_and_look_like_the_photo(
 ) -> None:
     from types import SimpleNamespace
 
+    from core.library import PendingPhoto
     from core.preprocess import preprocess
     from core.registry import get_spec
-    from core.store import PendingPhoto
 
     spec = get_spec("ViT-B-32-256-datacomp").preprocess
     model: Any = SimpleNamespace(spec=SimpleNamespace(preprocess=spec))
@@ -190,9 +193,8 @@ def test_rescans_encode_only_what_changed(
     assert recorder.encoded == first.indexed and len(recorder.decoded) == photos
 
     exif_reads: list[Path] = []
-    read_capture_time = album_mod.read_capture_time
     monkeypatch.setattr(
-        album_mod,
+        sync_module,
         "read_capture_time",
         lambda path, mtime_ns=None: (
             exif_reads.append(Path(path)) or read_capture_time(path, mtime_ns)
@@ -248,7 +250,7 @@ def test_a_failing_batch_only_fails_its_bad_photo(
     failed = dict(summary.failed)
     assert failed[album / "jpg/gps/DSCN0010.jpg"] == "ncnn failed to encode an image (code -100)"
     assert len(failed) == len(BROKEN_PHOTOS) + 1
-    assert summary.indexed == len(album_mod.scan([album]).files) - len(failed)
+    assert summary.indexed == len(scan([album]).files) - len(failed)
 
 
 def test_date_range_encodes_only_photos_taken_then(
@@ -334,7 +336,7 @@ def test_a_second_indexer_gets_library_busy(
     holder = textwrap.dedent(
         """
         import sys
-        from core.store import Library
+        from core.library import Library
         with Library.open() as library, library.indexing_lock():
             print("locked", flush=True)
             sys.stdin.read()
@@ -365,7 +367,7 @@ import sys, time
 from pathlib import Path
 from core import indexer
 from core.encoder import ClipModel
-from core.store import Library
+from core.library import Library
 
 db, model_dir, album, log = sys.argv[1:5]
 model = ClipModel(model_dir, threads=1, verify=False)
@@ -452,5 +454,5 @@ def test_killed_indexing_leaves_a_consistent_library_that_resumes(
         assert summary.remaining == 0 and not summary.cancelled
         stats = library.stats()
         assert stats["pending"] == 0
-        assert stats["indexed"] + stats["failed"] == len(album_mod.scan([album]).files)
+        assert stats["indexed"] + stats["failed"] == len(scan([album]).files)
     _check_consistent(db)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import core.convert
-from core.cli import main
+from cli.main import main
 from core.errors import (
     CheckpointError,
     ClipsearchError,
@@ -59,9 +59,9 @@ import signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
 if sys.argv.pop(1) == "fast":
     time.sleep = lambda seconds: None
-from tui.__main__ import main
+from cli.main import run
 sys.argv[0] = "clipsearch-tui"
-sys.exit(main())
+sys.exit(run())
 """
 
 
@@ -756,7 +756,7 @@ def test_no_command_opens_the_app(tmp_path: Path, capsys: pytest.CaptureFixture)
 def test_commands_do_not_load_textual(home: Path) -> None:
     code = (
         "import sys\n"
-        "from core.cli import main\n"
+        "from cli.main import main\n"
         "import core.install, core.manifest\n"
         "assert main(['model', 'list', '--json']) == 0\n"
         "loaded = sorted(m for m in ('textual', 'rich', 'torch') if m in sys.modules)\n"

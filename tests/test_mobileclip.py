@@ -28,8 +28,8 @@ open_clip = pytest.importorskip("open_clip")
 
 from timm.utils.model import reparameterize_model
 
+from cli.main import main as cli_main
 from core import fastvit
-from core.cli import main as cli_main
 from core.encoder import load_model
 from core.errors import CheckpointError
 from core.preprocess import load_image, preprocess

@@ -27,7 +27,7 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 
-from core.cli import main as cli_main
+from cli.main import main as cli_main
 from core.encoder import load_model
 from core.registry import get_spec
 from tests.reference import (

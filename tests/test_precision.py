@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import cli
+from cli import main as cli
 from core.encoder import ClipModel
 from core.precision import Precision, PrecisionError, choose, cpu_flags, native_bf16
 

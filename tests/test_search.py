@@ -1,4 +1,7 @@
-"""Tests for core.search: query syntax, query vectors, ranking, probabilities, filters."""
+"""Tests for core.query and core.ranking.
+
+Query syntax, query vectors, ranking, probabilities, filters.
+"""
 
 from __future__ import annotations
 
@@ -14,23 +17,16 @@ import numpy as np
 import pytest
 
 from core import compact as compact_mod
-from core import search as search_mod
-from core.album import scan, wall_time
+from core import ranking, vector_cache
+from core.capture_time import wall_time
 from core.compact import CompactVectors
+from core.database import ModelMismatchError, VectorVersion
 from core.encoder import ClipModel
 from core.indexer import index
-from core.search import (
-    NoCandidatesError,
-    QueryError,
-    QueryTerm,
-    describe,
-    parse_query,
-    query_vector,
-    rank_texts,
-    search,
-    similar,
-)
-from core.store import Library, ModelMismatchError, PhotoRecord, VectorVersion
+from core.library import Library, PhotoRecord
+from core.query import QueryError, QueryTerm, parse_query, query_vector
+from core.ranking import NoCandidatesError, describe, rank_texts, search, similar
+from core.scan import scan
 from tests.samples import SAMPLES as SAMPLE_ROOT
 
 SAMPLES = SAMPLE_ROOT / "jpg"
@@ -326,7 +322,7 @@ def test_describe_and_rank_texts(indexed: tuple[Library, Path], tiny_model: Clip
 
 
 class _FakeLibrary:
-    """Just what :mod:`core.search` reads from a library, over a given matrix.
+    """Just what :mod:`core.ranking` reads from a library, over a given matrix.
 
     Every photo passes every filter; ``vectors_read`` counts the rows handed out by
     :meth:`vectors` and :meth:`vectors_added`.
@@ -447,7 +443,7 @@ def test_compact_search_returns_the_exact_top_and_scores(tmp_path: Path) -> None
         np.testing.assert_allclose([h.probability for h in hits], softmax[order], rtol=2e-3)
     # quantised once: later searches read only the re-scored rows, in one call each
     assert library.vector_calls == len(queries)
-    assert library.vector_rows <= len(queries) * search_mod._rescore_count(20)
+    assert library.vector_rows <= len(queries) * ranking._rescore_count(20)
 
 
 @pytest.mark.parametrize("subset", [False, True], ids=["all-rows", "some-rows"])
@@ -491,14 +487,14 @@ def test_added_rows_are_appended_to_the_compact_copy(tmp_path: Path) -> None:
     library = _FakeLibrary(tmp_path / "growing", matrix[:100])
     model = _fake_model(dim)
     search(library, model, matrix[0], top=5)
-    first = search_mod._compact_vectors(library, "fake")  # type: ignore[arg-type]
+    first = vector_cache.compact_vectors(library, "fake")  # type: ignore[arg-type]
     for start in range(100, 300, 40):  # five batches, each one committed between searches
         library.add(matrix[start : start + 40])
         hits = search(library, model, matrix[start + 3], top=3)
         assert hits[0].photo.id == 10 * (start + 4)
         assert hits[0].score == pytest.approx(1.0, abs=1e-6)
     assert (library.vectors_calls, library.vectors_read) == (1, 300)
-    compact = search_mod._compact_vectors(library, "fake")  # type: ignore[arg-type]
+    compact = vector_cache.compact_vectors(library, "fake")  # type: ignore[arg-type]
     assert len(first) == 100 and len(compact) == 300  # the older copy is left as it was
     np.testing.assert_array_equal(compact.ids, library.ids)
     exact = search(library, model, matrix[150], top=300)

@@ -146,7 +146,7 @@ def test_search_json_gives_sigmoid_probabilities(
 
     import numpy as np
 
-    from core.cli import main
+    from cli.main import main
 
     album = tmp_path / "album"
     album.mkdir()

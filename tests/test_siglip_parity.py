@@ -32,7 +32,7 @@ open_clip = pytest.importorskip("open_clip")
 pytest.importorskip("transformers")
 pytest.importorskip("timm")
 
-from core.cli import main as cli_main
+from cli.main import main as cli_main
 from core.encoder import load_model
 from core.registry import Architecture, get_spec
 from tests.reference import (

@@ -1,4 +1,7 @@
-"""Tests for core.store: the library database, sync with the album, vectors for a search."""
+"""Tests for core.database, core.sync and core.library.
+
+The library database, sync with the album, vectors for a search.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +20,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import album as album_mod
-from core import store
-from core.store import (
-    Library,
+from core import sync as sync_module
+from core.capture_time import read_capture_time
+from core.database import (
+    MIGRATIONS,
+    PAGE_SIZE,
+    SCHEMA_VERSION,
     LibraryBusyError,
     LibraryError,
     ModelMismatchError,
     VectorVersion,
 )
+from core.library import Library
+from core.scan import RAW_REASON, ScanResult, Skipped, scan
+from core.sync import HASH_CHUNK, SyncReport, content_hash
 
 DIM = 8
 
@@ -35,9 +43,9 @@ def _unit_rows(n: int, seed: int = 0) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def _synced(library: Library, root: Path) -> store.SyncReport:
+def _synced(library: Library, root: Path) -> SyncReport:
     library.add_roots([root])
-    return library.sync(album_mod.scan([root]))
+    return library.sync(scan([root]))
 
 
 def _index_all(library: Library, model: str = "fake") -> dict[int, np.ndarray]:
@@ -70,19 +78,19 @@ def test_open_creates_a_wal_database_in_the_data_folder(clipsearch_home: Path) -
     with Library.open() as library:
         assert library.path == clipsearch_home / "data" / "library.sqlite"
         assert library.thumbnail_dir == clipsearch_home / "cache" / "thumbnails"
-        assert library.stats()["schema_version"] == store.SCHEMA_VERSION
+        assert library.stats()["schema_version"] == SCHEMA_VERSION
         assert library.model_name is None
         assert library.roots() == []
     db = sqlite3.connect(clipsearch_home / "data" / "library.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA page_size").fetchone()[0] == store.PAGE_SIZE
-    assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    assert db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
-    store.MIGRATIONS[0](db)
+    MIGRATIONS[0](db)
     db.execute("PRAGMA user_version = 1")
     db.execute(
         "INSERT INTO photos (path, size, mtime_ns, content_hash, wall, status) "
@@ -92,7 +100,7 @@ def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> Non
     db.close()
 
     with Library.open(path) as library:
-        assert library.stats()["schema_version"] == store.SCHEMA_VERSION == 5
+        assert library.stats()["schema_version"] == SCHEMA_VERSION == 5
         assert library.record_for_path("/a.jpg") is not None
         assert [p.path for p in library.pending(since=datetime(2019, 1, 1))] == [Path("/a.jpg")]
     db = sqlite3.connect(path)
@@ -106,8 +114,8 @@ ESCAPE = "\ufdd0"  # the character the library escapes paths with; valid in a fi
 def test_schema_2_rows_are_converted_and_keep_their_exact_paths(tmp_path: Path) -> None:
     path = tmp_path / "v2.sqlite"
     db = sqlite3.connect(path)
-    store.MIGRATIONS[0](db)
-    store.MIGRATIONS[1](db)
+    MIGRATIONS[0](db)
+    MIGRATIONS[1](db)
     db.execute("PRAGMA user_version = 2")
     odd, plain = f"/album/odd{ESCAPE}dce9.jpg", "/album/plain.jpg"
     vector = _unit_rows(1)[0]
@@ -159,19 +167,19 @@ def test_a_newer_or_foreign_database_is_refused_with_a_clear_error(tmp_path: Pat
 
 
 def test_content_hash_reads_both_ends_only(tmp_path: Path) -> None:
-    big = bytearray(os.urandom(5 * store.HASH_CHUNK))
+    big = bytearray(os.urandom(5 * HASH_CHUNK))
     path = tmp_path / "big.bin"
     path.write_bytes(big)
-    original = store.content_hash(path)
-    big[2 * store.HASH_CHUNK] ^= 0xFF  # the middle is not read
+    original = content_hash(path)
+    big[2 * HASH_CHUNK] ^= 0xFF  # the middle is not read
     path.write_bytes(big)
-    assert store.content_hash(path) == original
+    assert content_hash(path) == original
     big[-1] ^= 0xFF
     path.write_bytes(big)
-    assert store.content_hash(path) != original
+    assert content_hash(path) != original
     small = tmp_path / "small.bin"
     small.write_bytes(b"abc")
-    assert store.content_hash(small, 3) != store.content_hash(path)
+    assert content_hash(small, 3) != content_hash(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,11 +189,11 @@ def test_content_hash_reads_both_ends_only(tmp_path: Path) -> None:
 def test_sync_adds_every_photo_and_records_skipped_files(tmp_path: Path, album: Path) -> None:
     with Library.open(tmp_path / "lib.sqlite") as library:
         report = _synced(library, album)
-        scan = album_mod.scan([album])
-        assert report.new == len(scan.files) and report.unchanged == 0
-        assert {r for _, r in library.skipped()} == {"empty file", album_mod.RAW_REASON}
+        found = scan([album])
+        assert report.new == len(found.files) and report.unchanged == 0
+        assert {r for _, r in library.skipped()} == {"empty file", RAW_REASON}
         stats = library.stats()
-        assert stats["photos"] == stats["pending"] == len(scan.files)
+        assert stats["photos"] == stats["pending"] == len(found.files)
         record = library.record_for_path(album / "jpg/gps/DSCN0010.jpg")
         assert record is not None
         assert record.taken_at == datetime(2008, 10, 22, 16, 28, 39)
@@ -201,10 +209,10 @@ def test_rescan_of_an_unchanged_album_reads_no_file(
 ) -> None:
     with Library.open(tmp_path / "lib.sqlite") as library:
         _synced(library, album)
-        exif, hashes = _Counter(album_mod.read_capture_time), _Counter(store.content_hash)
-        monkeypatch.setattr(album_mod, "read_capture_time", exif)
-        monkeypatch.setattr(store, "content_hash", hashes)
-        report = library.sync(album_mod.scan([album]))
+        exif, hashes = _Counter(read_capture_time), _Counter(content_hash)
+        monkeypatch.setattr(sync_module, "read_capture_time", exif)
+        monkeypatch.setattr(sync_module, "content_hash", hashes)
+        report = library.sync(scan([album]))
         assert report.unchanged == library.stats()["photos"]
         assert (report.new, report.changed, report.moved, report.deleted) == (0, 0, 0, 0)
         assert exif.calls == hashes.calls == 0
@@ -230,7 +238,7 @@ def test_sync_tells_changed_moved_copied_and_deleted_photos(
             deleted.unlink()
             copied.write_bytes((album / "jpg/orientation/landscape_1.jpg").read_bytes())
 
-        report = library.sync(album_mod.scan([album]))
+        report = library.sync(scan([album]))
         assert (report.moved, report.changed, report.deleted, report.copied) == (1, 1, 1, 1)
         assert report.new == 0
 
@@ -263,20 +271,20 @@ def test_photos_are_kept_when_the_scan_was_cancelled_or_their_folder_failed(
         _synced(library, album)
         count = library.stats()["photos"]
 
-        cancelled = album_mod.ScanResult(cancelled=True)
+        cancelled = ScanResult(cancelled=True)
         report = library.sync(cancelled)
         assert report.cancelled and report.deleted == 0 and report.kept == count
 
         gps = album / "jpg/gps"
-        partial = album_mod.scan([album])
+        partial = scan([album])
         partial.files = [f for f in partial.files if gps not in f.path.parents]
-        partial.errors = [album_mod.Skipped(gps, "Permission denied")]
+        partial.errors = [Skipped(gps, "Permission denied")]
         report = library.sync(partial)
         assert report.deleted == 0 and report.kept == 2
         assert library.stats()["photos"] == count
         assert (gps, "Permission denied") in library.skipped()
 
-        report = library.sync(album_mod.ScanResult(), roots=[album / "tiff"])
+        report = library.sync(ScanResult(), roots=[album / "tiff"])
         assert report.deleted == 3
         assert library.stats()["photos"] == count - 3
 
@@ -284,7 +292,7 @@ def test_photos_are_kept_when_the_scan_was_cancelled_or_their_folder_failed(
 def test_cancel_during_sync_keeps_what_was_read(
     tmp_path: Path, album: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "SYNC_CHUNK", 5)
+    monkeypatch.setattr(sync_module, "SYNC_CHUNK", 5)
     cancel = threading.Event()
     seen: list[tuple[int, int]] = []
 
@@ -295,11 +303,11 @@ def test_cancel_during_sync_keeps_what_was_read(
 
     with Library.open(tmp_path / "lib.sqlite") as library:
         library.add_roots([album])
-        scan = album_mod.scan([album])
-        report = library.sync(scan, cancel=cancel, progress=progress)
+        found = scan([album])
+        report = library.sync(found, cancel=cancel, progress=progress)
         assert report.cancelled and report.new == 5 and report.deleted == 0
-        assert seen[0] == (0, len(scan.files)) and seen[-1] == (5, len(scan.files))
-        assert library.sync(album_mod.scan([album])).new == len(scan.files) - 5
+        assert seen[0] == (0, len(found.files)) and seen[-1] == (5, len(found.files))
+        assert library.sync(scan([album])).new == len(found.files) - 5
 
 
 def _name(raw: bytes) -> str:
@@ -335,7 +343,7 @@ def test_names_that_are_not_utf8_are_stored_and_given_back_exactly(tmp_path: Pat
         for path in photos:
             record = library.record_for_path(path)
             assert record is not None and os.fsencode(record.path) == os.fsencode(path)
-        assert (raw_file, album_mod.RAW_REASON) in library.skipped()
+        assert (raw_file, RAW_REASON) in library.skipped()
 
         _index_all(library)
         for folder in (odd, near, root):
@@ -344,12 +352,12 @@ def test_names_that_are_not_utf8_are_stored_and_given_back_exactly(tmp_path: Pat
             assert {os.fsencode(r.path) for r in library.records(ids)} == inside
             assert library.vectors("fake", folder=folder)[0].tolist() == ids.tolist()
 
-        report = library.sync(album_mod.scan([root]))
+        report = library.sync(scan([root]))
         assert (report.unchanged, report.new, report.deleted) == (len(photos), 0, 0)
         before = library.record_for_path(odd / _name(b"photo \xff\xfe.jpg"))
         moved_to = root / _name(b"moved \xe9.jpg")
         os.rename(odd / _name(b"photo \xff\xfe.jpg"), moved_to)
-        report = library.sync(album_mod.scan([root]))
+        report = library.sync(scan([root]))
         after = library.record_for_path(moved_to)
         assert report.moved == 1 and before is not None and after is not None
         assert after.id == before.id and after.status == "indexed"
@@ -360,7 +368,7 @@ def test_names_that_are_not_utf8_are_stored_and_given_back_exactly(tmp_path: Pat
         assert library.roots() == [odd]
         left = {os.fsencode(r.path) for r in library.records(library.photo_ids())}
         assert left == {os.fsencode(odd / f"esc{ESCAPE}ape.jpg")}
-        assert library.skipped() == [(raw_file, album_mod.RAW_REASON)]
+        assert library.skipped() == [(raw_file, RAW_REASON)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,7 +547,7 @@ def test_vector_version_counts_every_removal_and_vectors_added_the_rest(
         with album_writable(album):
             (gps / "DSCN0012.jpg").unlink()  # deleted: the row goes, with its vector
             os.utime(gps / "DSCN0010.jpg", ns=(time.time_ns(), time.time_ns()))  # changed
-        library.sync(album_mod.scan([album]))
+        library.sync(scan([album]))
         assert removed() == 4
         indexed = library.stats()["indexed"]
         library.use_model("other", DIM, replace=True)
@@ -629,10 +637,10 @@ def test_one_writer_at_a_time_and_readers_never_wait(tmp_path: Path, album: Path
         _index_all(first)
         with first.indexing_lock():
             with pytest.raises(LibraryBusyError, match="another clipsearch-tui process"):
-                second.sync(album_mod.scan([album]))
+                second.sync(scan([album]))
             with pytest.raises(RuntimeError, match="indexing_lock"):
                 second.save_batch("fake", [], np.zeros((0, DIM), np.float32), [])
-        second.sync(album_mod.scan([album]))  # free again
+        second.sync(scan([album]))  # free again
 
         writer = sqlite3.connect(path, isolation_level=None)
         writer.execute("BEGIN IMMEDIATE")

@@ -131,7 +131,7 @@ def tui_indexed_template(
 ) -> Path:
     """A home whose library holds the test album, indexed with the tiny model."""
     from core.indexer import index
-    from core.store import Library
+    from core.library import Library
 
     home = tmp_path_factory.mktemp("tui-indexed") / "home"
     with pytest.MonkeyPatch.context() as patch:
@@ -281,7 +281,7 @@ async def test_index_a_bucket_in_the_background(
 async def test_searching_while_indexing_runs(
     tui_indexed_home: Path, tui_album: Path, tui_slow_index: threading.Event, tmp_path: Path
 ):
-    from core.store import Library
+    from core.library import Library
 
     with Library.open() as library:
         library.use_model("tiny", 64)
@@ -693,7 +693,7 @@ async def test_with_no_library_and_no_path_the_gallery_is_offered(
 async def test_quit_during_indexing_asks_then_stops_cleanly(
     tui_home: Path, tui_album: Path, tui_slow_index: _SlowIndex
 ):
-    from core.store import Library
+    from core.library import Library
 
     app = make_app([tui_album], images="none", config=tui_config(batch_size=1))
     async with app.run_test(size=SIZE) as pilot:
@@ -728,7 +728,7 @@ async def test_quit_during_indexing_asks_then_stops_cleanly(
 async def test_pause_and_resume_indexing(
     tui_home: Path, tui_album: Path, tui_slow_index: threading.Event
 ):
-    from core.store import Library
+    from core.library import Library
 
     app = make_app([tui_album], images="none", config=tui_config(batch_size=1))
     async with app.run_test(size=SIZE) as pilot:
@@ -764,7 +764,7 @@ async def test_stop_indexing_keeps_what_was_indexed(
 
 
 async def test_indexing_while_another_process_indexes_says_so(tui_home: Path, tui_album: Path):
-    from core.store import Library
+    from core.library import Library
 
     app = make_app([tui_album], images="none", config=tui_config())
     async with app.run_test(size=(100, 30)) as pilot:

@@ -15,9 +15,9 @@ from PIL import Image
 from textual.app import App, ComposeResult
 
 import tui
-from core.album import Bucket, build_timeline
-from core.search import Hit
-from core.store import PhotoRecord
+from core.library import PhotoRecord
+from core.ranking import Hit
+from core.timeline import Bucket, build_timeline
 from tui.config import DEFAULT_LABELS, ConfigError, TuiConfig, load_config
 from tui.engine import bucket_bounds
 from tui.text import duration, file_size, inert, percent, plain

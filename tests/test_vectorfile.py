@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core import search as search_mod
 from core import vectorfile
-from core.album import scan
 from core.compact import quantise
-from core.search import search
-from core.store import Library
+from core.library import Library
+from core.ranking import search
+from core.scan import scan
+from core.vector_cache import _cache
 
 DIM = 32
 
@@ -70,7 +70,7 @@ class _Album:
         Without a query, ten photos' own vectors are the queries. With ``top`` far below the
         photo count, only some candidates are re-scored: wrong codes or ids would show.
         """
-        search_mod._cache.clear()
+        _cache.clear()
         ids = sorted(self.vectors)
         matrix = np.stack([self.vectors[i] for i in ids]).astype(np.float64)
         queries = (

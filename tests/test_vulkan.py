@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("open_clip")
 
-from core.cli import main as cli_main
+from cli.main import main as cli_main
 from core.encoder import gpu_count, load_model
 from tests.reference import TINY_RESNET, TINY_VIT, make_reference, save_checkpoint
 

@@ -31,13 +31,15 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from core import album
 from core.encoder import ClipModel, load_model
 from core.errors import ClipsearchError, ModelNotInstalledError
 from core.languages import script_hint
+from core.library import Library
 from core.paths import HOME_ENV, cache_dir
-from core.search import Hit, parse_query, query_vector, search, similar
-from core.store import Library, SyncReport
+from core.query import parse_query, query_vector
+from core.ranking import Hit, search, similar
+from core.scan import scan
+from core.sync import SyncReport
 from tui.commands import ClipSearchCommands
 from tui.config import ConfigError, ImageMode, TuiConfig, config_path, load_config
 from tui.engine import (
@@ -399,7 +401,7 @@ class ClipSearchApp(App[int]):
             eta = (total - done) / rate if rate > 0 and total else None
             self._progress(IndexProgressed(job.number, done, total, rate, eta, stage, 0), cancel)
 
-        result = album.scan(present, cancel=cancel, progress=lambda n: progress(n, 0, "scanning"))
+        result = scan(present, cancel=cancel, progress=lambda n: progress(n, 0, "scanning"))
         started = time.monotonic()
         report = library.sync(
             result,
@@ -829,3 +831,13 @@ def make_app(
     return ClipSearchApp(
         paths, config=config, image_class=image_class(mode), config_error=config_error
     )
+
+
+def run_app(paths: list[Path], *, images: str = "auto", gpu: bool = False) -> int:
+    """Build the app with :func:`make_app`, run it, and return its exit code.
+
+    The one entry the command line (:mod:`cli.main`) opens the app through.
+    """
+    app = make_app(paths, images=images, gpu=gpu)
+    app.run()
+    return int(app.return_code or 0)

@@ -15,9 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from core.album import SUPPORTED_SUFFIXES, bucket_range
+from core.library import Library
 from core.registry import default_model_name
-from core.store import Library
+from core.scan import SUPPORTED_SUFFIXES
+from core.timeline import bucket_range
 from tui.config import TuiConfig
 
 JobKind = Literal["sync", "index"]

@@ -16,10 +16,10 @@ from textual.message import Message
 if TYPE_CHECKING:
     from PIL import Image
 
-    from core.album import Timeline
     from core.encoder import ClipModel
-    from core.search import Hit, Label
-    from core.store import Library
+    from core.library import Library
+    from core.ranking import Hit, Label
+    from core.timeline import Timeline
 
 
 @dataclass

@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from core.errors import ClipsearchError
-from core.search import Hit, describe
+from core.ranking import Hit, describe
 from tui.messages import DescribeFinished, PreviewLoaded
 from tui.text import file_size, inert, percent, taken
 from tui.widgets.images import ImageWidget
@@ -25,7 +25,7 @@ from tui.widgets.results import load_thumbnail
 
 if TYPE_CHECKING:
     from core.encoder import ClipModel
-    from core.store import Library
+    from core.library import Library
 
 PREVIEW_PIXELS = 256
 """Longest side of the preview, in pixels: the thumbnail's own size."""

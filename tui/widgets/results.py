@@ -28,7 +28,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.worker import get_current_worker
 
-from core.search import Hit
+from core.ranking import Hit
 from tui.messages import ThumbnailsLoaded
 from tui.text import inert, percent, taken
 from tui.widgets.images import ImageWidget, cells_for, fit, renderable_class

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from core.album import Bucket, Timeline
+from core.timeline import Bucket, Timeline
 
 
 def bucket_label(bucket: Bucket) -> Text:

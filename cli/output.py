@@ -1,0 +1,178 @@
+"""What the command line writes: one-line errors, escaped lines, JSON, and the progress bar.
+
+A line printed on a terminal goes through :func:`inert`, so a file name holding an escape
+sequence is shown, never run; through a pipe the exact name is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from core.errors import ClipsearchError
+
+if TYPE_CHECKING:
+    from core.indexer import IndexProgress
+
+PROG = "clipsearch-tui"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def usage_error(parser: argparse.ArgumentParser, message: str) -> int:
+    parser.print_usage(sys.stderr)
+    print_error(message)
+    return EXIT_USAGE
+
+
+def print_error(message: str) -> None:
+    print(f"{PROG}: error: {inert(' '.join(message.split()))}", file=sys.stderr)
+
+
+def print_way_round(error: ClipsearchError) -> None:
+    """For a failed download: the files to fetch by hand and the command that installs one."""
+    urls: tuple[str, ...] = getattr(error, "urls", ())
+    route: str | None = getattr(error, "route", None)
+    if urls:
+        print("  to install without the hub, fetch one of these files by hand:", file=sys.stderr)
+        for url in urls:
+            print(f"    {inert(url)}", file=sys.stderr)
+    if route:
+        lead = "then run" if urls else "to install from a checkpoint file, run"
+        print(f"  {lead}: {inert(route)}", file=sys.stderr)
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def inert(text: str) -> str:
+    """``text`` with control characters, bidirectional overrides and undecodable bytes escaped.
+
+    A file name can hold an escape sequence that would move the cursor, change colours or set
+    the window title; once escaped (``\\x1b``) it is shown, never run.
+    """
+    return _UNSAFE.sub(_escape, text)
+
+
+def isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def print_line(text: str, tty: bool) -> None:
+    """Print one line on stdout: escaped on a terminal, the exact name through a pipe."""
+    if tty:
+        print(inert(text))
+        return
+    try:
+        sys.stdout.write(text + "\n")
+    except UnicodeEncodeError:  # a file name that is not valid UTF-8: write its bytes
+        sys.stdout.flush()
+        sys.stdout.buffer.write(os.fsencode(text) + b"\n")
+
+
+class ProgressBar:
+    """Draws :class:`~core.indexer.IndexProgress` on a stream.
+
+    On a terminal the bar is redrawn in place at most every 0.1 s; otherwise (a log file, a
+    pipe) a line is written when a stage begins and then at most every 10 s.
+    """
+
+    WIDTH = 24
+    TTY_INTERVAL_S = 0.1
+    LOG_INTERVAL_S = 10.0
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.tty = isatty(stream)
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._stage: str | None = None
+        self._state: tuple[str, int, int] | None = None
+        self._drawn = False
+
+    def __call__(self, progress: IndexProgress) -> None:
+        with self._lock:
+            now = time.monotonic()
+            state = (progress.stage, progress.done, progress.total)
+            finished = progress.total > 0 and progress.done >= progress.total
+            interval = self.TTY_INTERVAL_S if self.tty else self.LOG_INTERVAL_S
+            due = (
+                progress.stage != self._stage
+                or (finished and state != self._state)
+                or now - self._last >= interval
+            )
+            if not due:
+                return
+            self._stage, self._state, self._last = progress.stage, state, now
+            line = self._line(progress)
+            try:
+                if self.tty:
+                    self.stream.write(f"\r{line}\x1b[K")
+                    self._drawn = True
+                else:
+                    self.stream.write(line + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _line(self, p: IndexProgress) -> str:
+        if p.stage == "scanning" or p.total <= 0:
+            return f"{p.stage} {p.done} photos found" if p.stage == "scanning" else p.stage
+        fraction = min(1.0, p.done / p.total)
+        filled = round(fraction * self.WIDTH)
+        parts = [
+            f"{p.stage:<8} [{'#' * filled}{'-' * (self.WIDTH - filled)}]",
+            f"{p.done}/{p.total}",
+            f"{fraction:4.0%}",
+        ]
+        if p.rate_per_s > 0:
+            parts.append(f"{p.rate_per_s:.1f} photos/s")
+        if p.eta_s is not None:
+            minutes, seconds = divmod(round(p.eta_s), 60)
+            parts.append(f"ETA {minutes}:{seconds:02d}")
+        if p.errors:
+            parts.append(f"{p.errors} failed")
+        return "  ".join(parts)
+
+    def close(self) -> None:
+        """Clear the bar from the terminal."""
+        with self._lock:
+            if self.tty and self._drawn:
+                try:
+                    self.stream.write("\r\x1b[K")
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass
+            self._drawn = False
+
+
+def format_size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"

@@ -1,0 +1,297 @@
+"""The query language: a typed query parsed into weighted terms and turned into one vector.
+
+Public surface: :func:`parse_query`, :func:`query_vector` and :class:`QueryTerm`; the helpers
+:func:`normalised`, :func:`existing_image`, :func:`record_for`, :func:`stored_vector` and
+:func:`image_vector` that ranking shares.
+
+Query syntax
+------------
+A query is one or more *terms* joined by ``+`` and ``-``::
+
+    beach + sunset - people
+    2:cat + 0.5:"red car"
+    ./holiday/IMG_0042.jpg + night
+    img:"holiday photos/IMG 0042.jpg" - 2:rain
+
+- **Operators** are a ``+`` or ``-`` standing alone, with white space (or a quote) on both sides.
+  ``t-shirt``, ``black-and-white`` and ``c++`` are plain text.
+- **Weights** are a positive decimal number and a colon in front of a term: ``2:cat``,
+  ``0.5:"red car"``. A colon followed by a digit is not a weight, so ``10:30 at night`` is text.
+- **Quotes** are double quotes around a whole term; inside them ``+``, ``-`` and ``:`` lose their
+  meaning and ``\\"`` is a literal quote. Single quotes are ordinary text (``Grandma's cat``).
+- **Images**: a term is an image when it starts with ``img:`` or looks like a path, that is
+  starts with ``/``, ``./``, ``../``, ``~/`` (or ``~user/``) or a drive such as ``C:\\``. A
+  name such as ``cat.jpg`` is text (write ``./cat.jpg``). An image that is an indexed photo uses
+  its stored embedding; any other image file is encoded.
+
+The query vector is ``normalise(sum(sign * weight * normalise(embedding(term))))``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from core.errors import ClipsearchError
+
+if TYPE_CHECKING:
+    from core.encoder import ClipModel
+    from core.library import Library, PhotoRecord
+
+TermKind = Literal["text", "image"]
+
+IMAGE_PREFIX = "img:"
+"""Prefix that makes a term an image path whatever it looks like."""
+
+_WEIGHT = re.compile(r"([0-9.]+):(?![0-9])")
+_PATH_LIKE = re.compile(r"(?:/|\.{1,2}[/\\]|~[\w.-]*[/\\]|[A-Za-z]:[/\\])")
+_OPERATORS = "+-"
+_MIN_NORM = 1e-6
+
+
+class QueryError(ClipsearchError, ValueError):
+    """A query that cannot be parsed or turned into a vector."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryTerm:
+    """One term of a query.
+
+    Attributes
+    ----------
+    weight
+        Signed weight: ``-2.0`` for ``- 2:cat``.
+    kind
+        ``"text"`` or ``"image"``.
+    value
+        The text, or the image path as typed (``~`` not yet expanded).
+    """
+
+    weight: float
+    kind: TermKind
+    value: str
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _is_operator_at(text: str, i: int) -> bool:
+    """Whether ``text[i]`` is a ``+`` or ``-`` followed by white space, a quote or the end."""
+    if i >= len(text) or text[i] not in _OPERATORS:
+        return False
+    return i + 1 == len(text) or text[i + 1].isspace() or text[i + 1] == '"'
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _read_quoted(text: str, start: int) -> tuple[str, int]:
+    """Read a quoted string whose opening quote is at ``start``; return it and the index after."""
+    out: list[str] = []
+    i = start + 1
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and i + 1 < len(text) and text[i + 1] in '"\\':
+            out.append(text[i + 1])
+            i += 2
+        elif char == '"':
+            return "".join(out), i + 1
+        else:
+            out.append(char)
+            i += 1
+    raise QueryError(f"bad query: unbalanced quote at character {start + 1}: {text}")
+
+
+def _read_bare(text: str, start: int) -> tuple[str, int]:
+    """Read unquoted text up to the next operator; return it stripped and the index after."""
+    i = start
+    while i < len(text):
+        char = text[i]
+        if char == '"':
+            raise QueryError(
+                f"bad query: a quote must enclose a whole term (character {i + 1}): {text}"
+            )
+        if char.isspace() and _is_operator_at(text, _skip_space(text, i)):
+            break
+        i += 1
+    return text[start:i].strip(), i
+
+
+def _parse_weight(text: str, i: int) -> tuple[float, int]:
+    match = _WEIGHT.match(text, i)
+    if match is None:
+        return 1.0, i
+    literal = match.group(1)
+    try:
+        weight = float(literal)
+    except ValueError:
+        weight = math.nan
+    if not math.isfinite(weight) or weight <= 0:
+        raise QueryError(f'bad query: bad weight "{literal}" (expected a positive number): {text}')
+    return weight, match.end()
+
+
+def _classify(value: str, forced_image: bool) -> TermKind:
+    if forced_image:
+        return "image"
+    return "image" if _PATH_LIKE.match(value) else "text"
+
+
+def parse_query(text: str) -> list[QueryTerm]:
+    """Parse a query such as ``beach + 2:sunset - "people"`` into weighted terms.
+
+    Parameters
+    ----------
+    text
+        The query, in the syntax described in this module's documentation.
+
+    Returns
+    -------
+    list[QueryTerm]
+        The terms in order; a term after ``-`` has a negative weight.
+
+    Raises
+    ------
+    QueryError
+        The query is empty, has an unbalanced quote, an empty term (``a + + b``, a leading or
+        trailing operator, ``""``), a quote inside a term, or a weight that is not a positive
+        finite number.
+    """
+    if not text.strip():
+        raise QueryError("bad query: the query is empty")
+    terms: list[QueryTerm] = []
+    sign = 1.0
+    i = 0
+    while True:
+        i = _skip_space(text, i)
+        term_start = i
+        if i >= len(text) or _is_operator_at(text, i):
+            where = "at the end" if i >= len(text) else f"at character {i + 1}"
+            raise QueryError(f"bad query: empty term {where}: {text}")
+        weight, i = _parse_weight(text, i)
+        forced_image = text.startswith(IMAGE_PREFIX, i)
+        if forced_image:
+            i += len(IMAGE_PREFIX)
+        if i < len(text) and text[i] == '"':
+            value, i = _read_quoted(text, i)
+            i = _skip_space(text, i)
+            if i < len(text) and not _is_operator_at(text, i):
+                raise QueryError(
+                    f"bad query: expected + or - after the quoted term (character {i + 1}): {text}"
+                )
+        else:
+            value, i = _read_bare(text, i)
+            i = _skip_space(text, i)
+        if not value.strip():
+            raise QueryError(f"bad query: empty term at character {term_start + 1}: {text}")
+        kind = _classify(value, forced_image)
+        terms.append(QueryTerm(sign * weight, kind, value if kind == "image" else value.strip()))
+        if i >= len(text):
+            return terms
+        sign = 1.0 if text[i] == "+" else -1.0
+        i += 1
+
+
+# --------------------------------------------------------------------------------------------
+# Vectors
+
+
+def normalised(vector: np.ndarray, what: str) -> np.ndarray:
+    """Return ``vector`` ``[D]`` scaled to unit length in float32; refuse zero or non-finite."""
+    vector = np.asarray(vector, dtype=np.float64).reshape(-1)
+    norm = float(np.linalg.norm(vector))
+    if not math.isfinite(norm):
+        raise QueryError(f"{what} is not a finite vector")
+    if norm < _MIN_NORM:
+        raise QueryError(f"{what} is a zero vector (do the query terms cancel out?)")
+    return (vector / norm).astype(np.float32)
+
+
+def existing_image(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise QueryError(f"image not found: {value}")
+    return path
+
+
+def record_for(library: Library, path: Path) -> PhotoRecord | None:
+    """The library's record of ``path``, as typed or with symbolic links resolved."""
+    for candidate in dict.fromkeys((path.absolute(), path.resolve())):
+        record = library.record_for_path(candidate)
+        if record is not None:
+            return record
+    return None
+
+
+def stored_vector(library: Library | None, path: Path, model: ClipModel) -> np.ndarray | None:
+    """Return the stored embedding ``[D] float32`` of ``path`` when it is an indexed photo."""
+    if library is None:
+        return None
+    record = record_for(library, path)
+    if record is None:
+        return None
+    vector = library.vector_for(record.id, model.name)
+    if vector is None:
+        return None
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    return vector if vector.shape == (model.embed_dim,) and np.isfinite(vector).all() else None
+
+
+def image_vector(
+    model: ClipModel, image: str | os.PathLike[str], library: Library | None
+) -> np.ndarray:
+    """Return the embedding ``[D] float32`` of an image file: stored if indexed, else encoded."""
+    path = existing_image(os.fspath(image))
+    stored = stored_vector(library, path, model)
+    if stored is not None:
+        return stored
+    return model.encode_images([path])[0]
+
+
+def query_vector(
+    model: ClipModel, terms: Sequence[QueryTerm], library: Library | None = None
+) -> np.ndarray:
+    """Combine weighted query terms into one unit vector.
+
+    Parameters
+    ----------
+    model
+        Encodes the text terms (in one batch) and the image terms that are not indexed photos.
+    terms
+        From :func:`parse_query`.
+    library
+        When given, an image term that is an indexed photo uses its stored embedding.
+
+    Returns
+    -------
+    np.ndarray
+        ``[D] float32``, L2-normalised: ``normalise(sum(weight * normalise(embedding)))``.
+
+    Raises
+    ------
+    QueryError
+        No terms, an image that does not exist, or terms that cancel out.
+    """
+    if not terms:
+        raise QueryError("bad query: the query is empty")
+    texts = [term.value for term in terms if term.kind == "text"]
+    text_vectors = iter(model.encode_texts(texts)) if texts else iter(())
+    total = np.zeros(model.embed_dim, np.float64)
+    for term in terms:
+        if term.kind == "text":
+            embedding = next(text_vectors)
+        else:
+            embedding = image_vector(model, term.value, library)
+        total += term.weight * normalised(embedding, f'the embedding of "{term.value}"')
+    return normalised(total, "the query")

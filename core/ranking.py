@@ -1,0 +1,418 @@
+"""Ranking the indexed photos: text to image, image to image, image to text, text to text.
+
+Public surface: :func:`search`, :func:`similar`, :func:`describe`, :func:`rank_texts`, and the
+result types :class:`Hit` and :class:`Label`. Queries are parsed by :mod:`core.query`; the
+compact copy of the vectors that a search scores comes from :mod:`core.vector_cache`.
+
+Scores and probabilities
+------------------------
+``score`` is the cosine similarity of the query vector and the photo's embedding.
+``probability`` follows the model's training loss (:mod:`core.scoring`): for CLIP models, the
+softmax of ``model.logit_scale * score`` over every candidate photo (all indexed photos that pass
+the filters, not only the ones returned), computed in float64 after subtracting the largest
+value; for SigLIP models, ``sigmoid(model.logit_scale * score + model.logit_bias)`` for each photo
+on its own. Rows whose score is not finite (a damaged vector) are left out of
+the candidates; NaN and infinity never reach a result.
+
+Ranking
+-------
+A search ranks a compact copy of the library's vectors (:mod:`core.compact`): int8 codes with
+one scale per row (about ``D + 12`` bytes a photo instead of ``4 * D + 8``), memory-mapped from
+the vector file beside the database (:mod:`core.vectorfile`), so that the first search of a
+process reads no float32 vector but the ones it re-scores. Its scores are within about 2e-3 of
+the exact ones; the best ``max(4 * top, top + 100)`` by those scores are found with
+``np.argpartition`` and scored again with their stored float32 vectors, so the scores returned,
+and their order, are exact. A search with filters asks the library only for the ids of the
+photos that pass them (:meth:`core.library.Library.photo_ids`) and ranks those rows of the same
+copy.
+
+The copy follows the library: when the library changed only by gaining embeddings (an indexing
+run that commits a batch every second), the next search reads and appends just the new ones
+(:meth:`core.library.Library.vectors_added`); when an embedding was removed or overwritten, it is
+mapped again from the vector file, which the indexing run keeps current.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from core.compact import CompactVectors
+from core.database import ModelMismatchError
+from core.errors import ClipsearchError
+from core.query import (
+    QueryError,
+    existing_image,
+    image_vector,
+    normalised,
+    parse_query,
+    query_vector,
+    record_for,
+    stored_vector,
+)
+from core.scoring import match_probabilities
+from core.vector_cache import compact_vectors
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from core.encoder import ClipModel
+    from core.library import Library, PhotoRecord
+
+DEFAULT_TOP = 20
+
+
+class NoCandidatesError(ClipsearchError):
+    """No indexed photo is left to rank (empty library, or filters that match nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A photo found by :func:`search` or :func:`similar`.
+
+    Attributes
+    ----------
+    rank
+        1 for the best match.
+    photo
+        The photo's record in the library.
+    score
+        Cosine similarity with the query, in ``[-1, 1]``.
+    probability
+        Softmax of ``logit_scale * score`` over all candidates.
+    """
+
+    rank: int
+    photo: PhotoRecord
+    score: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A text ranked by :func:`describe` or :func:`rank_texts`.
+
+    Attributes
+    ----------
+    label
+        The text.
+    score
+        Cosine similarity with the image (or query).
+    probability
+        Softmax of ``logit_scale * score`` over all the texts given.
+    """
+
+    label: str
+    score: float
+    probability: float
+
+
+def _best(scores: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the ``count`` largest scores, in no order: O(N) with ``np.argpartition``."""
+    n = len(scores)
+    if count >= n:
+        return np.arange(n)
+    return np.argpartition(scores, n - count)[n - count :]
+
+
+def _check_model(library: Library, model: ClipModel) -> None:
+    indexed_with = library.model_name
+    if indexed_with is not None and indexed_with != model.name:
+        raise ModelMismatchError(
+            f"this library was indexed with model {indexed_with!r} but {model.name!r} is "
+            f"loaded: use --model {indexed_with}, or re-index it with {model.name!r} "
+            f"(clipsearch-tui index --model {model.name} --reindex)"
+        )
+
+
+def _describe_filters(
+    since: datetime | None, until: datetime | None, folder: str | os.PathLike[str] | None
+) -> str:
+    parts = []
+    if folder is not None:
+        parts.append(f"in {os.fspath(folder)}")
+    if since is not None:
+        parts.append(f"taken on or after {since.isoformat(sep=' ')}")
+    if until is not None:
+        parts.append(f"taken before {until.isoformat(sep=' ')}")
+    return ", ".join(parts)
+
+
+@dataclass(slots=True)
+class _Candidates:
+    """The photos a search ranks: their ids ``[N] int64`` and rows of the compact copy.
+
+    ``rows`` is None when every row is a candidate.
+    """
+
+    ids: np.ndarray
+    compact: CompactVectors
+    rows: np.ndarray | None = None
+
+
+def _candidates(
+    library: Library,
+    model: ClipModel,
+    since: datetime | None,
+    until: datetime | None,
+    folder: str | os.PathLike[str] | None,
+) -> _Candidates:
+    """Fetch what a search ranks; raise :class:`NoCandidatesError` when nothing is left."""
+    _check_model(library, model)
+    with library.snapshot():  # the copy and the filtered ids describe the same moment
+        compact = compact_vectors(library, model.name)
+        if since is None and until is None and folder is None:
+            found = _Candidates(compact.ids, compact)
+        else:
+            wanted = library.photo_ids(
+                model.name,
+                since=since,
+                until=until,
+                folder=None if folder is None else Path(folder),
+            )
+            rows = compact.rows_of(wanted)
+            found = _Candidates(compact.ids[rows], compact, rows)
+    if len(found.ids) == 0:
+        filters = _describe_filters(since, until, folder)
+        if filters:
+            raise NoCandidatesError(f"no indexed photos match: none {filters}")
+        raise NoCandidatesError(
+            "no indexed photos match: the library has no indexed photos yet; "
+            "index a folder first (clipsearch-tui index FOLDER)"
+        )
+    if compact.dim != model.embed_dim:
+        raise NoCandidatesError(
+            f"no indexed photos match: the stored embeddings have {compact.dim} dimensions but "
+            f"model {model.name!r} makes {model.embed_dim}; re-index the library with this model"
+        )
+    return found
+
+
+def _rescore_count(top: int) -> int:
+    """How many of the best approximate candidates are re-scored exactly."""
+    return max(4 * top, top + 100)
+
+
+def _exact_scores(
+    library: Library, model: ClipModel, ids: np.ndarray, query: np.ndarray
+) -> np.ndarray:
+    """Exact cosine of the stored float32 vectors of ``ids`` with ``query``; NaN where missing."""
+    out = np.full(len(ids), np.nan, np.float32)
+    vectors = library.vectors_for(ids, model.name)
+    for i, photo_id in enumerate(ids):
+        vector = vectors.get(int(photo_id))
+        if vector is not None and vector.shape == query.shape:
+            out[i] = float(np.dot(vector, query))
+    return out
+
+
+def _rank(
+    library: Library,
+    model: ClipModel,
+    found: _Candidates,
+    query: np.ndarray,
+    top: int,
+    first: int | None = None,
+) -> list[Hit]:
+    """Score every candidate, keep the ``top`` best (``first`` always first when present)."""
+    ids = found.ids
+    scores = found.compact.scores(query, found.rows)
+    chosen = _best(scores, _rescore_count(top))
+    if first is not None:
+        chosen = np.union1d(chosen, np.flatnonzero(ids == first))
+    scores[chosen] = _exact_scores(library, model, ids[chosen], query)
+    finite = np.isfinite(scores)
+    if not finite.all():
+        keep = np.flatnonzero(finite)
+        chosen = np.flatnonzero(np.isin(keep, chosen, assume_unique=True))
+        ids, scores = ids[keep], scores[keep]
+        if len(ids) == 0:
+            raise NoCandidatesError(
+                "no indexed photos match: every stored embedding is damaged; re-index the library"
+            )
+    np.clip(scores, -1.0, 1.0, out=scores)
+    best = chosen[np.lexsort((ids[chosen], -scores[chosen]))]
+    if first is not None:
+        at = np.flatnonzero(ids[best] == first)
+        best = np.concatenate([best[at], np.delete(best, at)])
+    best = best[:top]
+
+    # the model's own rule: a softmax over every candidate (CLIP), or a sigmoid per photo (SigLIP)
+    probabilities = match_probabilities(model, scores, best)
+
+    records = {record.id: record for record in library.records(ids[best])}
+    hits: list[Hit] = []
+    for index, probability in zip(best, probabilities, strict=True):
+        record = records.get(int(ids[index]))
+        if record is not None:
+            hits.append(Hit(len(hits) + 1, record, float(scores[index]), float(probability)))
+    return hits
+
+
+def search(
+    library: Library,
+    model: ClipModel,
+    query: str | np.ndarray,
+    *,
+    top: int = DEFAULT_TOP,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    folder: str | os.PathLike[str] | None = None,
+) -> list[Hit]:
+    """Rank the indexed photos by similarity to a query.
+
+    Parameters
+    ----------
+    library
+        The index to search.
+    model
+        The model the library was indexed with; encodes the query.
+    query
+        A query string (see the module documentation) or a query vector ``[D]`` (normalised
+        here).
+    top
+        Largest number of hits to return.
+    since, until
+        Only photos taken in ``since <= taken_at < until`` (wall-clock times, see
+        :func:`core.capture_time.wall_time`).
+    folder
+        Only photos under this folder.
+
+    Returns
+    -------
+    list[Hit]
+        At most ``top`` hits, best first, ranked 1, 2, ...; ties are ordered by photo id.
+
+    Raises
+    ------
+    QueryError
+        The query cannot be parsed, names a missing image, or cancels out.
+    core.database.ModelMismatchError
+        The library was indexed with another model.
+    NoCandidatesError
+        The library is empty, or no indexed photo passes the filters.
+    """
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    terms = parse_query(query) if isinstance(query, str) else None
+    found = _candidates(library, model, since, until, folder)
+    if terms is not None:
+        vector = query_vector(model, terms, library)
+    else:
+        vector = normalised(query, "the query vector")
+        if vector.shape != (model.embed_dim,):
+            raise QueryError(
+                f"the query vector has {vector.shape[0]} dimensions, the model {model.embed_dim}"
+            )
+    return _rank(library, model, found, vector, top)
+
+
+def similar(
+    library: Library,
+    model: ClipModel,
+    image_path: str | os.PathLike[str],
+    *,
+    top: int = DEFAULT_TOP,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    folder: str | os.PathLike[str] | None = None,
+) -> list[Hit]:
+    """Rank the indexed photos by similarity to an image.
+
+    Parameters
+    ----------
+    image_path
+        An indexed photo (its stored embedding is used) or any image file (encoded now).
+    top, since, until, folder
+        As for :func:`search`.
+
+    Returns
+    -------
+    list[Hit]
+        When ``image_path`` is an indexed photo that passes the filters, it is hit 1 (score 1),
+        ahead of any exact duplicates.
+    """
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    path = existing_image(os.fspath(image_path))
+    found = _candidates(library, model, since, until, folder)
+    record = record_for(library, path)
+    stored = stored_vector(library, path, model)
+    if stored is not None and record is not None:
+        vector, first = normalised(stored, "the image's embedding"), record.id
+    else:
+        vector, first = normalised(model.encode_images([path])[0], "the image's embedding"), None
+    return _rank(library, model, found, vector, top, first)
+
+
+def _rank_labels(model: ClipModel, query: np.ndarray, labels: Sequence[str]) -> list[Label]:
+    texts = list(labels)
+    if not texts:
+        raise QueryError("give at least one label")
+    if any(not text.strip() for text in texts):
+        raise QueryError("a label is empty")
+    vectors = model.encode_texts(texts)
+    scores = np.clip(vectors.astype(np.float64) @ query.astype(np.float64), -1.0, 1.0)
+    if not np.isfinite(scores).all():
+        raise QueryError("the model produced a non-finite embedding for a label")
+    probabilities = match_probabilities(model, scores)
+    order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
+    return [Label(texts[i], float(scores[i]), float(probabilities[i])) for i in order]
+
+
+def describe(
+    model: ClipModel,
+    image: str | os.PathLike[str] | Image.Image,
+    labels: Sequence[str],
+    *,
+    library: Library | None = None,
+) -> list[Label]:
+    """Rank texts by how well they describe an image (zero-shot classification).
+
+    Parameters
+    ----------
+    model
+        Encodes the labels, and the image unless it is an indexed photo of ``library``.
+    image
+        An image file path or a PIL image.
+    labels
+        Candidate descriptions, e.g. ``["a cat", "a dog", "a car"]``.
+    library
+        When given and ``image`` is one of its indexed photos, its stored embedding is used.
+
+    Returns
+    -------
+    list[Label]
+        All labels, best first; for CLIP models the probabilities are a softmax over the labels
+        and sum to 1, for SigLIP models each is its own sigmoid (:mod:`core.scoring`).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        embedding = image_vector(model, image, library)
+    else:
+        embedding = model.encode_images([image])[0]
+    return _rank_labels(model, normalised(embedding, "the image's embedding"), labels)
+
+
+def rank_texts(model: ClipModel, query: str, texts: Sequence[str]) -> list[Label]:
+    """Rank texts by similarity to a query (text to text).
+
+    Parameters
+    ----------
+    query
+        A query string; the arithmetic of :func:`core.query.parse_query` applies.
+    texts
+        Texts to rank.
+
+    Returns
+    -------
+    list[Label]
+        All texts, best first, with probabilities by the model's rule (:mod:`core.scoring`).
+    """
+    vector = query_vector(model, parse_query(query))
+    return _rank_labels(model, vector, texts)

@@ -1,0 +1,471 @@
+"""Keeping the library in line with the album: its folders, and what a scan found in them.
+
+:class:`AlbumSync` adds the album folders (:meth:`AlbumSync.add_roots`) and :meth:`AlbumSync.sync`
+to the database: new photos are read (content hash, capture time) and become pending, changed
+ones pending again, moved and copied ones keep their embedding, deleted ones are removed.
+
+Content hash
+------------
+:func:`content_hash` is the SHA-1 of the file size, the first 64 KiB and the last 64 KiB (the
+whole file when it is at most 128 KiB): two reads, however big the photo. It recognises a
+photo that was moved or renamed, or copied, so that its embedding is reused without
+decoding it again. Two different files with the same size whose first and last 64 KiB are equal
+would be taken for one; edited JPEG, HEIC and PNG files change size or their last bytes, but an
+uncompressed TIFF or BMP edited only in the middle would not, if it was also moved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from core.capture_time import CaptureTime, read_capture_time
+from core.database import (
+    LibraryDatabase,
+    absolute_path,
+    is_under,
+    path_from_text,
+    path_text,
+    wall_text,
+)
+from core.errors import AlbumNotFoundError
+from core.scan import FileEntry, ScanResult
+
+HASH_CHUNK = 64 * 1024
+"""Bytes read from each end of a file for :func:`content_hash`."""
+
+SYNC_CHUNK = 256  # photos hashed and read per transaction during a sync
+SYNC_WORKERS = 4
+
+
+@dataclass(slots=True)
+class SyncReport:
+    """What :meth:`AlbumSync.sync` changed.
+
+    Attributes
+    ----------
+    new
+        Photos added, pending encoding.
+    changed
+        Photos whose size or modification time changed; pending again.
+    moved
+        Photos found under a new path with the content of a vanished one: the row, embedding
+        and thumbnail were kept, only the path changed.
+    copied
+        New photos with the content of an indexed one: the embedding was copied.
+    deleted
+        Photos that are gone from the album, removed from the library.
+    unchanged
+        Photos with the size and modification time stored; not read at all.
+    kept
+        Photos missing from the scan but kept, because the scan was cancelled or their folder
+        could not be read.
+    skipped
+        Files that are not indexed, with the reason (from the scan, plus photos that vanished
+        before they could be read).
+    cancelled
+        True when the sync (or the scan it was given) was stopped early.
+    """
+
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    copied: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    kept: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    cancelled: bool = False
+
+
+def content_hash(path: str | os.PathLike[str], size: int | None = None) -> str:
+    """Fingerprint of a file's content from two reads, however big it is.
+
+    Parameters
+    ----------
+    path
+        The file; only read.
+    size
+        Its size in bytes, when already known (saves a ``stat``).
+
+    Returns
+    -------
+    str
+        Hex SHA-1 of the size (decimal, then a NUL byte), the first :data:`HASH_CHUNK` bytes and
+        the last :data:`HASH_CHUNK` bytes; of the size and the whole file when it is at most
+        twice that long.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
+    digest = hashlib.sha1(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        if size is None:
+            size = os.fstat(handle.fileno()).st_size
+        digest.update(b"%d\0" % size)
+        if size <= 2 * HASH_CHUNK:
+            digest.update(handle.read())
+        else:
+            digest.update(handle.read(HASH_CHUNK))
+            handle.seek(-HASH_CHUNK, os.SEEK_END)
+            digest.update(handle.read(HASH_CHUNK))
+    return digest.hexdigest()
+
+
+class _Found(NamedTuple):
+    """A photo row as :meth:`AlbumSync.sync` compares it with the scan."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    content_hash: str
+    status: str
+    time_source: str | None
+
+
+class _Probe(NamedTuple):
+    """A new or changed file, read: its hash and capture time (None when not read)."""
+
+    entry: FileEntry
+    content_hash: str | None
+    capture: CaptureTime | None
+    error: str | None
+
+
+class AlbumSync(LibraryDatabase):
+    """The library database with its album folders and the sync with a scan of them."""
+
+    def add_roots(self, paths: Iterable[Path | str]) -> list[Path]:
+        """Add album folders (``~`` expanded, made absolute, not resolved); returns them.
+
+        Raises
+        ------
+        core.AlbumNotFoundError
+            A path is not an existing folder; nothing is added then.
+        """
+        folders = [absolute_path(p) for p in paths]
+        for folder in folders:
+            if not folder.is_dir():
+                raise AlbumNotFoundError(f"photo folder not found: {folder}")
+        now = datetime.now().isoformat(timespec="seconds")
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO roots (path, added_at) VALUES (?, ?)",
+                [(path_text(f), now) for f in folders],
+            )
+        return folders
+
+    def remove_roots(self, paths: Iterable[Path | str]) -> int:
+        """Forget album folders and the photos that no other root holds; returns how many photos.
+
+        Needs the writer lock; takes it for the call.
+        """
+        removed = [str(absolute_path(p)) for p in paths]
+        with self.indexing_lock(), self._transaction() as db:
+            db.executemany("DELETE FROM roots WHERE path = ?", [(path_text(r),) for r in removed])
+            remaining = [path_from_text(r) for (r,) in db.execute("SELECT path FROM roots")]
+            gone = [
+                (photo_id,)
+                for photo_id, text in db.execute("SELECT id, path FROM photos")
+                if is_under(path := path_from_text(text), removed) and not is_under(path, remaining)
+            ]
+            db.executemany("DELETE FROM photos WHERE id = ?", gone)
+            skipped = [
+                (text,)
+                for (text,) in db.execute("SELECT path FROM skipped")
+                if is_under(path := path_from_text(text), removed) and not is_under(path, remaining)
+            ]
+            db.executemany("DELETE FROM skipped WHERE path = ?", skipped)
+            if gone:
+                self._bump(db)
+        return len(gone)
+
+    def roots(self) -> list[Path]:
+        """The album folders, sorted."""
+        rows = self._query("SELECT path FROM roots")
+        return [Path(path) for path in sorted(path_from_text(text) for (text,) in rows)]
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def sync(
+        self,
+        scan_result: ScanResult,
+        *,
+        roots: Sequence[Path | str] | None = None,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SyncReport:
+        """Bring the photo table in line with a scan of the album.
+
+        - A path not in the library is *new*: its content hash and capture time are read and it
+          becomes pending. When its content hash is that of a photo that vanished from the scan,
+          it is that photo *moved*: the row keeps its id, status, embedding and thumbnail and only
+          its path changes. When the hash is that of an indexed photo still present, it is a
+          *copy*: the embedding is copied.
+        - A path whose size or modification time differs is *changed*: read again, its
+          embedding dropped, pending.
+        - A path with the same size and modification time is *unchanged* and not opened at all.
+        - A stored photo under ``roots`` that the scan did not list is *deleted*, unless the scan
+          was cancelled or the photo lies under a folder or file in ``scan_result.errors``.
+
+        Work is committed every :data:`SYNC_CHUNK` photos, so a crash or a cancel keeps what was
+        read. Takes the writer lock for the call.
+
+        Parameters
+        ----------
+        scan_result
+            What :func:`core.scan.scan` found.
+        roots
+            The folders that were scanned (default: :meth:`roots`); photos outside them are left
+            alone.
+        cancel
+            When set, stops after the current chunk; nothing is deleted then.
+        progress
+            Called with ``(done, total)`` new and changed photos read so far.
+
+        Raises
+        ------
+        LibraryBusyError
+            Another process is indexing.
+        """
+        folders = [str(absolute_path(r)) for r in roots] if roots is not None else None
+        with self.indexing_lock():
+            if folders is None:
+                folders = [str(r) for r in self.roots()]
+            return self._sync(scan_result, folders, cancel, progress)
+
+    def _sync(
+        self,
+        scan_result: ScanResult,
+        folders: list[str],
+        cancel: threading.Event | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> SyncReport:
+        report = SyncReport(cancelled=scan_result.cancelled)
+        stored = {
+            path_from_text(row[1]): _Found(row[0], *row[2:])
+            for row in self._query(
+                "SELECT id, path, size, mtime_ns, content_hash, status, time_source FROM photos"
+            )
+        }
+        new: list[FileEntry] = []
+        changed: list[FileEntry] = []
+        listed: set[str] = set()
+        for entry in scan_result.files:
+            key = str(entry.path)
+            listed.add(key)
+            found = stored.get(key)
+            if found is None:
+                new.append(entry)
+            elif (found.size, found.mtime_ns) != (entry.size, entry.mtime_ns):
+                changed.append(entry)
+            else:
+                report.unchanged += 1
+
+        protected = [str(item.path) for item in scan_result.errors]
+        missing = {
+            path: found
+            for path, found in stored.items()
+            if path not in listed and is_under(path, folders)
+        }
+        vanished_by_hash: dict[str, list[str]] = {}
+        for path, found in missing.items():
+            vanished_by_hash.setdefault(found.content_hash, []).append(path)
+        indexed_by_hash = {
+            found.content_hash: found.id
+            for path, found in stored.items()
+            if found.status == "indexed" and path not in missing
+        }
+
+        work = [(entry, False) for entry in new] + [(entry, True) for entry in changed]
+        total, done = len(work), 0
+        if progress is not None:
+            progress(0, total)
+        with ThreadPoolExecutor(SYNC_WORKERS, thread_name_prefix="clipsearch-sync") as pool:
+            for start in range(0, total, SYNC_CHUNK):
+                if cancel is not None and cancel.is_set():
+                    report.cancelled = True
+                    break
+                chunk = work[start : start + SYNC_CHUNK]
+                moving = {digest for digest, paths in vanished_by_hash.items() if paths}
+                probes = list(pool.map(functools.partial(_probe, moving=moving), chunk))
+                with self._transaction() as db:
+                    revision = self._bump(db)
+                    for (entry, is_change), probe in zip(chunk, probes, strict=True):
+                        if probe.error is not None or probe.content_hash is None:
+                            report.skipped.append((entry.path, probe.error or "unreadable"))
+                            continue
+                        if is_change:
+                            self._update_changed(db, stored[str(entry.path)].id, probe)
+                            report.changed += 1
+                            continue
+                        candidates = vanished_by_hash.get(probe.content_hash)
+                        if candidates:
+                            old_path = candidates.pop()
+                            old = missing.pop(old_path)
+                            self._move(db, old, probe)
+                            report.moved += 1
+                            if old.status == "indexed":
+                                indexed_by_hash.setdefault(probe.content_hash, old.id)
+                            continue
+                        source = indexed_by_hash.get(probe.content_hash)
+                        self._insert(db, probe, source, revision)
+                        if source is not None:
+                            report.copied += 1
+                        else:
+                            report.new += 1
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+            if cancel is not None and cancel.is_set():
+                report.cancelled = True
+
+        report.skipped.extend((s.path, s.reason) for s in scan_result.skipped)
+        report.skipped.extend((s.path, s.reason) for s in scan_result.errors)
+        report.skipped.sort(key=lambda item: str(item[0]))
+        gone: list[tuple[str, _Found]] = []
+        for path, found in missing.items():
+            if report.cancelled or is_under(path, protected):
+                report.kept += 1
+            else:
+                gone.append((path, found))
+        with self._transaction() as db:
+            if not report.cancelled:
+                db.executemany(
+                    "DELETE FROM skipped WHERE path = ?",
+                    [
+                        (text,)
+                        for (text,) in db.execute("SELECT path FROM skipped")
+                        if is_under(path_from_text(text), folders)
+                    ],
+                )
+            db.executemany(
+                "INSERT OR REPLACE INTO skipped (path, reason) VALUES (?, ?)",
+                [(path_text(path), reason) for path, reason in report.skipped],
+            )
+            db.executemany("DELETE FROM photos WHERE id = ?", [(f.id,) for _, f in gone])
+            if gone:
+                self._bump(db)
+        report.deleted = len(gone)
+        self._drop_orphan_thumbnails({found.content_hash for _, found in gone})
+        self.refresh_vector_file()
+        return report
+
+    @staticmethod
+    def _capture_columns(probe: _Probe) -> tuple[Any, ...]:
+        entry = probe.entry
+        capture = probe.capture or read_capture_time(entry.path, entry.mtime_ns)
+        return (
+            capture.taken_at.isoformat(),
+            wall_text(capture.taken_at),
+            capture.source,
+            capture.width,
+            capture.height,
+        )
+
+    def _insert(
+        self, db: sqlite3.Connection, probe: _Probe, copy_from: int | None, revision: int
+    ) -> int:
+        """Add a new photo; with ``copy_from``, as indexed with that photo's embedding."""
+        entry = probe.entry
+        status, thumbnail, model = "pending", None, None
+        if copy_from is not None:
+            status = "indexed"
+            thumbnail, model = db.execute(
+                "SELECT thumbnail, model FROM photos WHERE id = ?", (copy_from,)
+            ).fetchone()
+        cursor = db.execute(
+            "INSERT INTO photos (path, size, mtime_ns, content_hash, taken_at, wall, time_source,"
+            " width, height, status, thumbnail, model, vector_revision)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                path_text(entry.path),
+                entry.size,
+                entry.mtime_ns,
+                probe.content_hash,
+                *self._capture_columns(probe),
+                status,
+                thumbnail,
+                model,
+                revision if copy_from is not None else 0,
+            ),
+        )
+        photo_id = int(cursor.lastrowid or 0)
+        if copy_from is not None:
+            db.execute(
+                "INSERT INTO embeddings (photo_id, vector) "
+                "SELECT ?, vector FROM embeddings WHERE photo_id = ?",
+                (photo_id, copy_from),
+            )
+        return photo_id
+
+    def _update_changed(self, db: sqlite3.Connection, photo_id: int, probe: _Probe) -> None:
+        entry = probe.entry
+        db.execute("DELETE FROM embeddings WHERE photo_id = ?", (photo_id,))
+        db.execute(
+            "UPDATE photos SET size = ?, mtime_ns = ?, content_hash = ?, taken_at = ?, wall = ?,"
+            " time_source = ?, width = ?, height = ?, status = 'pending', error = NULL,"
+            " thumbnail = NULL, model = NULL WHERE id = ?",
+            (
+                entry.size,
+                entry.mtime_ns,
+                probe.content_hash,
+                *self._capture_columns(probe),
+                photo_id,
+            ),
+        )
+
+    def _move(self, db: sqlite3.Connection, old: _Found, probe: _Probe) -> None:
+        entry = probe.entry
+        db.execute(
+            "UPDATE photos SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+            (path_text(entry.path), entry.size, entry.mtime_ns, old.id),
+        )
+        if old.time_source == "mtime" and old.mtime_ns != entry.mtime_ns:
+            # the capture time was the file's modification time, which the move changed
+            db.execute(
+                "UPDATE photos SET taken_at = ?, wall = ?, time_source = ?, width = ?, height = ?"
+                " WHERE id = ?",
+                (*self._capture_columns(probe), old.id),
+            )
+
+    def _drop_orphan_thumbnails(self, hashes: set[str]) -> None:
+        """Delete the thumbnails of content no photo in the library has any more."""
+        for digest in hashes:
+            if self._query("SELECT 1 FROM photos WHERE content_hash = ? LIMIT 1", (digest,)):
+                continue
+            for thumb in self.thumbnail_dir.glob(f"{digest}.*"):
+                with contextlib.suppress(OSError):
+                    thumb.unlink()
+
+    def refresh_vector_file(self, previous_generation: int | None = None) -> None:
+        """Bring what is derived from the embeddings up to date after a write; a hook.
+
+        :class:`core.library.Library` rewrites its vector file here; the sync calls it after
+        the photos it deleted are committed.
+        """
+
+
+def _probe(item: tuple[FileEntry, bool], moving: set[str]) -> _Probe:
+    """Hash a new or changed file and read its capture time (not for a probable move)."""
+    entry, is_change = item
+    try:
+        digest = content_hash(entry.path, entry.size)
+    except OSError as error:
+        reason = "vanished before it was read" if isinstance(error, FileNotFoundError) else None
+        return _Probe(entry, None, None, reason or error.strerror or str(error))
+    if digest in moving and not is_change:
+        return _Probe(entry, digest, None, None)
+    return _Probe(entry, digest, read_capture_time(entry.path, entry.mtime_ns), None)
