@@ -208,9 +208,8 @@ def test_index_describe_and_similar_stay_small(strips_home: tuple[Path, Path]) -
 def test_a_refused_photo_is_failed_once_with_its_reason(
     tmp_path: Path, clipsearch_home: Path, tiny_model: ClipModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core.store import Library
-
     from core import indexer
+    from core.library import Library
 
     album = tmp_path / "album"
     album.mkdir()

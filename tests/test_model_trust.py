@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core import cli
+from cli import main as cli
+from cli import output
 from core.encoder import ClipModel
 from core.install import PARTIAL_PREFIX
 from core.manifest import verify_manifest
 
-ERROR = f"{cli.PROG}: error: "
+ERROR = f"{output.PROG}: error: "
 
 
 @pytest.fixture
