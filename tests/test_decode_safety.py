@@ -175,7 +175,10 @@ def _cli_peak(home: Path, *argv: str) -> dict:
     return _measure(
         f"""
         import io, contextlib
-        from tui.__main__ import main
+        try:
+            from cli.main import run as main
+        except ImportError:  # before the command line had its own package
+            from tui.__main__ import main
         sys.argv[0] = "clipsearch-tui"
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
