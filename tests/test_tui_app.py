@@ -611,6 +611,46 @@ async def test_first_run_installs_the_model_with_progress(
         assert not isinstance(app.screen, InstallScreen)
 
 
+async def test_first_run_offers_the_multilingual_model(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model: ClipModel,
+    tui_album: Path,
+):
+    import core.install
+    from core.languages import multilingual_model_name
+    from core.registry import default_model_name
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    multilingual = multilingual_model_name()
+    assert multilingual is not None
+    asked: list[str] = []
+
+    def fake_install(name, from_file=None, *, progress=None, cancel=None, **_):  # type: ignore[no-untyped-def]
+        asked.append(name)
+        models = home / "data" / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        (models / name).symlink_to(tiny_model.model_dir, target_is_directory=True)
+        progress("done", 4, 4)
+        return models / name
+
+    monkeypatch.setattr(core.install, "install_model", fake_install)
+    app = make_app([tui_album], images="none", config=tui_config(model=None))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
+        # the dialog's text, its wrapped lines joined (each row is "...█ text █...")
+        rows = [row.split("\u2588") for row in screen_text(app).splitlines()]
+        text = " ".join(" ".join(parts[1].split()) for parts in rows if len(parts) >= 3)
+        assert default_model_name() in text and multilingual in text
+        assert "reads many languages" in text and "reads English only" in text
+        assert "MB to download" in text
+        await pilot.press("tab", "enter")  # from Install to Install multilingual
+        await settle(pilot, ready(app))
+        assert asked == [multilingual]
+        assert app.model_name == multilingual
+
+
 async def test_first_run_offline_shows_the_install_from_file_route(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tui_album: Path
 ):

@@ -33,7 +33,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.encoder import ClipModel, load_model
 from core.errors import ClipsearchError, ModelNotInstalledError
-from core.languages import script_hint
+from core.languages import multilingual_model_name, script_hint
 from core.library import Library
 from core.paths import HOME_ENV, cache_dir
 from core.query import parse_query, query_vector
@@ -126,6 +126,7 @@ class ClipSearchApp(App[int]):
         self.library: Library | None = None
         self.model: ClipModel | None = None
         self.model_name: str | None = None
+        self._installed_choice: str | None = None  # the model the first-run dialog installed
         self.roots: list[Path] = []
         self.last_search_s: float | None = None
         """Seconds from Enter to the first page of the latest search."""
@@ -190,7 +191,7 @@ class ClipSearchApp(App[int]):
                 opened.close()
                 raise
             library = opened
-        name = choose_model_name(self.config, library)
+        name = self._installed_choice or choose_model_name(self.config, library)
         roots = library.roots()
         try:
             model = load_model(name, vulkan=self.config.gpu, precision=self.config.precision)
@@ -218,15 +219,19 @@ class ClipSearchApp(App[int]):
         self.library = message.library
         self._hint("No model installed.")
 
-        def installed(done: bool | None) -> None:
+        def installed(done: str | None) -> None:
             if done:
-                self.notify(f"Model {message.model_name} installed", markup=False)
+                self._installed_choice = done
+                self.notify(f"Model {done} installed", markup=False)
                 self._hint("Loading the model...")
                 self._start(self.library)
             else:
                 self.exit(return_code=1, message=Text("no CLIP model installed: " + message.reason))
 
-        self.push_screen(InstallScreen(message.model_name, message.reason), installed)
+        # a library that holds no embeddings yet may start with the multilingual model instead
+        empty = message.library.model_name is None
+        other = multilingual_model_name() if empty and not self.config.model else None
+        self.push_screen(InstallScreen(message.model_name, message.reason, other), installed)
 
     def on_engine_ready(self, message: EngineReady) -> None:
         if not self.is_running:

@@ -1,4 +1,5 @@
-"""First run: offer to install the model, with progress and cancel, or show the offline route."""
+"""First run: offer to install the model (or the multilingual one), with progress and cancel, or
+show the offline route."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from core import install
+from core import install, registry
 from core.errors import ClipsearchError, DownloadError
 from tui.messages import InstallFinished, InstallProgressed
 from tui.text import file_size, inert
@@ -38,19 +39,34 @@ def _model_facts(name: str) -> str:
     return facts if facts is not None else f"{name} (not in the model registry)"
 
 
-class InstallScreen(ModalScreen[bool]):
-    """Dismissed with True once the model is installed; False when the user quits instead."""
+def _reads(name: str) -> str:
+    """Which languages the model reads, in a few words."""
+    try:
+        spec = registry.get_spec(name)
+    except ClipsearchError:
+        return ""
+    return "reads many languages" if spec.multilingual else "reads English only"
+
+
+class InstallScreen(ModalScreen[str | None]):
+    """Dismissed with the name of the model installed; None when the user quits instead.
+
+    With ``multilingual`` (a registry model that reads more than English), the dialog offers it
+    beside the default, each with its download size and languages.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Quit"),
         Binding("c", "cancel_install", "Cancel install", show=False),
     ]
 
-    def __init__(self, model_name: str, reason: str) -> None:
+    def __init__(self, model_name: str, reason: str, multilingual: str | None = None) -> None:
         super().__init__(classes="dialog-screen")
         self.model_name = model_name
         self.reason = reason
+        self.multilingual = multilingual if multilingual != model_name else None
         self.installing = False
+        self.chosen = model_name
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as dialog:
@@ -58,6 +74,11 @@ class InstallScreen(ModalScreen[bool]):
             text = Text()
             text.append("Searching needs a CLIP model. Install the default model now?\n\n")
             text.append(inert(_model_facts(self.model_name)), style="bold")
+            text.append(f"; {_reads(self.model_name)}")
+            if self.multilingual:
+                text.append("\n\nTo search in Chinese, Russian, Arabic and more:\n")
+                text.append(inert(_model_facts(self.multilingual)), style="bold")
+                text.append(f"; {_reads(self.multilingual)}")
             text.append(
                 "\n\nIt is downloaded from the model hub (HF_ENDPOINT applies) and converted "
                 "for ncnn; this takes a few minutes."
@@ -68,6 +89,8 @@ class InstallScreen(ModalScreen[bool]):
             yield Static("", id="install-error", classes="dialog-text")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Install", variant="primary", id="install")
+                if self.multilingual:
+                    yield Button("Install multilingual", id="install-multilingual")
                 yield Button("Cancel", id="cancel", disabled=True)
                 yield Button("Quit", id="quit")
 
@@ -75,18 +98,27 @@ class InstallScreen(ModalScreen[bool]):
         self.query_one("#install-bar").display = False
         self.query_one("#install", Button).focus()
 
+    @on(Button.Pressed, "#install-multilingual")
+    def start_multilingual(self) -> None:
+        """Install the multilingual model instead of the default."""
+        if self.multilingual and not self.installing:
+            self.chosen = self.multilingual
+            self.start()
+
     @on(Button.Pressed, "#install")
     def start(self) -> None:
-        """Start (or retry) the install in a thread worker."""
+        """Start (or retry) the install of the chosen model in a thread worker."""
         if self.installing:
             return
         self.installing = True
         self.query_one("#install", Button).disabled = True
+        for button in self.query("#install-multilingual").results(Button):
+            button.disabled = True
         self.query_one("#cancel", Button).disabled = False
         self.query_one("#install-error", Static).update("")
         self.query_one("#install-bar").display = True
         self.query_one("#install-stage", Static).update("Starting...")
-        self._install(self.model_name)
+        self._install(self.chosen)
 
     @work(thread=True, group="install", exclusive=True, exit_on_error=False)
     def _install(self, name: str) -> None:
@@ -122,12 +154,14 @@ class InstallScreen(ModalScreen[bool]):
         self.installing = False
         self.query_one("#cancel", Button).disabled = True
         if message.error is None and not message.cancelled:
-            self.dismiss(True)
+            self.dismiss(message.model_name)
             return
         self.query_one("#install-text").display = True
         install_button = self.query_one("#install", Button)
         install_button.disabled = False
         install_button.label = "Retry"
+        for button in self.query("#install-multilingual").results(Button):
+            button.disabled = False
         self.query_one("#install-bar").display = False
         if message.cancelled:
             self.query_one("#install-stage", Static).update(Text("Install cancelled."))
@@ -148,7 +182,7 @@ class InstallScreen(ModalScreen[bool]):
             text.append("then run:\n")
         else:
             text.append("To install from a checkpoint file downloaded elsewhere, run:\n")
-        route = message.route or OFFLINE_ROUTE.format(name=self.model_name)
+        route = message.route or OFFLINE_ROUTE.format(name=message.model_name)
         text.append(inert(route), style="bold")
         self.query_one("#install-error", Static).update(text)
 
@@ -161,4 +195,4 @@ class InstallScreen(ModalScreen[bool]):
     @on(Button.Pressed, "#quit")
     def action_close(self) -> None:
         self.workers.cancel_group(self, "install")
-        self.dismiss(False)
+        self.dismiss(None)
