@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from core import ann
 from core.encoder import ClipModel
 from core.errors import ClipsearchError
 from core.library import Library, PendingPhoto
@@ -513,6 +514,8 @@ def index(
                 cancelled = encode_on_cluster(
                     cluster, library, model, todo, run, cancel, batch_size
                 )
+        if not cancelled:
+            ann.build_if_due(library, model.name)  # beyond a million photos; off the search path
         remaining = len(library.pending(roots=folders))
     return IndexSummary(
         indexed=run.indexed,

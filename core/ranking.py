@@ -30,11 +30,17 @@ The copy follows the library: when the library changed only by gaining embedding
 run that commits a batch every second), the next search reads and appends just the new ones
 (:meth:`core.library.Library.vectors_added`); when an embedding was removed or overwritten, it is
 mapped again from the vector file, which the indexing run keeps current.
+
+From :data:`core.ann.APPROXIMATE_FROM` photos on, a search without filters takes its candidates
+from the approximate index beside the database instead of a pass over every row (when it is
+current enough, see :mod:`core.ann`); they are re-scored the same way, and the part of the
+softmax that comes from the other photos is estimated from a random sample of them.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,6 +49,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core import ann
 from core.compact import CompactVectors
 from core.database import ModelMismatchError
 from core.errors import ClipsearchError
@@ -221,6 +228,12 @@ def _rank(
     first: int | None = None,
 ) -> list[Hit]:
     """Score every candidate, keep the ``top`` best (``first`` always first when present)."""
+    if found.rows is None and len(found.ids) >= ann.APPROXIMATE_FROM:
+        approximate = _approximate_index(library)
+        if approximate is not None:
+            hits = _rank_approximate(library, model, found, approximate, query, top, first)
+            if hits is not None:
+                return hits
     ids = found.ids
     scores = found.compact.scores(query, found.rows)
     chosen = _best(scores, _rescore_count(top))
@@ -237,6 +250,20 @@ def _rank(
                 "no indexed photos match: every stored embedding is damaged; re-index the library"
             )
     np.clip(scores, -1.0, 1.0, out=scores)
+    return _hits(library, model, ids, scores, chosen, top, first)
+
+
+def _hits(
+    library: Library,
+    model: ClipModel,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    chosen: np.ndarray,
+    top: int,
+    first: int | None,
+    others: tuple[np.ndarray, float] | None = None,
+) -> list[Hit]:
+    """The ``top`` best of the ``chosen`` positions (exact, finite ``scores``) as hits."""
     best = chosen[np.lexsort((ids[chosen], -scores[chosen]))]
     if first is not None:
         at = np.flatnonzero(ids[best] == first)
@@ -244,7 +271,7 @@ def _rank(
     best = best[:top]
 
     # the model's own rule: a softmax over every candidate (CLIP), or a sigmoid per photo (SigLIP)
-    probabilities = match_probabilities(model, scores, best)
+    probabilities = match_probabilities(model, scores, best, others)
 
     records = {record.id: record for record in library.records(ids[best])}
     hits: list[Hit] = []
@@ -253,6 +280,61 @@ def _rank(
         if record is not None:
             hits.append(Hit(len(hits) + 1, record, float(scores[index]), float(probability)))
     return hits
+
+
+_approximate: dict[str, tuple[tuple[int, int], ann.ApproximateIndex]] = {}
+_approximate_lock = threading.Lock()
+
+
+def _approximate_index(library: Library) -> ann.ApproximateIndex | None:
+    """The library's approximate index when it can be used now (loaded once per file)."""
+    _, meta_path = ann.paths(library.path)
+    try:
+        stat = os.stat(meta_path)
+    except OSError:
+        return None
+    stamp = (stat.st_ino, stat.st_mtime_ns)
+    with _approximate_lock:
+        kept = _approximate.get(str(library.path))
+    if kept is None or kept[0] != stamp:
+        loaded = ann.load(library)
+        if loaded is None:
+            return None
+        kept = (stamp, loaded)
+        with _approximate_lock:
+            _approximate[str(library.path)] = kept
+    return kept[1] if kept[1].usable(library.vector_version, library.indexed_count()) else None
+
+
+def _rank_approximate(
+    library: Library,
+    model: ClipModel,
+    found: _Candidates,
+    approximate: ann.ApproximateIndex,
+    query: np.ndarray,
+    top: int,
+    first: int | None,
+) -> list[Hit] | None:
+    """Rank with the approximate index's candidates (see :mod:`core.ann`); None to go exact."""
+    picked = approximate.candidates(query, _rescore_count(top))
+    added_ids, _ = library.vectors_added(model.name, approximate.revision)
+    wanted = np.union1d(picked, added_ids)
+    if first is not None:
+        wanted = np.union1d(wanted, [first])
+    scores = _exact_scores(library, model, wanted, query)
+    keep = np.isfinite(scores)
+    ids, scores = wanted[keep], np.clip(scores[keep], -1.0, 1.0)
+    if not len(ids):
+        return None
+    # the rest of the softmax's denominator, from the int8 scores of a random sample of photos
+    total = len(found.ids)
+    rng = np.random.default_rng()
+    sample = np.sort(rng.choice(total, min(total, ann.SAMPLE_ROWS), replace=False))
+    sample = sample[~np.isin(found.ids[sample], ids)]
+    sampled = found.compact.scores(query, sample)
+    sampled = sampled[np.isfinite(sampled)]
+    weight = (total - len(ids)) / max(1, len(sampled))
+    return _hits(library, model, ids, scores, np.arange(len(ids)), top, first, (sampled, weight))
 
 
 def search(

@@ -34,7 +34,10 @@ def rule_of(model: _Scored) -> str:
 
 
 def match_probabilities(
-    model: _Scored, scores: np.ndarray, chosen: np.ndarray | None = None
+    model: _Scored,
+    scores: np.ndarray,
+    chosen: np.ndarray | None = None,
+    others: tuple[np.ndarray, float] | None = None,
 ) -> np.ndarray:
     """Probabilities ``[K] float64`` of the candidates at positions ``chosen`` (all by default).
 
@@ -48,6 +51,10 @@ def match_probabilities(
         Positions whose probabilities are wanted. For CLIP the softmax still runs over all ``N``
         (in float64, after subtracting the largest score); for SigLIP only the chosen are
         computed.
+    others
+        For CLIP, candidates left out of ``scores`` and estimated instead: the scores of a
+        random sample of them, and how many candidates each sample stands for. They count in
+        the softmax's denominator only.
     """
     if chosen is None:
         chosen = np.arange(len(scores))
@@ -58,7 +65,13 @@ def match_probabilities(
         # sigmoid as 0.5 * (1 + tanh(x / 2)): no overflow for large |x|
         return 0.5 * (1.0 + np.tanh(0.5 * logits))
     weights = np.asarray(scores, dtype=np.float64).copy()
-    weights -= weights.max()
+    largest = weights.max()
+    weights -= largest
     weights *= float(model.logit_scale)
     np.exp(weights, out=weights)
-    return weights[chosen] / weights.sum()
+    total = weights.sum()
+    if others is not None and len(others[0]):
+        rest = np.asarray(others[0], dtype=np.float64) - largest
+        rest *= float(model.logit_scale)
+        total += others[1] * float(np.exp(rest).sum())
+    return weights[chosen] / total
