@@ -18,7 +18,10 @@ Reported: the time to build (train + add), the index's size, the median latency 
 Usage::
 
     python bench/ann.py [--sizes 1000000 2000000] [--queries 50] [--nlist 1024]
-                        [--nprobe 16 32 64] [--no-write]
+                        [--nprobe 16 32 64] [--hnsw N] [--no-write]
+
+``--hnsw N`` also builds usearch's HNSW graph over N vectors of the same kind, for its build
+time.
 """
 
 from __future__ import annotations
@@ -142,6 +145,36 @@ def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def measure_hnsw(count: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Build time and recall of usearch's HNSW graph (its default settings) on the same data."""
+    from usearch.index import Index
+
+    matrix = synthetic(count, args.clusters, args.noise)
+    rng = np.random.default_rng(1)
+    queries = matrix[rng.integers(0, count, args.queries)]
+    index = Index(ndim=DIM, metric="ip")
+    started = time.perf_counter()
+    index.add(np.arange(count), matrix, threads=os.cpu_count() or 1)
+    build_s = time.perf_counter() - started
+    recall, times = [], []
+    for query in queries:
+        t = time.perf_counter()
+        found = index.search(query, args.top).keys
+        times.append(time.perf_counter() - t)
+        best = exact_top(matrix, query, args.top)
+        recall.append(len(set(found.tolist()) & set(best.tolist())) / args.top)
+    result = {
+        "count": count,
+        "build_s": build_s,
+        "ms": statistics.median(times) * 1000,
+        "recall": float(np.mean(recall)),
+        "dtype": str(index.dtype),
+        "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
+    print(result, flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 2_000_000])
@@ -152,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nlist", type=int, default=1024)
     parser.add_argument("--train", type=int, default=65_536)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--hnsw", type=int, default=0, help="also build usearch's HNSW at N")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     command = "python bench/ann.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -162,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header, flush=True)
     results = [measure(count, args) for count in args.sizes]
+    hnsw = measure_hnsw(args.hnsw, args) if args.hnsw else None
     lines = [
         f"{header}; {dt.date.today().isoformat()}; `{command.strip()}`",
         "",
@@ -187,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{found['recall']:.3f} | {r['train_s']:.0f} s train + {r['add_s']:.0f} s add | "
                 f"{r['index_bytes'] / 1e6:.0f} MB | {r['load']} |"
             )
+    if hnsw is not None:
+        lines += [
+            "",
+            f"usearch's HNSW graph on the same kind of data ({hnsw['count']:,} vectors, its "
+            f"default settings, {hnsw['dtype']} storage, all cores): built in "
+            f"{hnsw['build_s']:.0f} s, {hnsw['ms']:.1f} ms a query, recall@{args.top} "
+            f"{hnsw['recall']:.3f} (load average {hnsw['load']}).",
+        ]
     for line in lines:
         print(line)
     if not args.no_write:

@@ -22,7 +22,8 @@ machine disturbs the comparison less. ``--int8`` adds a row for ours with the in
 
 ``--dask`` adds ours with ``--dask``: the encoding sent to a LocalCluster of two worker
 processes on 127.0.0.1, on the same cores, to show the overhead of the cluster per photo.
-``--rows LABEL...`` runs only some of the indexers.
+``--rows LABEL...`` runs only some of the indexers; ``--section`` names the section of
+``RESULTS.md`` such a run writes.
 
 ``--storage`` adds the measurements behind the vector storage of :mod:`core.library`: reading all
 vectors of a library as one matrix (SQLite BLOBs against a memory-mapped float32 file), and how
@@ -45,6 +46,7 @@ import datetime as dt
 import operator
 import os
 import platform
+import shlex
 import shutil
 import sqlite3
 import sys
@@ -399,9 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rows", nargs="+", metavar="LABEL", help="run only these indexers (labels as printed)"
     )
+    parser.add_argument(
+        "--section", default="Indexing", help="the section of RESULTS.md to write (a heading)"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args(argv)
-    command = "python bench/indexing.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python bench/indexing.py " + shlex.join(sys.argv[1:] if argv is None else argv)
 
     sources = large_jpegs(args.source)
     if not sources:
@@ -493,8 +498,8 @@ def main(argv: list[str] | None = None) -> int:
             "are interleaved, so that a slow spell of the machine weighs on every indexer alike; "
             "on this virtual machine rounds of the same indexer differ by up to about 10%.",
             "",
-            "| indexer | photos/s (best) | every round | vs rclip's approach "
-            "| time inside `encode_pixels` | lowest cosine to rclip's approach |",
+            f"| indexer | photos/s (best) | every round | vs {baseline} "
+            f"| time inside `encode_pixels` | lowest cosine to {baseline} |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
         for label, result in results.items():
@@ -535,8 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(storage))
             lines += ["", "### Vector storage", "", *storage]
     if not args.no_write:
-        write_section("## Indexing", lines)
-        print("wrote the Indexing section of bench/RESULTS.md")
+        write_section(f"## {args.section}", lines)
+        print(f"wrote the {args.section} section of bench/RESULTS.md")
     return 0
 
 
