@@ -1,0 +1,423 @@
+"""What each precision costs in accuracy, and what it gains in speed on this CPU.
+
+For each model, random weights (made discriminative as ``tests/reference.py`` does: attention
+sharpened in a ViT, BatchNorm statistics measured on real photos in a ResNet) are saved as a
+checkpoint and installed with our own ``model install --from`` twice, in float32 and with the
+int8 image tower. Our encoders then run in every precision (``load_model(name, precision=...)``)
+on the same preprocessed real photos (the JPEGs of ``gallery/`` and ``tests/photos/``, and of
+``../shared/photos/exif-samples`` beside the repository when present; each picture once), and
+are compared with our float32 and with open_clip's float32 forward pass on the same weights and
+pixels:
+
+- image and text cosine, lowest and mean;
+- text queries: share of queries whose top-10 photos are the same *set* as the reference's;
+- image queries: every photo as a query against the others, the same top-10 set.
+
+Each tower is judged on its own (the other tower's embeddings taken from float32), so that the
+verdict can keep one tower in float32. A tower passes in bf16 when its cosine to open_clip is at
+least 0.9995 for every photo (or text) and its queries keep the same top-10 set for at least
+95 % of queries, against open_clip and against our float32. The passing towers are written to
+``models/measured.json``, which ``precision="auto"`` reads (it still uses bf16 only on CPUs with
+native bf16 dot products).
+
+Speed: milliseconds per image at batch 8 on ``--threads`` threads, ours in each precision
+against ONNX Runtime float32 on the same weights (the engine rclip uses). On a CPU without
+native bf16 (no ``avx512_bf16``/``amx_bf16``, no Arm ``bf16``), ncnn emulates bf16 and its
+speed says nothing about a CPU that has it; the printed flags say which case was measured.
+
+    python bench/precision.py                                  # ViT-B-32-256 and RN50
+    python bench/precision.py --models ViT-B-32-256-datacomp --no-write
+
+Results go to the "## Precision" section of bench/RESULTS.md. Needs the test extra (torch,
+open_clip_torch, onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import cpu_model, write_section  # noqa: E402
+from tests.samples import SAMPLES, SHARED_SAMPLES  # noqa: E402
+
+COSINE_TARGET = 0.9995
+TOP10_TARGET = 0.95
+TOP = 10
+REPEAT_PIXEL_DIFFERENCE = 0.3  # mean absolute difference of normalised pixels (std about 1)
+MEASURED = ROOT / "models" / "measured.json"
+
+SUBJECTS = [
+    "a cat", "a dog", "a red car", "a bicycle", "a child", "an old man", "a bowl of soup",
+    "a mountain", "a lighthouse", "a boat", "a train", "a bird", "flowers", "a birthday cake",
+    "a wedding", "a city street", "a forest", "a beach", "snow", "a bridge",
+]  # fmt: skip
+SETTINGS = ["at night", "in the rain", "at sunset", "from above", "in black and white", ""]
+
+
+def queries() -> list[str]:
+    """120 distinct text queries, the same on every run."""
+    return [f"{subject} {setting}".strip() for subject in SUBJECTS for setting in SETTINGS]
+
+
+def photo_paths(extra: list[Path]) -> list[Path]:
+    """JPEGs of the repository (``gallery/``, ``tests/photos/``), and of the folders ``extra``
+    that exist."""
+    folders = [ROOT / "gallery", SAMPLES, *extra]
+    return [
+        path
+        for folder in folders
+        if folder.is_dir()
+        for path in sorted(folder.rglob("*"))
+        if path.suffix.lower() in (".jpg", ".jpeg")
+    ]
+
+
+def load_pixels(paths: list[Path], spec) -> tuple[list[Path], np.ndarray]:
+    """Preprocessed pixels ``[N, 3, S, S]`` of the photos that decode, each picture once.
+
+    Photos that do not decode are left out, and so are repeats: the same picture in another file
+    (the samples hold eight EXIF orientations of one photo, which look the same once turned the
+    right way up). Repeats would tie in every ranking and make top-10 sets differ by chance.
+    """
+    from core.errors import ClipsearchError
+    from core.preprocess import load_image, preprocess
+
+    kept: list[Path] = []
+    pixels: list[np.ndarray] = []
+    for path in paths:
+        try:
+            candidate = preprocess(load_image(path), spec.preprocess)
+        except (ClipsearchError, OSError, ValueError):
+            continue
+        if any(np.abs(candidate - other).mean() < REPEAT_PIXEL_DIFFERENCE for other in pixels):
+            continue
+        kept.append(path)
+        pixels.append(candidate)
+    return kept, np.stack(pixels)
+
+
+def top_sets(scores: np.ndarray, exclude_self: bool = False) -> list[frozenset[int]]:
+    """The set of the ``TOP`` best columns of each row of ``scores``."""
+    scores = np.array(scores, dtype=np.float64)
+    if exclude_self:
+        np.fill_diagonal(scores, -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :TOP]
+    return [frozenset(row.tolist()) for row in order]
+
+
+def agreement(ours: list[frozenset[int]], reference: list[frozenset[int]]) -> float:
+    """Share of queries whose top-10 set is the reference's."""
+    return sum(a == b for a, b in zip(ours, reference)) / len(reference)
+
+
+def overlap(ours: list[frozenset[int]], reference: list[frozenset[int]]) -> float:
+    """Mean share of the reference's top 10 that is in ours."""
+    return sum(len(a & b) for a, b in zip(ours, reference)) / (TOP * len(reference))
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to length 1, in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(unit(a) * unit(b), axis=1)
+
+
+def build_reference(name: str, workdir: Path, pixels: np.ndarray, attention: float):
+    """Random discriminative weights for ``name``, installed in float32 and in int8."""
+    import torch
+
+    from cli.main import main as cli_main
+    from core.registry import get_spec
+    from tests.reference import make_discriminative, make_reference, save_checkpoint
+
+    spec = get_spec(name)
+    reference = make_reference(spec.architecture, seed=0)
+    make_discriminative(reference, torch.from_numpy(pixels[:16]), attention)
+    checkpoint = save_checkpoint(reference, workdir / f"{name}.safetensors")
+    for install in ("fp32", "int8"):
+        os.environ["CLIPSEARCH_HOME"] = str(workdir / f"home-{install}")
+        argv = ["model", "install", name, "--from", str(checkpoint), "--precision", install]
+        if cli_main(argv) != 0:
+            raise SystemExit(f"install of {name} ({install}) failed")
+    return spec, reference
+
+
+def reference_embeddings(reference, pixels: np.ndarray, texts: list[str]):
+    import open_clip
+    import torch
+
+    with torch.no_grad():
+        images = np.concatenate(
+            [
+                reference.encode_image(torch.from_numpy(pixels[i : i + 16])).numpy()
+                for i in range(0, len(pixels), 16)
+            ]
+        )
+        words = reference.encode_text(open_clip.tokenize(texts)).numpy()
+    # unit length, as ours: rankings compare directions
+    return unit(images), unit(words)
+
+
+def ours(name: str, workdir: Path, precision: str, threads: int):
+    from core.encoder import load_model
+
+    install = "int8" if precision == "int8" else "fp32"
+    os.environ["CLIPSEARCH_HOME"] = str(workdir / f"home-{install}")
+    return load_model(name, threads=threads, draft=False, precision=precision)
+
+
+def judge(
+    images: dict[str, np.ndarray], texts: dict[str, np.ndarray], against: str
+) -> dict[str, dict[str, float]]:
+    """Per precision and tower: cosine and top-10 agreement against ``against``'s embeddings.
+
+    The tower under test takes its embeddings from the precision; the other tower stays at
+    ``fp32`` (ours), so each tower is judged alone.
+    """
+    ref_img, ref_txt = images[against], texts[against]
+    text_ref = top_sets(ref_txt @ ref_img.T)
+    image_ref = top_sets(ref_img @ ref_img.T, exclude_self=True)
+    rows: dict[str, dict[str, float]] = {}
+    for precision in images:
+        if precision == against:
+            continue
+        img = images[precision]
+        cos = cosines(img, ref_img)
+        by_text = top_sets(texts["fp32"] @ img.T)
+        by_image = top_sets(img @ img.T, exclude_self=True)
+        rows[f"{precision} image"] = {
+            "cos_min": float(cos.min()),
+            "cos_mean": float(cos.mean()),
+            "text_top10": agreement(by_text, text_ref),
+            "image_top10": agreement(by_image, image_ref),
+            "overlap": overlap(by_text + by_image, text_ref + image_ref),
+        }
+        if precision in texts:
+            txt = texts[precision]
+            cos = cosines(txt, ref_txt)
+            by_text = top_sets(txt @ images["fp32"].T)
+            rows[f"{precision} text"] = {
+                "cos_min": float(cos.min()),
+                "cos_mean": float(cos.mean()),
+                "text_top10": agreement(by_text, text_ref),
+                "overlap": overlap(by_text, text_ref),
+            }
+    return rows
+
+
+def passes(row: dict[str, float]) -> bool:
+    return row["cos_min"] >= COSINE_TARGET and all(
+        row[key] >= TOP10_TARGET for key in ("text_top10", "image_top10") if key in row
+    )
+
+
+def speed(name: str, workdir: Path, reference, spec, pixels: np.ndarray, threads: int, seconds):
+    """Milliseconds per image at batch 8: ours per precision, ONNX Runtime float32."""
+    from bench.encoders import onnx_sessions, timeit
+
+    batch = np.ascontiguousarray(pixels[:8])
+    image_session, _ = onnx_sessions(reference, spec, workdir, threads)
+    ms = {
+        "onnxruntime fp32": 1000
+        * timeit(lambda: image_session.run(None, {"image": batch}), seconds)
+        / 8
+    }
+    for precision in ("fp32", "bf16", "int8"):
+        with ours(name, workdir, precision, threads) as model:
+            ms[f"ours {precision}"] = (
+                1000 * timeit(lambda m=model: m.encode_pixels(batch), seconds) / 8
+            )
+    return ms
+
+
+def bench_model(
+    name: str, workdir: Path, threads: int, seconds: float, attention: float, photos: list[Path]
+) -> dict:
+    import torch
+
+    from core.registry import get_spec
+
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(False)
+    spec = get_spec(name)
+    paths, pixels = load_pixels(photo_paths(photos), spec)
+    texts_in = queries()
+    spec, reference = build_reference(name, workdir, pixels, attention)
+    ref_img, ref_txt = reference_embeddings(reference, pixels, texts_in)
+    images, texts = {"open_clip": ref_img}, {"open_clip": ref_txt}
+    for precision in ("fp32", "bf16", "int8"):
+        with ours(name, workdir, precision, threads) as model:
+            images[precision] = model.encode_pixels(pixels)
+            if precision != "int8":  # an int8 install's text tower is float32
+                texts[precision] = model.encode_texts(texts_in)
+        print(f"{name}: encoded in {precision}", flush=True)
+    # the weights must tell photos apart, or the agreement numbers mean nothing
+    off = (ref_img @ ref_img.T)[~np.eye(len(ref_img), dtype=bool)]
+    result = {
+        "model": name,
+        "photos": len(paths),
+        "queries": len(texts_in),
+        "photo_similarity_max": float(off.max()),
+        "photo_similarity_mean": float(off.mean()),
+        "vs_open_clip": judge(images, texts, "open_clip"),
+        "vs_fp32": judge(
+            {k: v for k, v in images.items() if k != "open_clip"},
+            {k: v for k, v in texts.items() if k != "open_clip"},
+            "fp32",
+        ),
+        "speed_ms": speed(name, workdir, reference, spec, pixels, threads, seconds),
+    }
+    bf16_ok = [
+        tower
+        for tower in ("image", "text")
+        if passes(result["vs_open_clip"][f"bf16 {tower}"])
+        and passes(result["vs_fp32"][f"bf16 {tower}"])
+    ]
+    result["bf16_towers"] = bf16_ok
+    print(json.dumps(result, indent=1), flush=True)
+    return result
+
+
+def cpu_line() -> str:
+    from core.precision import _cpuinfo_text, cpu_flags, native_bf16
+
+    flags = sorted(
+        f
+        for f in cpu_flags(_cpuinfo_text())
+        if f.startswith(("avx", "amx", "fma", "f16c")) or "bf16" in f or f in ("asimd", "sve")
+    )
+    native = "native bf16 dot products" if native_bf16() else "no native bf16: bf16 is emulated"
+    return f"{cpu_model()} (flags: {', '.join(flags) or 'none of note'}; {native})"
+
+
+def write(results: list[dict], threads: int, attention: float, load: str, command: str) -> None:
+    from core.precision import native_bf16
+
+    lines = [
+        f"CPU: {cpu_line()}; {threads} threads; load average {load} at the start; "
+        f"{dt.date.today().isoformat()}; `{command}`.",
+        "",
+        f"Random weights made discriminative (ViT attention sharpened x{attention:g}, ResNet "
+        "BatchNorm statistics from the photos), installed with `model install --from` in "
+        "float32 and with `--precision int8`; the same preprocessed real JPEGs (`gallery/`, "
+        "`tests/photos/`, the shared samples; each picture once) and 120 text queries for "
+        "every engine. Each tower is judged alone: its embeddings from the precision named, "
+        "the other tower's from our float32. *Text top-10*: share of text queries whose 10 "
+        "best photos are the same set as the reference's; *image top-10*: the same for every "
+        "photo as a query against the others; *top-10 overlap*: the mean share of the "
+        "reference's 10 best found in ours, over both kinds of query. Target for `auto`: cosine >= "
+        f"{COSINE_TARGET} for every item and top-10 >= {TOP10_TARGET:.0%}, against open_clip "
+        "and against our float32.",
+        "",
+    ]
+    for r in results:
+        lines += [
+            f"### {r['model']}",
+            "",
+            f"{r['photos']} photos, {r['queries']} text queries; photo-to-photo cosine under "
+            f"open_clip: mean {r['photo_similarity_mean']:.3f}, max "
+            f"{r['photo_similarity_max']:.3f} (the weights tell photos apart).",
+            "",
+            "| precision, tower | against | cosine min | cosine mean | text top-10 "
+            "| image top-10 | top-10 overlap | meets the target |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for against in ("vs_open_clip", "vs_fp32"):
+            label = "open_clip" if against == "vs_open_clip" else "ours fp32"
+            for key, row in r[against].items():
+                image = f"{row['image_top10']:.1%}" if "image_top10" in row else "-"
+                lines.append(
+                    f"| {key} | {label} | {row['cos_min']:.6f} | {row['cos_mean']:.6f} | "
+                    f"{row['text_top10']:.1%} | {image} | {row['overlap']:.1%} | "
+                    f"{'yes' if passes(row) else 'no'} |"
+                )
+        ms = r["speed_ms"]
+        base = ms["onnxruntime fp32"]
+        lines += [
+            "",
+            f"Image tower, batch 8, {threads} threads, ms per image (ONNX Runtime float32 time / "
+            "ours in brackets): "
+            + ", ".join(f"{k} {v:.1f} ({base / v:.2f}x)" for k, v in ms.items())
+            + ".",
+            "",
+            f"`auto` uses bf16 for: {', '.join(r['bf16_towers']) or 'no tower'} "
+            "(on CPUs with native bf16 only).",
+            "",
+        ]
+    if float(load.split(",")[0]) > (os.cpu_count() or 1):
+        lines += [
+            f"The machine was busy (load average {load} on {os.cpu_count()} cores): the times "
+            "above are what this run got, and from run to run they move by tens of percent, "
+            "enough to reorder the rows. They do not measure what bf16 or int8 gain.",
+            "",
+        ]
+    if not native_bf16():
+        lines += [
+            "This CPU has no native bf16 dot products, so ncnn emulates bf16 storage here: the "
+            "accuracy above is what bf16 storage gives (bf16 weights and activations, float32 "
+            "accumulation, as with native instructions), but its speed cannot be timed natively "
+            "here and the bf16 times above are not what a CPU with AVX-512 BF16 or AMX gives.",
+        ]
+    write_section("## Precision", lines)
+
+
+def write_measured(results: list[dict]) -> None:
+    data = json.loads(MEASURED.read_text(encoding="utf-8"))
+    for r in results:
+        data["bf16"]["models"][r["model"]] = r["bf16_towers"]
+    MEASURED.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["ViT-B-32-256-datacomp", "RN50-openai"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=4.0, help="timing budget per case")
+    parser.add_argument(
+        "--attention",
+        type=float,
+        default=4.0,
+        help="factor on a ViT's query and key weights (4, as the full-size parity test uses)",
+    )
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        nargs="*",
+        default=[SHARED_SAMPLES],
+        help="more folders of JPEGs (default: the shared samples beside the repository)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="change no file")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="clipsearch-precision-"))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(cpu_line(), f"load average {load}", flush=True)
+    results = [
+        bench_model(name, workdir, args.threads, args.seconds, args.attention, args.photos)
+        for name in args.models
+    ]
+    if not args.no_write:
+        write(
+            results,
+            args.threads,
+            args.attention,
+            load,
+            "python " + " ".join(["bench/precision.py", *sys.argv[1:]]),
+        )
+        write_measured(results)
+
+
+if __name__ == "__main__":
+    main()
