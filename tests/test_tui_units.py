@@ -94,6 +94,7 @@ def test_settings_from_toml(tmp_path: Path) -> None:
             labels = ["a cat", " a dog "]
             gpu = true
             precision = "fp32"
+            cluster = " tcp://127.0.0.1:8786 "
 
             [other]
             ignored = true
@@ -102,9 +103,11 @@ def test_settings_from_toml(tmp_path: Path) -> None:
     )
     config = load_config(path)
     assert config == TuiConfig(
-        "tiny", "halfcell", 50, 10, 4, ("a cat", "a dog"), gpu=True, precision="fp32"
-    )
+        "tiny", "halfcell", 50, 10, 4, ("a cat", "a dog"), gpu=True, precision="fp32",
+        cluster="tcp://127.0.0.1:8786",
+    )  # fmt: skip
     assert TuiConfig().gpu is False
+    assert TuiConfig().cluster is None
     assert TuiConfig().precision == "auto"
 
 
@@ -128,6 +131,7 @@ def test_settings_from_json_when_there_is_no_toml(
         ("[tui]\nlabels = []\n", "labels must be a list of non-empty texts"),
         ('[tui]\ngpu = "yes"\n', "gpu must be true or false"),
         ('[tui]\nprecision = "fp16"\n', "precision must be one of auto, fp32, bf16, int8"),
+        ("[tui]\ncluster = 8786\n", "cluster must be a Dask scheduler address"),
         ('[tui]\nlabels = ["ok", " "]\n', "labels must be a list of non-empty texts"),
         ("tui = 3\n", "[tui] must be a table"),
         ("[tui\n", "is not valid TOML"),

@@ -365,6 +365,7 @@ class ClipSearchApp(App[int]):
                     progress=report,
                     cancel=cancel,
                     batch_size=self.config.batch_size,
+                    cluster=self.config.cluster,
                 )
                 failed = len(summary.failed)
                 line = f"{summary.indexed} indexed"

@@ -26,6 +26,10 @@ setting is optional::
     precision = "auto"
     # Texts that "describe" ranks for a photo (image -> text).
     labels = ["a photo of a person", "a photo of a dog", "a landscape"]
+    # Encode on the workers of a Dask cluster: the address of its scheduler (needs
+    # pip install ".[cluster]"; the album at the same path on every worker, the model installed
+    # there). Default: encode here. `clipsearch-tui index` takes --dask instead.
+    cluster = "tcp://nas:8786"
 
 The JSON form is ``{"tui": {"results": 100, "labels": [...]}}``.
 """
@@ -100,6 +104,9 @@ class TuiConfig:
     precision
         Encoder arithmetic: ``auto``, ``fp32``, ``bf16`` or ``int8`` (see
         :mod:`core.precision`).
+    cluster
+        Address of a Dask scheduler whose workers encode while indexing (:mod:`core.distributed`);
+        None encodes in this process.
     """
 
     model: str | None = None
@@ -110,6 +117,7 @@ class TuiConfig:
     labels: tuple[str, ...] = DEFAULT_LABELS
     gpu: bool = False
     precision: str = "auto"
+    cluster: str | None = None
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str = "settings") -> TuiConfig:
@@ -161,6 +169,13 @@ class TuiConfig:
                     f"not {data['precision']!r}"
                 )
             values["precision"] = data["precision"]
+        if "cluster" in data:
+            cluster = data["cluster"]
+            if cluster is not None and (not isinstance(cluster, str) or not cluster.strip()):
+                raise ConfigError(
+                    f"{source}: [tui] cluster must be a Dask scheduler address (tcp://host:8786)"
+                )
+            values["cluster"] = cluster.strip() if cluster else None
         if "labels" in data:
             labels = data["labels"]
             if (
