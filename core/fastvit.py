@@ -421,8 +421,28 @@ def checkpoint_parameters(vision: Mapping[str, Any], embed_dim: int) -> int:
 
 
 def _convolution(
-    g: Graph, x: str, name: str, conv: _Conv, kernel: np.ndarray, bias: np.ndarray
+    g: Graph,
+    x: str,
+    name: str,
+    conv: _Conv,
+    kernel: np.ndarray,
+    bias: np.ndarray,
+    size: int | None = None,
 ) -> str:
+    """A convolution of ``conv``'s shape on ``x`` (``[in_chs, size, size]``).
+
+    A grouped convolution with one input channel and ``m > 1`` outputs per group (the patch
+    embeddings and the final convolution) runs as a depthwise convolution over the input with each
+    channel repeated ``m`` times: ncnn has fast kernels for depthwise convolutions and none for
+    this grouping (measured 1.6x to 5x faster on these layers).
+    """
+    multiplier = conv.out_chs // conv.in_chs
+    if conv.groups == conv.in_chs and multiplier > 1:
+        assert size is not None and conv.out_chs == multiplier * conv.in_chs
+        rows = g.layer("Reshape", f"{name}_rows", [x], {0: size * size, 1: 1, 2: conv.in_chs})
+        repeated = g.layer("Concat", f"{name}_repeat", [rows] * multiplier, {0: 1})
+        x = g.layer("Reshape", f"{name}_repeated", [repeated], {0: size, 1: size, 2: conv.out_chs})
+        conv = _Conv(conv.out_chs, conv.out_chs, conv.kernel, conv.stride, conv.out_chs)
     params: dict[int, Any] = {
         0: conv.out_chs,
         1: conv.kernel,
@@ -533,9 +553,8 @@ def build_image_tower(
     f = folded
 
     def conv(x: str, name: str, path: str, spec: _Conv) -> str:
-        return _convolution(
-            g, x, name, spec, f[f"{path}.reparam_conv.weight"], f[f"{path}.reparam_conv.bias"]
-        )
+        weight, bias = f[f"{path}.reparam_conv.weight"], f[f"{path}.reparam_conv.bias"]
+        return _convolution(g, x, name, spec, weight, bias, size)
 
     dims = list(vision["embed_dims"])
     size = int(vision["image_size"])
