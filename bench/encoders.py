@@ -1,6 +1,7 @@
 """Encoder speed: our ncnn path against open_clip on PyTorch and against ONNX Runtime.
 
-All three run the same random weights in the same process, on the same number of threads:
+All three run the same random weights in the same process, on the same number of threads, called
+in turn (one call of each per round, medians over the rounds):
 
 - ours: the model installed with ``clipsearch-tui model install NAME --from CHECKPOINT`` and
   loaded with ``core.load_model``; images through ``encode_pixels`` (preprocessed pixels, so
@@ -10,10 +11,16 @@ All three run the same random weights in the same process, on the same number of
   uses), ``intra_op_num_threads`` threads, ``ORT_ENABLE_ALL``.
 
 Reported: milliseconds per image (or text) at batch 1 and batch 8, and the ratios to ours. Results
-go to the "## Encoders" section of bench/RESULTS.md.
+go to the "## Encoders" section of bench/RESULTS.md (``--section`` names another).
+
+MobileCLIP2 models run with their image tower reparameterised for inference (timm's
+``reparameterize_model``) in open_clip and in the ONNX export, the weights our converter folds to;
+they have no int8 install.
 
     python bench/encoders.py                     # RN50 and ViT-B-32-256, 2 threads
     python bench/encoders.py --models ViT-B-32-256-datacomp --threads 2 --seconds 5
+    python bench/encoders.py --models MobileCLIP2-S0 MobileCLIP2-S2 \\
+        --section "## Encoders: MobileCLIP2"
 
 Needs the test extra (torch, open_clip_torch, onnx, onnxruntime).
 """
@@ -29,13 +36,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_model, write_section  # noqa: E402
+from bench.common import cpu_flags, cpu_model, write_section  # noqa: E402
 
 TEXTS = [
     "a red bicycle in the snow",
@@ -61,17 +69,40 @@ def timeit(fn: Callable[[], object], seconds: float, min_runs: int = 3) -> float
     return statistics.median(times)
 
 
+def timeit_interleaved(
+    cases: dict[Any, Callable[[], object]], seconds: float, min_rounds: int = 3
+) -> dict[Any, float]:
+    """Median wall time of each case in seconds, the cases called in turn, one call each per round
+    (after one warm-up round), so that a change in the machine's load falls on all of them alike."""
+    for fn in cases.values():
+        fn()
+    times: dict[Any, list[float]] = {key: [] for key in cases}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or time.perf_counter() - start < seconds:
+        for key, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+        rounds += 1
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 def install(name: str, workdir: Path, precision: str = "fp32"):
     """Random weights for ``name`` saved as a checkpoint and installed with our own command."""
     import torch
 
     from cli.main import main as cli_main
     from core.registry import get_spec
+    from tests import reference_mobileclip
     from tests.reference import make_reference, save_checkpoint
 
     os.environ["CLIPSEARCH_HOME"] = str(workdir / f"home-{precision}")
     spec = get_spec(name)
-    reference = make_reference(spec.architecture, seed=0)
+    if spec.architecture.family == "fastvit":
+        reference = reference_mobileclip.make_reference(spec.architecture, 0, spec.openclip_name)
+    else:
+        reference = make_reference(spec.architecture, seed=0)
     checkpoint = workdir / f"{name}.safetensors"
     if not checkpoint.exists():
         save_checkpoint(reference, checkpoint)
@@ -139,13 +170,22 @@ def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[
     import torch
 
     from core.encoder import load_model
+    from core.registry import get_spec
 
     torch.set_num_threads(threads)
-    spec, reference = install(name, workdir, "int8")
-    ours_int8 = load_model(name, threads=threads)
+    ours_int8 = None
+    accuracy: dict = {}
+    if get_spec(name).architecture.family != "fastvit":
+        spec, reference = install(name, workdir, "int8")
+        ours_int8 = load_model(name, threads=threads)
     spec, reference = install(name, workdir)
     ours = load_model(name, threads=threads)
-    accuracy = int8_accuracy(reference, spec, ours_int8)
+    if ours_int8 is not None:
+        accuracy = int8_accuracy(reference, spec, ours_int8)
+    if spec.architecture.family == "fastvit":
+        from timm.utils.model import reparameterize_model
+
+        reference = reparameterize_model(reference)
     image_session, text_session = onnx_sessions(reference, spec, workdir, threads)
 
     size = spec.preprocess.size
@@ -159,14 +199,15 @@ def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[
         texts = (TEXTS * 2)[:batch]
         cases = {
             ("image", "ours"): lambda p=pixels: ours.encode_pixels(p),
-            ("image", "ours_int8"): lambda p=pixels: ours_int8.encode_pixels(p),
             ("image", "open_clip"): lambda t=tensor: reference.encode_image(t),
             ("image", "onnxruntime"): lambda p=pixels: image_session.run(None, {"image": p}),
             ("text", "ours"): lambda t=texts: ours.encode_texts(t),
             ("text", "open_clip"): lambda t=tokens: reference.encode_text(t),
             ("text", "onnxruntime"): lambda i=ids64: text_session.run(None, {"tokens": i}),
         }
-        timings = {key: timeit(fn, seconds) for key, fn in cases.items()}
+        if ours_int8 is not None:
+            cases[("image", "ours_int8")] = lambda p=pixels: ours_int8.encode_pixels(p)
+        timings = timeit_interleaved(cases, seconds * len(cases))
         for tower in ("image", "text"):
             ms = {
                 engine: 1000 * timings[(tower, engine)] / batch
@@ -183,7 +224,8 @@ def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[
                 flush=True,
             )
     ours.close()
-    ours_int8.close()
+    if ours_int8 is not None:
+        ours_int8.close()
     return rows
 
 
@@ -211,9 +253,14 @@ def int8_accuracy(reference, spec, ours_int8) -> dict:
     return {"int8_cos_min": float(cosine.min()), "int8_cos_mean": float(cosine.mean())}
 
 
-def write_results(rows: list[dict], threads: int, command: str) -> None:
+def write_results(
+    rows: list[dict], threads: int, command: str, section: str = "## Encoders"
+) -> None:
+    flags = ", ".join(cpu_flags()) or "no AVX-512, AMX or AVX-VNNI"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
-        f"CPU: {cpu_model()}, {threads} threads; {dt.date.today().isoformat()}; "
+        f"CPU: {cpu_model()} ({flags}; load average {load} at the end), {threads} threads; "
+        f"{dt.date.today().isoformat()}; "
         f"`{command}`. Milliseconds per image or text (median), same random weights for all "
         "engines. A ratio above 1 means ours is faster. `ours int8` is the optional "
         "`--precision int8` install (image tower only); its accuracy is the cosine between its "
@@ -236,11 +283,13 @@ def write_results(rows: list[dict], threads: int, command: str) -> None:
     lines.append("")
     for model in dict.fromkeys(r["model"] for r in rows):
         r = next(x for x in rows if x["model"] == model)
+        if "int8_cos_min" not in r:
+            continue
         lines.append(
             f"- {model} int8 image embeddings vs open_clip: cosine min {r['int8_cos_min']:.5f}, "
             f"mean {r['int8_cos_mean']:.5f}"
         )
-    write_section("## Encoders", lines)
+    write_section(section, lines)
 
 
 def main() -> None:
@@ -250,6 +299,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="timing budget per case")
     parser.add_argument("--workdir", type=Path, default=None, help="reuse checkpoints here")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    parser.add_argument("--section", default="## Encoders", help="RESULTS.md section to write")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="clipsearch-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -257,7 +307,7 @@ def main() -> None:
     for name in args.models:
         rows += bench_model(name, args.threads, args.seconds, workdir)
     if not args.no_write:
-        write_results(rows, args.threads, "python " + " ".join(sys.argv))
+        write_results(rows, args.threads, "python " + " ".join(sys.argv), args.section)
 
 
 if __name__ == "__main__":
