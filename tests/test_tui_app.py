@@ -355,6 +355,30 @@ async def test_a_query_in_a_script_the_model_cannot_read_gets_a_hint(
         assert "reads English only" not in " ".join(screen_text(app).split())
 
 
+async def test_switch_model_reindexes_the_library(
+    tui_indexed_home: Path, tui_album: Path, tmp_path: Path
+):
+    pytest.importorskip("open_clip")
+    from cli.main import main as cli_main
+    from tests.reference import TINY_VIT, make_reference, save_checkpoint
+
+    checkpoint = save_checkpoint(make_reference(TINY_VIT, seed=7), tmp_path / "other.safetensors")
+    assert cli_main(["model", "install", "--from", str(checkpoint), "--as", "tiny-other"]) == 0
+    app = make_app([tui_album], images="none", config=tui_config(model=None))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        assert app.model_name == "tiny"
+        app.switch_model("tiny-other")
+        await settle(pilot, lambda: "Switch model?" in screen_text(app))
+        assert isinstance(app.screen, ConfirmScreen) and "tiny-other" in screen_text(app)
+        await pilot.press("y")
+        await settle(pilot, lambda: app.model_name == "tiny-other", timeout=60)
+        await settle(pilot, lambda: app._job is None, timeout=120)
+        assert app.library is not None and app.library.model_name == "tiny-other"
+        await search_for(pilot, app, "a red bicycle in the snow")
+        assert len(app.query_one(ResultsList).hits) == len(TUI_PHOTOS) + 1
+
+
 async def test_down_and_escape_move_between_the_query_and_the_results(
     tui_indexed_home: Path, tui_album: Path
 ):

@@ -40,7 +40,7 @@ from core.query import parse_query, query_vector
 from core.ranking import Hit, search, similar
 from core.scan import scan
 from core.sync import SyncReport
-from tui.commands import ClipSearchCommands
+from tui.commands import ClipSearchCommands, ModelCommands
 from tui.config import ConfigError, ImageMode, TuiConfig, config_path, load_config
 from tui.engine import (
     Job,
@@ -55,6 +55,7 @@ from tui.messages import (
     IndexFinished,
     IndexProgressed,
     ModelMissing,
+    ModelSwitched,
     SearchFailed,
     SearchFinished,
     TimelineLoaded,
@@ -89,7 +90,7 @@ class ClipSearchApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "clipsearch"
-    COMMANDS = App.COMMANDS | {ClipSearchCommands}
+    COMMANDS = App.COMMANDS | {ClipSearchCommands, ModelCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "focus_query", "Search", key_display="/"),
         Binding("i", "index_bucket", "Index"),
@@ -731,6 +732,65 @@ class ClipSearchApp(App[int]):
             ("Settings", [("file", inert(str(config_path())))]),
         ]
         self.push_screen(HelpScreen(sections))
+
+    def switch_model(self, name: str) -> None:
+        """Make ``name`` the library's model, after asking: its embeddings replace the current
+        model's, and every photo is indexed again."""
+        if self.library is None or self.model is None:
+            self._hint("The model is not loaded yet.")
+            return
+        if self._job is not None:
+            self.notify("Stop indexing first (x), then switch the model", severity="warning")
+            return
+        question = Text(
+            f"Search and index with {name} instead of {self.model_name}? The library's "
+            "embeddings are dropped and every photo is indexed again with it (thumbnails and "
+            "dates are kept)."
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._hint(f"Loading {name}...")
+                self._switch_model(name)
+
+        self.push_screen(ConfirmScreen("Switch model?", question, "Switch", "Keep"), answered)
+
+    @work(thread=True, group="engine", exclusive=True, exit_on_error=False)
+    def _switch_model(self, name: str) -> None:
+        assert self.library is not None
+        try:
+            model = load_model(name, vulkan=self.config.gpu, precision=self.config.precision)
+        except ClipsearchError as error:
+            self.call_from_thread(self._hint, str(error), error=True)
+            return
+        try:
+            self.library.use_model(model.name, model.embed_dim, replace=True)
+        except ClipsearchError as error:
+            model.close()
+            self.call_from_thread(self._hint, str(error), error=True)
+            return
+        self.post_message(ModelSwitched(model))
+
+    def on_model_switched(self, message: ModelSwitched) -> None:
+        if not self.is_running:
+            message.model.close()
+            return
+        old, self.model = self.model, message.model
+        self.model_name = message.model.name
+        self.sub_title = f"model {message.model.name}, {message.model.precision}"
+        if old is not None:
+            old.close()
+        self._query = None
+        if self.config.model and self.config.model != message.model.name:
+            self.notify(
+                f"config.toml sets model = {self.config.model}; set it to {message.model.name} "
+                "to keep this model next time",
+                severity="warning",
+                markup=False,
+            )
+        self._hint(f"Switched to {message.model.name}; indexing every photo again.")
+        self._load_timeline()
+        self.action_index_all()
 
     def action_quit(self) -> None:
         if self._job is None:

@@ -31,6 +31,42 @@ APP_COMMANDS: tuple[tuple[str, str, str], ...] = (
 """``(name, help, action)`` of every command; the action is an action of the app."""
 
 
+class ModelCommands(Provider):
+    """One "Switch model" entry per installed model other than the one in use."""
+
+    def _entries(self) -> list[tuple[str, str, str]]:
+        from core.install import list_models
+
+        current = getattr(self.app, "model_name", None)
+        return [
+            (
+                f"Switch model to {row['name']}",
+                "Re-index every photo with it (after asking)"
+                + ("; reads many languages" if "multilingual" in row["description"] else ""),
+                row["name"],
+            )
+            for row in list_models()
+            if row["installed"] and row["name"] != current
+        ]
+
+    async def discover(self) -> Hits:
+        for name, help_text, model in self._entries():
+            yield DiscoveryHit(name, partial(self.app.switch_model, model), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, model in self._entries():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(
+                    score,
+                    matcher.highlight(name),
+                    partial(self.app.switch_model, model),
+                    text=name,
+                    help=help_text,
+                )
+
+
 class ClipSearchCommands(Provider):
     """Every app action by name, fuzzy-matched as the user types."""
 

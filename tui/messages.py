@@ -44,6 +44,13 @@ class ModelMissing(Message):
 
 
 @dataclass
+class ModelSwitched(Message):
+    """The library now belongs to ``model``: its old embeddings are gone, every photo is pending."""
+
+    model: ClipModel
+
+
+@dataclass
 class TimelineLoaded(Message):
     """A fresh timeline of the library."""
 
