@@ -38,9 +38,11 @@ from core.manifest import clipsearch_version
 if TYPE_CHECKING:
     pass
 
+from cli.duplicates import add_duplicates_commands
 from cli.models import add_model_commands
 from cli.output import EXIT_INTERRUPTED, PROG, print_error, print_way_round, usage_error
 from cli.photos import add_index_commands, add_search_commands
+from cli.serve import add_serve_commands
 
 LaunchApp = Callable[[list[Path], str, bool], int | None]
 IMAGE_MODES = ("auto", "kitty", "sixel", "halfcell", "none")
@@ -50,6 +52,8 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_model_commands,
     add_index_commands,
     add_search_commands,
+    add_duplicates_commands,
+    add_serve_commands,
 ]
 
 

@@ -150,7 +150,7 @@ def _index(args: argparse.Namespace) -> int:
 
     since, until = _date_range(args)
     for path in args.paths:  # a mistyped folder is reported before any model is opened
-        _existing_folder(path, "photo folder")
+        existing_folder(path, "photo folder")
     with Library.open() as library:
         name = args.model or library.model_name
         with _load_model(name, gpu=args.gpu, precision=args.precision) as model:
@@ -200,7 +200,7 @@ def _search(args: argparse.Namespace) -> int:
     else:
         _existing_image(str(args.similar))
     since, until = _date_range(args)
-    folder = _existing_folder(args.folder) if args.folder is not None else None
+    folder = existing_folder(args.folder) if args.folder is not None else None
     with Library.open() as library:
         _require_indexed(library)
         with _load_model(args.model or library.model_name, gpu=args.gpu) as model:
@@ -264,7 +264,7 @@ def _timeline(args: argparse.Namespace) -> int:
         if args.path is None:
             timeline = library.timeline()
         else:
-            timeline = _folder_timeline(library, _existing_folder(args.path))
+            timeline = _folder_timeline(library, existing_folder(args.path))
     if args.json:
         print_json(
             {
@@ -319,7 +319,7 @@ def _date_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | N
     return since, until
 
 
-def _existing_folder(path: Path, what: str = "folder") -> Path:
+def existing_folder(path: Path, what: str = "folder") -> Path:
     from core.errors import AlbumNotFoundError
 
     folder = path.expanduser().absolute()

@@ -69,6 +69,7 @@ from tui.terminal import LOG_NAME, divert_native_stderr
 from tui.text import inert
 from tui.widgets.images import ImageWidget, image_class
 from tui.widgets.indexing import IndexingPanel
+from tui.widgets.query import QueryInput
 from tui.widgets.results import ResultsList
 from tui.widgets.timeline import TimelineTree
 
@@ -98,6 +99,7 @@ class ClipSearchApp(App[int]):
         Binding("p", "pause", "Pause"),
         Binding("x", "stop_indexing", "Stop"),
         Binding("e", "errors", "Errors"),
+        Binding("D", "duplicates", "Duplicates", show=False),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
@@ -166,7 +168,7 @@ class ClipSearchApp(App[int]):
                     Text("Opening the library...", style="dim"), id="results-hint", markup=False
                 )
                 yield ResultsList(self.image_class, self.config.page_size, id="results")
-        yield Input(
+        yield QueryInput(
             placeholder="Search your photos: beach + sunset - people   (Enter)",
             id="query",
         )
@@ -594,9 +596,12 @@ class ClipSearchApp(App[int]):
         self.query_one("#query", Input).focus()
 
     def action_focus_results(self) -> None:
+        """Leave the query box for the results, or for the timeline while there are none."""
         results = self.query_one(ResultsList)
         if results.hits:
             results.focus()
+        else:
+            self.query_one(TimelineTree).focus()
 
     def action_index_bucket(self) -> None:
         bucket = self.query_one(TimelineTree).selected_bucket
@@ -695,6 +700,17 @@ class ClipSearchApp(App[int]):
         if hit is not None:
             self.copy_to_clipboard(str(hit.photo.path))
             self.notify(inert(str(hit.photo.path)), title="Path copied", markup=False)
+
+    def action_duplicates(self) -> None:
+        """Open the Duplicates view over the library's indexed photos."""
+        from tui.screens.duplicates import DuplicatesScreen
+
+        if self.library is None:
+            self.notify("The library is not open yet", severity="warning")
+            return
+        self.push_screen(
+            DuplicatesScreen(self.library.path, self.config.duplicate_threshold, self.image_class)
+        )
 
     def action_gallery(self) -> None:
         folder = gallery_folder()

@@ -24,6 +24,11 @@ APP_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("Find similar photos", "Photos like the selected result", "similar"),
     ("Describe the selected result", "Rank the configured labels for it", "describe"),
     ("Copy the selected result's path", "To the clipboard", "copy_path"),
+    (
+        "Find near-duplicates",
+        "Groups of nearly identical photos, to pick what to keep",
+        "duplicates",
+    ),
     ("Open the sample gallery", "Add the bundled sample photos as an album folder", "gallery"),
     ("Help", "Keys and query syntax", "help"),
     ("Quit", "Stops indexing first, after asking", "quit"),

@@ -24,6 +24,8 @@ setting is optional::
     # "bf16", or "int8" (only for a model installed with --precision int8). The app shows the
     # choice next to the model name. `clipsearch-tui index` takes --precision instead.
     precision = "auto"
+    # Cosine similarity from which two photos count as near-duplicates (the Duplicates view).
+    duplicate_threshold = 0.95
     # Texts that "describe" ranks for a photo (image -> text).
     labels = ["a photo of a person", "a photo of a dog", "a landscape"]
     # Encode on the workers of a Dask cluster: the address of its scheduler (needs
@@ -107,6 +109,8 @@ class TuiConfig:
     cluster
         Address of a Dask scheduler whose workers encode while indexing (:mod:`core.distributed`);
         None encodes in this process.
+    duplicate_threshold
+        Cosine similarity from which two photos count as near-duplicates (above 0, at most 1).
     """
 
     model: str | None = None
@@ -118,6 +122,7 @@ class TuiConfig:
     gpu: bool = False
     precision: str = "auto"
     cluster: str | None = None
+    duplicate_threshold: float = 0.95
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str = "settings") -> TuiConfig:
@@ -176,6 +181,13 @@ class TuiConfig:
                     f"{source}: [tui] cluster must be a Dask scheduler address (tcp://host:8786)"
                 )
             values["cluster"] = cluster.strip() if cluster else None
+        if "duplicate_threshold" in data:
+            value = data["duplicate_threshold"]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+                raise ConfigError(
+                    f"{source}: [tui] duplicate_threshold must be a number above 0, at most 1"
+                )
+            values["duplicate_threshold"] = float(value)
         if "labels" in data:
             labels = data["labels"]
             if (

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from core.encoder import ClipModel
-    from core.library import Library
+    from core.library import Library, PhotoRecord
     from core.ranking import Hit, Label
     from core.timeline import Timeline
 
@@ -170,3 +170,28 @@ class DescribeFinished(Message):
     photo_id: int
     labels: list[Label]
     error: str | None = None
+
+
+@dataclass
+class DuplicatesFound(Message):
+    """Groups of near-duplicate photos, largest first; ``error`` when the search failed."""
+
+    groups: list[tuple[float, list[PhotoRecord]]]
+    error: str | None = None
+
+
+@dataclass
+class DuplicateThumbnail(Message):
+    """The thumbnail of one photo of the duplicates view, decoded off the UI thread."""
+
+    photo_id: int
+    image: Image.Image | None
+
+
+@dataclass
+class PhotosMoved(Message):
+    """The marked photos of the duplicates view were moved (or some could not be)."""
+
+    moved: list[int]
+    folder: str
+    problems: list[str]
