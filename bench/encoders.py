@@ -21,6 +21,12 @@ they have no int8 install.
     python bench/encoders.py --models ViT-B-32-256-datacomp --threads 2 --seconds 5
     python bench/encoders.py --models MobileCLIP2-S0 MobileCLIP2-S2 \\
         --section "## Encoders: MobileCLIP2"
+    python bench/encoders.py --models ViT-B-32-SigLIP2-256-webli --section "## Encoders: SigLIP 2"
+
+SigLIP models are installed from a folder laid out as their hub repository, with a small
+tokenizer trained by ``tests.reference.build_test_tokenizer``; ours tokenizes with
+``model.tokenize``, open_clip and ONNX Runtime get the ids of open_clip's HFTokenizer on the same
+files.
 
 Needs the test extra (torch, open_clip_torch, onnx, onnxruntime).
 """
@@ -95,18 +101,32 @@ def install(name: str, workdir: Path, precision: str = "fp32"):
     from cli.main import main as cli_main
     from core.registry import get_spec
     from tests import reference_mobileclip
-    from tests.reference import make_reference, save_checkpoint
+    from tests.reference import (
+        build_test_tokenizer,
+        make_reference,
+        make_siglip_reference,
+        save_checkpoint,
+    )
 
     os.environ["CLIPSEARCH_HOME"] = str(workdir / f"home-{precision}")
     spec = get_spec(name)
-    if spec.architecture.family == "fastvit":
-        reference = reference_mobileclip.make_reference(spec.architecture, 0, spec.openclip_name)
+    arch = spec.architecture
+    if arch.family == "fastvit":
+        reference = reference_mobileclip.make_reference(arch, 0, spec.openclip_name)
+    elif spec.is_siglip:
+        reference = make_siglip_reference(arch, 0, arch.vision["timm_model_name"])
     else:
-        reference = make_reference(spec.architecture, seed=0)
+        reference = make_reference(arch, seed=0)
     checkpoint = workdir / f"{name}.safetensors"
+    source = checkpoint
+    if spec.is_siglip:  # the hub repository's layout: the checkpoint beside its tokenizer
+        source = workdir / f"{name}-repo"
+        checkpoint = source / "open_clip_model.safetensors"
+        if not checkpoint.exists():
+            build_test_tokenizer(source)
     if not checkpoint.exists():
         save_checkpoint(reference, checkpoint)
-    argv = ["model", "install", name, "--from", str(checkpoint), "--precision", precision]
+    argv = ["model", "install", name, "--from", str(source), "--precision", precision]
     if cli_main(argv) != 0:
         raise SystemExit(f"install of {name} failed")
     torch.set_grad_enabled(False)
@@ -145,7 +165,7 @@ def onnx_sessions(reference, spec, workdir: Path, threads: int):
     if not text_path.exists():
         torch.onnx.export(
             TextTower(reference),
-            torch.zeros(1, 77, dtype=torch.int64),
+            torch.zeros(1, int(spec.architecture.text["context_length"]), dtype=torch.int64),
             str(text_path),
             input_names=["tokens"],
             output_names=["embedding"],
@@ -165,8 +185,20 @@ def onnx_sessions(reference, spec, workdir: Path, threads: int):
     )
 
 
-def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[dict]:
+def reference_tokens(spec, workdir: Path, texts: list[str]):
+    """Token ids as open_clip makes them for ``spec``: its CLIP tokenizer, or its HFTokenizer
+    over the tokenizer files of the model's folder."""
     import open_clip
+
+    if spec.is_siglip:
+        from tests.reference import openclip_tokenizer
+
+        context = int(spec.architecture.text["context_length"])
+        return openclip_tokenizer(workdir / f"{spec.name}-repo", context)(texts)
+    return open_clip.tokenize(texts)
+
+
+def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[dict]:
     import torch
 
     from core.encoder import load_model
@@ -194,7 +226,7 @@ def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[
     for batch in (1, 8):
         pixels = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
         tensor = torch.from_numpy(pixels)
-        tokens = open_clip.tokenize((TEXTS * 2)[:batch])
+        tokens = reference_tokens(spec, workdir, (TEXTS * 2)[:batch])
         ids64 = tokens.numpy().astype(np.int64)
         texts = (TEXTS * 2)[:batch]
         cases = {
@@ -234,8 +266,9 @@ def int8_accuracy(reference, spec, ours_int8) -> dict:
     import torch
 
     from core.preprocess import load_image, preprocess
+    from tests.samples import SAMPLES
 
-    photos = sorted((ROOT.parent / "shared" / "photos" / "exif-samples" / "jpg").glob("*/*.jpg"))
+    photos = sorted((SAMPLES / "jpg").glob("*/*.jpg"))  # kept in the repository
     pixels = []
     for path in photos[:24]:
         try:
