@@ -155,6 +155,11 @@ def install_model(
         raise ClipsearchError(f"unknown precision {image_precision!r}; use fp32 or int8")
     target, spec = _resolve_target(name, from_file, as_name, quick_gelu)
     if spec is not None:
+        if image_precision == "int8" and spec.architecture.family == "fastvit":
+            raise ClipsearchError(
+                f"{spec.name} has no int8 version (its FastViT image tower runs in fp32 only); "
+                f"install it without --precision int8"
+            )
         spec = replace(spec, image_precision=image_precision)
     if models_dir().is_dir():
         with _install_lock(models_dir()):

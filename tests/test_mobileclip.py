@@ -17,6 +17,7 @@ The full-size MobileCLIP2-S0 runs in every test run; MobileCLIP2-S2 is marked ``
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -86,14 +87,30 @@ def _folded_checkpoint(model) -> dict[str, np.ndarray]:
     return state
 
 
+@pytest.fixture(scope="module")
+def openclip_model():
+    """``openclip_model(name)``: open_clip's own model of a registry name, random weights, built
+    once per test module (copy it before changing it)."""
+    built = {}
+
+    def get(name: str):
+        if name not in built:
+            spec = get_spec(name)
+            built[name] = make_reference(spec.architecture, 0, spec.openclip_name)
+        return built[name]
+
+    yield get
+    built.clear()
+
+
 # -- folding -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["MobileCLIP2-S0", "MobileCLIP2-S2"])
-def test_registry_architecture_is_open_clips(name):
+def test_registry_architecture_is_open_clips(name, openclip_model):
     """The registry's description of the tower builds exactly open_clip's trunk."""
     spec = get_spec(name)
-    model = make_reference(spec.architecture, openclip_name=spec.openclip_name)
+    model = openclip_model(name)
     ours = fastvit_trunk(spec.architecture).state_dict()
     theirs = model.visual.trunk.state_dict()
     assert {k: tuple(v.shape) for k, v in ours.items()} == {
@@ -106,10 +123,9 @@ def test_registry_architecture_is_open_clips(name):
 
 
 @pytest.mark.parametrize("name", ["MobileCLIP2-S0", "MobileCLIP2-S2"])
-def test_folding_matches_timm(name):
-    spec = get_spec(name)
-    arch = spec.architecture
-    model = make_reference(arch, seed=4, openclip_name=spec.openclip_name)
+def test_folding_matches_timm(name, openclip_model):
+    arch = get_spec(name).architecture
+    model = copy.deepcopy(openclip_model(name))
     _randomize_batchnorms(model, seed=5)
     expected = _folded_reference(model)
 
@@ -183,6 +199,13 @@ def test_other_layouts_are_refused_with_the_key():
     }
     with pytest.raises(CheckpointError, match=r"visual\.trunk\.stem\.0\.reparam_conv\.weight"):
         _reparameterize(state)
+
+
+def test_int8_install_is_refused_before_any_download(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli_main(["model", "install", "MobileCLIP2-S0", "--precision", "int8"]) != 0
+    assert "MobileCLIP2-S0 has no int8 version" in capsys.readouterr().err
 
 
 # -- preprocessing -----------------------------------------------------------------------------
@@ -300,10 +323,10 @@ def test_parity_fails_when_a_branch_is_dropped(
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_full_size_parity(tmp_path, monkeypatch, name):
+def test_full_size_parity(tmp_path, monkeypatch, name, openclip_model):
     spec = get_spec(name)
     paths = photos(more=True)
-    reference = make_reference(spec.architecture, seed=0, openclip_name=spec.openclip_name)
+    reference = copy.deepcopy(openclip_model(name))
     make_discriminative(reference, spec_pixels(paths, spec), seed=1)
     assert batchnorms_are_nontrivial(reference)
     folder = tmp_path / f"{name}-OpenCLIP"  # as the hub repository's files are downloaded
