@@ -26,6 +26,7 @@ Every :class:`~core.errors.ClipsearchError` is printed as one line on stderr, ne
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -88,13 +89,19 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
         handler: Handler | None = getattr(args, "handler", None)
         if handler is not None:
             return handler(args)
+        missing = [path for path in args.paths if not path.is_dir()]
+        if missing:
+            names = sorted(_command_names(parser))
+            close = difflib.get_close_matches(str(missing[0]), names, n=1, cutoff=0.6)
+            if close:
+                return usage_error(
+                    parser, f"{missing[0]}: no such command or folder; did you mean {close[0]!r}?"
+                )
+            commands = ", ".join(names)
+            return usage_error(parser, f"{missing[0]}: no such folder (commands are: {commands})")
         if launch_app is None:
             parser.print_help()
             return 0
-        missing = [path for path in args.paths if not path.is_dir()]
-        if missing:
-            commands = ", ".join(sorted(_command_names(parser)))
-            return usage_error(parser, f"{missing[0]}: no such folder (commands are: {commands})")
         return int(launch_app(list(args.paths), args.images, args.gpu) or 0)
     except ClipsearchError as error:
         print_error(str(error))

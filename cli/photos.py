@@ -56,8 +56,12 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
     index.add_argument(
         "--model", metavar="NAME", help="model to encode with (default: the library's model)"
     )
-    index.add_argument("--since", metavar="DATE", help="encode only photos taken from DATE on")
-    index.add_argument("--until", metavar="DATE", help="encode only photos taken up to DATE")
+    index.add_argument(
+        "--since", type=_date_arg, metavar="DATE", help="encode only photos taken from DATE on"
+    )
+    index.add_argument(
+        "--until", type=_date_arg, metavar="DATE", help="encode only photos taken up to DATE"
+    )
     index.add_argument(
         "--reindex",
         action="store_true",
@@ -103,8 +107,12 @@ def add_search_commands(commands: argparse._SubParsersAction) -> None:
         "--top", type=_positive_int, default=20, metavar="N", help="hits to show (default: 20)"
     )
     search.add_argument("--in", dest="folder", type=Path, metavar="PATH", help="only this folder")
-    search.add_argument("--since", metavar="DATE", help="only photos taken from DATE on")
-    search.add_argument("--until", metavar="DATE", help="only photos taken up to DATE")
+    search.add_argument(
+        "--since", type=_date_arg, metavar="DATE", help=f"only photos taken from DATE on; {DATES}"
+    )
+    search.add_argument(
+        "--until", type=_date_arg, metavar="DATE", help="only photos taken up to DATE"
+    )
     search.add_argument("--model", metavar="NAME", help="model (default: the library's model)")
     _add_gpu_option(search)
     search.add_argument(
@@ -233,8 +241,16 @@ def _search(args: argparse.Namespace) -> int:
         )
         return 0
     tty = isatty(sys.stdout)
+    if not tty:  # through a pipe: one path per line, for xargs and friends
+        for hit in hits:
+            print_line(str(hit.photo.path), tty)
+        return 0
+    digits = len(str(max((hit.rank for hit in hits), default=1)))
     for hit in hits:
-        print_line(str(hit.photo.path), tty)
+        when = hit.photo.taken_at.strftime("%Y-%m-%d %H:%M") if hit.photo.taken_at else "no date"
+        print_line(
+            f"{hit.rank:>{digits}}  {hit.probability:6.1%}  {when:<16}  {hit.photo.path}", tty
+        )
     return 0
 
 
@@ -302,6 +318,24 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
+
+
+DATES = (
+    "DATE is YYYY, YYYY-MM, YYYY-MM-DD, a key that timeline prints (last-7-days, ...), today, "
+    "yesterday, or a time ago (7d, 2w, 3m, 1y)"
+)
+
+
+def _date_arg(text: str) -> str:
+    """Check a ``--since``/``--until`` value while parsing, so that a bad one is a usage error."""
+    from core.errors import BadDateError
+    from core.timeline import parse_date
+
+    try:
+        parse_date(text)
+    except BadDateError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _date_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:

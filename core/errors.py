@@ -63,4 +63,6 @@ class PhotoMissingError(AlbumError):
 
 
 class BadDateError(AlbumError, ValueError):
-    """A date or a timeline key could not be understood."""
+    """A date or a timeline key could not be understood: on the command line, a usage error."""
+
+    exit_code = 2

@@ -19,8 +19,10 @@ A query is one or more *terms* joined by ``+`` and ``-``::
   ``0.5:"red car"``. A colon followed by a digit is not a weight, so ``10:30 at night`` is text.
 - **Quotes** are double quotes around a whole term; inside them ``+``, ``-`` and ``:`` lose their
   meaning and ``\\"`` is a literal quote. Single quotes are ordinary text (``Grandma's cat``).
-- **Images**: a term is an image when it starts with ``img:`` or looks like a path, that is
-  starts with ``/``, ``./``, ``../``, ``~/`` (or ``~user/``) or a drive such as ``C:\\``. A
+- **Images**: a term is an image when it starts with ``img:``, or when it looks like a path
+  (starts with ``/``, ``./``, ``../``, ``~/`` (or ``~user/``) or a drive such as ``C:\\``) and
+  either names an existing file or ends in a photo suffix (``.jpg``, ``.png``, ...): so
+  ``/a red car`` is text, and a mistyped ``./cat.jpg`` is reported as a missing image. A
   name such as ``cat.jpg`` is text (write ``./cat.jpg``). An image that is an indexed photo uses
   its stored embedding; any other image file is encoded.
 
@@ -52,6 +54,9 @@ IMAGE_PREFIX = "img:"
 
 _WEIGHT = re.compile(r"([0-9.]+):(?![0-9])")
 _PATH_LIKE = re.compile(r"(?:/|\.{1,2}[/\\]|~[\w.-]*[/\\]|[A-Za-z]:[/\\])")
+_PHOTO_SUFFIX = re.compile(
+    r"\.(?:jpe?g|png|gif|webp|bmp|tiff?|heic|heif|avif|jxl|dng|cr2|nef|arw)$", re.IGNORECASE
+)
 _OPERATORS = "+-"
 _MIN_NORM = 1e-6
 
@@ -145,7 +150,14 @@ def _parse_weight(text: str, i: int) -> tuple[float, int]:
 def _classify(value: str, forced_image: bool) -> TermKind:
     if forced_image:
         return "image"
-    return "image" if _PATH_LIKE.match(value) else "text"
+    if not _PATH_LIKE.match(value):
+        return "text"
+    if _PHOTO_SUFFIX.search(value.strip()):
+        return "image"
+    try:
+        return "image" if Path(value.strip()).expanduser().is_file() else "text"
+    except (OSError, ValueError, RuntimeError):  # a name the system cannot look up
+        return "text"
 
 
 def parse_query(text: str) -> list[QueryTerm]:

@@ -9,6 +9,7 @@ compared with :func:`core.capture_time.wall_time` of a capture time (see the tim
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,7 +36,11 @@ _MONTHS = (
 )  # fmt: skip
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _PERIOD = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?", re.ASCII)
-_DATE_HELP = "expected YYYY, YYYY-MM or YYYY-MM-DD"
+_DATE_HELP = (
+    "expected YYYY, YYYY-MM, YYYY-MM-DD, today, yesterday, a timeline key such as last-7-days, "
+    "or a time ago such as 7d, 2w, 3m or 1y"
+)
+_AGO = re.compile(r"(\d{1,5})\s*([dwmy])", re.ASCII | re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -177,7 +182,7 @@ def bucket_range(key: str, now: datetime | None = None) -> tuple[datetime, datet
     return found
 
 
-def parse_date(text: str, *, end: bool = False) -> datetime:
+def parse_date(text: str, *, end: bool = False, now: datetime | None = None) -> datetime:
     """Parse a date typed on the command line (``--since``, ``--until``).
 
     Parameters
@@ -185,11 +190,17 @@ def parse_date(text: str, *, end: bool = False) -> datetime:
     text
         ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``, or an ISO 8601 date and time such as
         ``2019-05-14T09:30`` (an offset in it is kept; compare through
-        :func:`~core.capture_time.wall_time`).
+        :func:`~core.capture_time.wall_time`). Also every key ``timeline`` prints
+        (:data:`RELATIVE_KEYS`: ``last-7-days`` ...), ``today`` and ``yesterday`` (periods, like
+        a day), and a time ago: ``7d``, ``2w``, ``3m``, ``1y`` (days, weeks, months, years):
+        midnight that many days, weeks, months or years before today; ``7d`` starts where
+        ``last-7-days`` does.
     end
         Return the end of the period named instead of its start: ``2019-05`` gives
         ``2019-06-01 00:00``, the exclusive end that makes ``--until 2019-05`` include May. A
-        full date and time is returned as it is.
+        full date and time, or a time ago, is returned as it is.
+    now
+        Reference time of the relative forms (default: now).
 
     Raises
     ------
@@ -197,6 +208,9 @@ def parse_date(text: str, *, end: bool = False) -> datetime:
         ``bad date "2019-13": expected YYYY, YYYY-MM or YYYY-MM-DD``.
     """
     cleaned = text.strip()
+    relative = _relative_period(cleaned.lower(), _today(now))
+    if relative is not None:
+        return relative[1] if end else relative[0]
     try:
         period = _parse_period(cleaned)
         if period is not None:
@@ -205,6 +219,32 @@ def parse_date(text: str, *, end: bool = False) -> datetime:
     except ValueError:
         pass
     raise BadDateError(f'bad date "{text}": {_DATE_HELP}')
+
+
+def _relative_period(text: str, today: date) -> tuple[datetime, datetime] | None:
+    """The range of ``today``, ``yesterday``, a timeline key or a time ago; None otherwise."""
+    if text in RELATIVE_KEYS:
+        return _relative_range(text, today)
+    if text in ("today", "yesterday"):
+        day = _midnight(today) - timedelta(days=1 if text == "yesterday" else 0)
+        return day, day + timedelta(days=1)
+    ago = _AGO.fullmatch(text)
+    if ago is None:
+        return None
+    count, unit = int(ago.group(1)), ago.group(2).lower()
+    tomorrow = _midnight(today) + timedelta(days=1)
+    if unit in "dw":
+        moment = tomorrow - timedelta(days=count * (7 if unit == "w" else 1))
+    else:
+        months = count * (12 if unit == "y" else 1)
+        index = today.year * 12 + today.month - 1 - months
+        if index < 12:  # before year 1
+            return datetime.min, datetime.min
+        year, month = divmod(index, 12)
+        month += 1
+        last_day = calendar.monthrange(year, month)[1]
+        moment = datetime(year, month, min(today.day, last_day)) + timedelta(days=1)
+    return moment, moment
 
 
 def build_timeline(items: Iterable[tuple[datetime, bool]], now: datetime | None = None) -> Timeline:
