@@ -3,7 +3,7 @@
 One SQLite database, ``library.sqlite`` in :func:`core.paths.data_dir` by default (never inside
 the album), in WAL mode: any number of processes read it while one writes, and readers never
 wait. Writing (a sync, an indexing run) takes the *indexing lock* first, an exclusive
-lock on ``library.sqlite.lock`` beside the database; a second writer gets
+:mod:`filelock` lock on ``library.sqlite.lock`` beside the database; a second writer gets
 :class:`LibraryBusyError` at once instead of waiting.
 
 :class:`LibraryDatabase` is the connection and its plumbing; :class:`core.sync.AlbumSync` adds
@@ -57,6 +57,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Self
+
+from filelock import FileLock, Timeout
 
 from core.capture_time import wall_time
 from core.errors import ClipsearchError
@@ -297,63 +299,36 @@ def absolute_path(path: Path | str) -> Path:
 
 
 class _WriterLock:
-    """An exclusive, non-blocking, re-entrant lock on a file, held across processes."""
+    """The indexing lock: exclusive across processes, non-blocking, re-entrant in this object.
+
+    A :class:`filelock.FileLock` (``flock`` on POSIX, ``LockFileEx`` on Windows) on its own
+    file, shared by the threads that use one :class:`LibraryDatabase`: a sync started on one
+    thread holds it for the writes of another.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd: int | None = None
-        self._depth = 0
+        self._lock = FileLock(path, thread_local=False, mode=0o644)
         self._guard = threading.Lock()
 
     @property
     def held(self) -> bool:
-        return self._depth > 0
+        return self._lock.is_locked
 
     def acquire(self, what: str) -> None:
         with self._guard:
-            if self._depth:
-                self._depth += 1
-                return
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                _lock_file(fd)
-            except OSError:
-                os.close(fd)
+                self._lock.acquire(blocking=False)
+            except Timeout:
                 raise LibraryBusyError(
                     f"another clipsearch-tui process is indexing this library ({what}); "
                     "wait for it to finish, or stop it"
                 ) from None
-            self._fd, self._depth = fd, 1
 
     def release(self) -> None:
         with self._guard:
-            if not self._depth:
-                return
-            self._depth -= 1
-            if self._depth == 0 and self._fd is not None:
-                _unlock_file(self._fd)
-                os.close(self._fd)
-                self._fd = None
-
-
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _lock_file(fd: int) -> None:
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-
-    def _unlock_file(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _lock_file(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def _unlock_file(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+            if self._lock.is_locked:
+                self._lock.release()
 
 
 class LibraryDatabase:
