@@ -49,7 +49,7 @@ LaunchApp = Callable[[list[Path], str, bool], int | None]
 IMAGE_MODES = ("auto", "kitty", "sixel", "halfcell", "none")
 Handler = Callable[[argparse.Namespace], int]
 
-COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
+COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     add_model_commands,
     add_index_commands,
     add_search_commands,

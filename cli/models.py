@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 from cli.output import PROG, format_size, inert, usage_error
 
 
-def add_model_commands(commands: argparse._SubParsersAction) -> None:
+def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     model = commands.add_parser("model", help="install, list and remove CLIP models")
     actions = model.add_subparsers(
         title="model commands", dest="model_command", metavar="ACTION", prog=f"{PROG} model"

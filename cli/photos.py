@@ -41,7 +41,7 @@ def _add_gpu_option(command: argparse.ArgumentParser) -> None:
     )
 
 
-def add_index_commands(commands: argparse._SubParsersAction) -> None:
+def add_index_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     index = commands.add_parser(
         "index",
         help="index album folders: new and changed photos are encoded",
@@ -88,7 +88,7 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
     index.set_defaults(handler=_index)
 
 
-def add_search_commands(commands: argparse._SubParsersAction) -> None:
+def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     search = commands.add_parser(
         "search",
         help="find photos by a text or image query",
@@ -366,7 +366,7 @@ def existing_folder(path: Path, what: str = "folder") -> Path:
 
 def _existing_image(value: str) -> None:
     """Refuse an image argument that names no file, before a library or model is opened."""
-    from core.ranking import QueryError
+    from core.query import QueryError
 
     if not Path(value).expanduser().is_file():
         raise QueryError(f"image not found: {value}")

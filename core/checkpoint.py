@@ -613,7 +613,9 @@ def _load_safetensors(path: Path, size: int) -> dict[str, np.ndarray]:
         for name, kind, shape, begin in sorted(entries, key=lambda e: e[3]):
             raw = np.empty(shape, np.dtype(RAW_DTYPES[kind]))
             file.seek(8 + header_size + begin)
-            if file.readinto(memoryview(raw.reshape(-1)).cast("B")) != raw.nbytes:
+            # an ndarray has the buffer protocol; numpy declares it to type checkers from 3.12 on
+            view = memoryview(raw.reshape(-1)).cast("B")  # type: ignore[arg-type]
+            if file.readinto(view) != raw.nbytes:
                 raise CheckpointError(f"truncated checkpoint {path}: tensor {name!r} is cut short")
             keep = raw.dtype.isnative and kind not in ("float16", "bfloat16")
             arrays[name] = raw if keep else _finish(raw, kind)
@@ -632,7 +634,7 @@ def _safetensors_entry(
         raise CheckpointError(f"unsupported dtype {dtype!r} for tensor {name!r} in {path}")
     try:
         shape = _int_tuple(info.get("shape"), "shape")
-        begin, end = (int(x) for x in info.get("data_offsets"))
+        begin, end = (int(x) for x in info.get("data_offsets") or ())
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"damaged checkpoint {path}: bad header entry for {name!r}") from exc
     if end > data_size:

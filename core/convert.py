@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import CheckpointError
-from core.ncnn_graph import Graph
+from core.ncnn_graph import Graph, ParamValue
 from core.registry import OPENAI_MEAN, Architecture, ModelSpec
 
 LN_EPS = 1e-5
@@ -100,14 +100,16 @@ def _linear(g: Graph, x: str, name: str, weight: np.ndarray, bias: np.ndarray | 
     out_features, in_features = weight.shape
     if bias is None:
         bias = np.zeros(out_features, np.float32)
-    params = {2: 0, 3: 1, 4: 0, 5: 1, 6: 1, 7: 0, 8: out_features, 9: in_features, 10: 4}
+    params: dict[int, ParamValue] = {
+        2: 0, 3: 1, 4: 0, 5: 1, 6: 1, 7: 0, 8: out_features, 9: in_features, 10: 4
+    }  # fmt: skip
     if g.quantize:
         # ncnn's int8 Gemm takes one scale for the whole weight matrix; inputs are quantized
         # per row at run time.
         scale = _int8_scale(np.abs(weight).max())
         params[18] = 8
         quantized = _quantize(weight, scale)
-        weights = [(quantized, True), (bias, True), (np.float32([scale]), False)]
+        weights = [(quantized, True), (bias, True), (np.asarray([scale], np.float32), False)]
         return g.layer("Gemm", name, [x], params, weights)
     return g.layer("Gemm", name, [x], params, [(weight, True), (bias, True)])
 
@@ -118,7 +120,8 @@ def _int8_scale(absmax: np.ndarray | float) -> np.ndarray:
 
 
 def _quantize(weight: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
-    return np.clip(np.round(weight * scale), -127, 127).astype(np.int8)
+    quantized: np.ndarray = np.clip(np.round(weight * scale), -127, 127).astype(np.int8)
+    return quantized
 
 
 def _gelu(g: Graph, x: str, name: str, quick: bool, tanh: bool = False) -> str:
@@ -172,7 +175,8 @@ def _residual_block(
         w(f"{prefix}.attn.out_proj.bias", (width,)),
     )
     inputs = [h, mask] if mask else [h]
-    h = _attention(g, inputs, f"{tag}_attn", *qkv, out, heads, masked=mask is not None)
+    q, k, v = qkv
+    h = _attention(g, inputs, f"{tag}_attn", q, k, v, out, heads, masked=mask is not None)
     x = g.layer("BinaryOp", f"{tag}_add1", [x, h], {0: 0})
     h = _layer_norm(g, x, f"{tag}_ln2", w, f"{prefix}.ln_2", width)
     hidden = MLP_RATIO * width
@@ -252,7 +256,9 @@ def _build_vit(g: Graph, w: _Weights, arch: Architecture) -> None:
     _linear(g, x, "embedding", np.ascontiguousarray(proj.T), None)
 
 
-def _fold_bn(w: _Weights, conv_key: str, bn_prefix: str, shape: tuple[int, ...]):
+def _fold_bn(
+    w: _Weights, conv_key: str, bn_prefix: str, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     weight = w(conv_key, shape)
     n = shape[0]
     gamma = w(f"{bn_prefix}.weight", (n,))
@@ -278,7 +284,9 @@ def _conv_bn(
 ) -> str:
     weight, bias = _fold_bn(w, conv_key, bn_prefix, shape)
     out_ch, in_ch, k, _ = shape
-    params = {0: out_ch, 1: k, 3: stride, 4: k // 2, 5: 1, 6: out_ch * in_ch * k * k}
+    params: dict[int, ParamValue] = {
+        0: out_ch, 1: k, 3: stride, 4: k // 2, 5: 1, 6: out_ch * in_ch * k * k
+    }  # fmt: skip
     if relu:
         params[9] = 1
     return g.layer("Convolution", name, [x], params, [(weight, True), (bias, False)])
@@ -365,7 +373,7 @@ def _build_resnet(g: Graph, w: _Weights, arch: Architecture) -> None:
         )
         for name in ("q_proj", "k_proj", "v_proj")
     }
-    identity = (np.eye(embed, dtype=np.float32), np.zeros(embed, dtype=np.float32))
+    no_output_projection = (np.eye(embed, dtype=np.float32), np.zeros(embed, dtype=np.float32))
     pooled = _attention(
         g,
         [query, seq],
@@ -373,7 +381,7 @@ def _build_resnet(g: Graph, w: _Weights, arch: Architecture) -> None:
         proj["q_proj"],
         proj["k_proj"],
         proj["v_proj"],
-        identity,
+        no_output_projection,
         v["heads"],
         masked=False,
     )
@@ -532,7 +540,7 @@ def infer_architecture(
     if "visual.proj" in state_dict and "visual.class_embedding" in state_dict:
         width, _, patch, _ = _shape(state_dict, "visual.conv1.weight")
         grid = math.isqrt(_shape(state_dict, "visual.positional_embedding")[0] - 1)
-        vision = {
+        vision: dict[str, Any] = {
             "image_size": grid * patch,
             "layers": _count_blocks(state_dict, r"visual\.transformer\.resblocks\.(\d+)\."),
             "width": width,

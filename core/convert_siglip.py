@@ -58,7 +58,7 @@ def _act(tower: dict[str, Any], which: str) -> bool:
     act = tower.get("act", "gelu")
     if act not in ACTIVATIONS:
         raise CheckpointError(f"unsupported {which} activation {act!r}; known: {ACTIVATIONS}")
-    return act == "gelu_tanh"
+    return bool(act == "gelu_tanh")
 
 
 def _mlp(
@@ -110,7 +110,8 @@ def _vision_block(g: Graph, x: str, w: _Weights, v: dict[str, Any], index: int) 
         w(f"{prefix}.attn.proj.weight", (width, width)),
         w(f"{prefix}.attn.proj.bias", (width,)),
     )
-    h = _attention(g, [h], f"{tag}_attn", *qkv, out, v["heads"], masked=False)
+    q, k, v_proj = qkv
+    h = _attention(g, [h], f"{tag}_attn", q, k, v_proj, out, v["heads"], masked=False)
     x = g.layer("BinaryOp", f"{tag}_add1", [x, h], {0: 0})
     h = _layer_norm(g, x, f"{tag}_norm2", w, f"{prefix}.norm2", width, eps)
     hidden = int(width * v.get("mlp_ratio", 4))
@@ -193,7 +194,8 @@ def _text_block(g: Graph, x: str, w: _Weights, t: dict[str, Any], index: int) ->
         w(f"{prefix}.attn.out_proj.weight", (width, width)),
         w(f"{prefix}.attn.out_proj.bias", (width,)),
     )
-    h = _attention(g, [h], f"{tag}_attn", *qkv, out, t["heads"], masked=False)
+    q, k, v_proj = qkv
+    h = _attention(g, [h], f"{tag}_attn", q, k, v_proj, out, t["heads"], masked=False)
     x = g.layer("BinaryOp", f"{tag}_add1", [x, h], {0: 0})
     h = _layer_norm(g, x, f"{tag}_ln2", w, f"{prefix}.ln_2", width, eps)
     hidden = int(width * t.get("mlp_ratio", 4))

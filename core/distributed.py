@@ -29,6 +29,7 @@ This module imports ``distributed``; nothing else imports it unless a cluster is
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from distributed import Client, Future, as_completed
@@ -229,11 +231,11 @@ def encode_on_cluster(
     run.report("encoding", 0, len(todo), started, force=True)
     client = _connect(address)
     shards = _shards(todo, batch_size)
-    sent: dict[str, tuple[Future, list[PendingPhoto]]] = {}
+    sent: dict[object, tuple[Future[Any], list[PendingPhoto]]] = {}
     try:
         window = 2 * _threads(client) + 2
 
-        def send() -> list[Future]:
+        def send() -> list[Future[Any]]:
             futures = []
             while len(sent) < window and not cancel.is_set():
                 shard = next(shards, None)
@@ -288,7 +290,7 @@ def _commit(
     by_id = {photo.id: photo for photo in shard}
     folder = library.thumbnail_dir
     thumbnails = [
-        store_thumbnail(folder, digest, lambda data=data: data) if data else None
+        store_thumbnail(folder, digest, functools.partial(bytes, data)) if data else None
         for digest, data in result.thumbnails
     ]
     vectors = result.vectors if len(result.ids) else np.zeros((0, model.embed_dim), np.float32)

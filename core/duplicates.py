@@ -298,7 +298,9 @@ def _blocks(
         stack.extend(child for child in children if len(child))
 
 
-def _split(x: np.ndarray, rows: np.ndarray, parts: int, rng: np.random.Generator) -> list:
+def _split(
+    x: np.ndarray, rows: np.ndarray, parts: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Spherical k-means on a sample of ``rows``, then every row to its nearest centroid."""
     sample_size = min(len(rows), parts * _SAMPLE_PER_PART)
     sample = x[rng.choice(rows, size=sample_size, replace=False)]

@@ -76,7 +76,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` scaled to unit length; an all-zero row stays zero. ``[N, D] float32``."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    unit: np.ndarray = (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
 
 
 class ClipModel:
@@ -337,7 +338,8 @@ class ClipModel:
             rc, out = ex.extract("tokens")
             if rc != 0:
                 raise ClipsearchError(f"ncnn failed to encode a text (code {rc})")
-            return np.array(out, dtype=np.float32).reshape(length, -1)[end]
+            token: np.ndarray = np.array(out, dtype=np.float32).reshape(length, -1)[end]
+            return token
 
         rows = self._map("text", one, list(tokens))
         projected = np.stack(rows) @ np.asarray(host["text_projection"], dtype=np.float32)

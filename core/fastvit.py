@@ -413,7 +413,7 @@ def checkpoint_parameters(vision: Mapping[str, Any], embed_dim: int) -> int:
     final = CLS_RATIO * prev
     total += mobileone(_Conv(prev, final, 3, 1, prev))
     total += squeeze_excite(final, _se_channels(final, *SE_FINAL))
-    return total + final * embed_dim + embed_dim
+    return int(total + final * embed_dim + embed_dim)
 
 
 # ---------------------------------------------------------------------------------------------

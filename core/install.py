@@ -597,7 +597,7 @@ def _find_on_hub(
                 urls=urls,
                 route=route,
             ) from None
-        except (*_transport_errors(), OSError) as error:
+        except _transport_errors() + (OSError,) as error:
             return None, _describe(error)
         return HubFile(url, filename, meta.size), None
     raise DownloadError(
@@ -740,13 +740,13 @@ def _drop_from_hub_cache(path: Path) -> None:
 
 def _progress_bar_class(progress: ProgressCallback | None, cancel: threading.Event | None) -> type:
     """A ``huggingface_hub`` tqdm class reporting bytes to ``progress``, honouring ``cancel``."""
-    from huggingface_hub.utils import tqdm as hub_tqdm
+    from huggingface_hub.utils.tqdm import tqdm as hub_tqdm
 
     class _ReportingBar(hub_tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             if progress is not None:
                 kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # tqdm is untyped
             self._done = int(kwargs.get("initial") or 0)
             self._expected = kwargs.get("total")
 
@@ -755,7 +755,8 @@ def _progress_bar_class(progress: ProgressCallback | None, cancel: threading.Eve
             self._done += int(n or 0)
             if progress is not None:
                 progress("download", self._done, self._expected)
-            return super().update(n)
+            shown: bool | None = super().update(n)
+            return shown
 
     return _ReportingBar
 

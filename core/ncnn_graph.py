@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def _format_param(key: int, value: ParamValue) -> str:
     if isinstance(value, (list, tuple, np.ndarray)):
         items = ",".join(_format_value(v) for v in value)
         return f"{-23300 - key}={len(value)},{items}"
-    return f"{key}={_format_value(value)}"
+    return f"{key}={_format_value(cast(float, value))}"
 
 
 class Graph:
@@ -108,15 +109,14 @@ class Graph:
         inputs: Sequence[str],
         params: dict[int, ParamValue] | None = None,
         weights: Sequence[tuple[np.ndarray, bool]] = (),
-        n_outputs: int = 1,
-    ) -> str | list[str]:
-        """Append a layer; returns its output blob name (a list when ``n_outputs > 1``).
+    ) -> str:
+        """Append a layer with one output; returns the name of its output blob.
 
         ``weights`` is a sequence of ``(array, tagged)`` in the order the layer loads them;
         ``tagged`` is True for data read with ``ModelBin::load(..., 0)``.
         """
         name = self._unique(name)
-        outputs = [name] if n_outputs == 1 else [f"{name}.{i}" for i in range(n_outputs)]
+        outputs = [name]
         self._layers.append(
             _Layer(
                 type_,
@@ -127,7 +127,7 @@ class Graph:
                 [_Weight(_stored_array(w), t) for w, t in weights],
             )
         )
-        return outputs[0] if n_outputs == 1 else outputs
+        return name
 
     def _with_splits(self) -> list[_Layer]:
         consumers: dict[str, list[tuple[int, int]]] = {}
@@ -158,13 +158,13 @@ class Graph:
         if data.dtype == np.int8:
             raw = data.tobytes()
             raw += b"\0" * (-len(raw) % 4)
-            return np.uint32(INT8_TAG).astype("<u4").tobytes() + raw
+            return bytes(np.uint32(INT8_TAG).astype("<u4").tobytes()) + raw
         if not weight.tagged:
             return data.astype("<f4").tobytes()
         if self.weight_storage == "fp16":
             raw = data.astype("<f2").tobytes()
             raw += b"\0" * (-len(raw) % 4)
-            return np.uint32(FP16_TAG).astype("<u4").tobytes() + raw
+            return bytes(np.uint32(FP16_TAG).astype("<u4").tobytes()) + raw
         return b"\0\0\0\0" + data.astype("<f4").tobytes()
 
     def write(self, param_path: Path, bin_path: Path) -> None:

@@ -174,7 +174,7 @@ def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> 
             handle.seek(0)
             heif_ready = heif and _enable_heif()
             try:
-                image = Image.open(handle)
+                image: Image.Image = Image.open(handle)
             except UnidentifiedImageError:
                 if heif and not heif_ready:
                     raise ImageDecodeError(
@@ -316,6 +316,7 @@ def _resize_short_side(image: Image.Image, size: int, resample: Image.Resampling
     # over the whole image gives other numbers in Pillow's two-pass resize).
     reach = RESAMPLE_SUPPORT * max(scale, 1.0) + 1
     low, high = max(0, math.floor(first - reach)), min(long, math.ceil(last + reach))
+    box: tuple[float, float, float, float]
     if tall:
         part, box = image.crop((0, low, width, high)), (0.0, first - low, width, last - low)
     else:
@@ -380,7 +381,8 @@ def _sixteen_bit_to_grey(values: np.ndarray) -> np.ndarray:
 
 def _float_to_grey(values: np.ndarray) -> np.ndarray:
     values = np.nan_to_num(values.astype(np.float64), nan=0.0)
-    return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+    grey: np.ndarray = np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return grey
 
 
 def _by_strips(
@@ -410,7 +412,8 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 def _over_white(rgba: np.ndarray) -> np.ndarray:
     alpha = rgba[..., 3:4].astype(np.float32)
     colour = rgba[..., :3] * (alpha / 255.0) + (ALPHA_BACKGROUND - alpha)
-    return np.rint(np.clip(colour, 0.0, 255.0)).astype(np.uint8)
+    flat: np.ndarray = np.rint(np.clip(colour, 0.0, 255.0)).astype(np.uint8)
+    return flat
 
 
 def _orientation(image: Image.Image) -> int:

@@ -268,7 +268,8 @@ def image_vector(
     stored = stored_vector(library, path, model)
     if stored is not None:
         return stored
-    return model.encode_images([path])[0]
+    encoded: np.ndarray = model.encode_images([path])[0]
+    return encoded
 
 
 def query_vector(

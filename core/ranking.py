@@ -387,7 +387,7 @@ def search(
     if terms is not None:
         vector = query_vector(model, terms, library)
     else:
-        vector = normalised(query, "the query vector")
+        vector = normalised(np.asarray(query), "the query vector")
         if vector.shape != (model.embed_dim,):
             raise QueryError(
                 f"the query vector has {vector.shape[0]} dimensions, the model {model.embed_dim}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from core.errors import UnknownModelError
 
@@ -127,8 +127,8 @@ class ModelSpec:
             architecture=Architecture.from_dict(data["architecture"]),
             preprocess=Preprocess(
                 size=int(pre["size"]),
-                mean=tuple(float(v) for v in pre["mean"]),
-                std=tuple(float(v) for v in pre["std"]),
+                mean=cast(tuple[float, float, float], tuple(float(v) for v in pre["mean"])),
+                std=cast(tuple[float, float, float], tuple(float(v) for v in pre["std"])),
                 resize=pre.get("resize", "shortest"),
                 interpolation=pre.get("interpolation", "bicubic"),
             ),
@@ -229,7 +229,8 @@ def _batch_norm_parameters(channels: int) -> int:
 
 def _load(file: str = "registry.json") -> dict[str, Any]:
     text = resources.files("models").joinpath(file).read_text(encoding="utf-8")
-    return json.loads(text)
+    data: dict[str, Any] = json.loads(text)
+    return data
 
 
 def measurements() -> dict[str, Any]:
@@ -244,7 +245,7 @@ def bf16_towers(name: str) -> frozenset[str]:
 
 def default_model_name() -> str:
     """Name of the model used when none is given."""
-    return _load()["default"]
+    return str(_load()["default"])
 
 
 def available_models() -> list[str]:

@@ -74,4 +74,5 @@ def match_probabilities(
         rest = np.asarray(others[0], dtype=np.float64) - largest
         rest *= float(model.logit_scale)
         total += others[1] * float(np.exp(rest).sum())
-    return weights[chosen] / total
+    chosen_probabilities: np.ndarray = weights[chosen] / total
+    return chosen_probabilities

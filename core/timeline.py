@@ -275,16 +275,16 @@ def build_timeline(items: Iterable[tuple[datetime, bool]], now: datetime | None 
     for key in RELATIVE_KEYS:
         start, stop = _relative_range(key, today)
         bucket = Bucket(key, _RELATIVE_LABELS[key], "relative", start, stop)
-        for day, (count, indexed) in per_day.items():
+        for day, (count, done) in per_day.items():
             if start <= _midnight(day) < stop:
                 bucket.count += count
-                bucket.indexed += indexed
+                bucket.indexed += done
         relative.append(bucket)
 
     years: dict[int, Bucket] = {}
     months: dict[tuple[int, int], Bucket] = {}
     for day in sorted(per_day, reverse=True):
-        count, indexed = per_day[day]
+        count, done = per_day[day]
         year = years.get(day.year)
         if year is None:
             name = f"{day.year:04d}"
@@ -299,8 +299,8 @@ def build_timeline(items: Iterable[tuple[datetime, bool]], now: datetime | None 
             year.children.append(month)
         label = f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year:04d}"
         start, stop = _period_range(day.year, day.month, day.day)
-        month.children.append(Bucket(day.isoformat(), label, "day", start, stop, count, indexed))
+        month.children.append(Bucket(day.isoformat(), label, "day", start, stop, count, done))
         for bucket in (year, month):
             bucket.count += count
-            bucket.indexed += indexed
+            bucket.indexed += done
     return Timeline(relative, list(years.values()))

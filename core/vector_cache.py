@@ -88,8 +88,10 @@ def compact_vectors(library: Library, model_name: str) -> CompactVectors:
                 return compact
         _cache.pop(key, None)  # let the old codes go before the new ones are made
         del found
-        compact = vectorfile.load(library, model_name)
-        if compact is None:
+        mapped = vectorfile.load(library, model_name)
+        if mapped is not None:
+            compact = mapped
+        else:
             ids, matrix = library.vectors(model_name)
             compact = CompactVectors.build(ids, matrix)
             del ids, matrix
