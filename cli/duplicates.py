@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.output import PROG, format_size, isatty, print_json, print_line, usage_error
+from cli.output import PROG, isatty, print_json, print_line, usage_error
+from tui.text import file_size
 
 
 def add_duplicates_commands(commands: argparse._SubParsersAction) -> None:
@@ -75,7 +76,7 @@ def _duplicates(args: argparse.Namespace) -> int:
         print(f"group {number}: {len(photos)} photos, similarity at least {similarity:.3f}")
         rows = [
             (
-                format_size(photo.size),
+                file_size(photo.size),
                 f"{photo.width}x{photo.height}" if photo.width and photo.height else "-",
                 photo.taken_at.strftime("%Y-%m-%d %H:%M") if photo.taken_at else "no date",
                 str(photo.path),

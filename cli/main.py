@@ -44,9 +44,9 @@ from cli.models import add_model_commands
 from cli.output import EXIT_INTERRUPTED, PROG, print_error, print_way_round, usage_error
 from cli.photos import add_index_commands, add_search_commands
 from cli.serve import add_serve_commands
+from tui.config import IMAGE_MODES
 
 LaunchApp = Callable[[list[Path], str, bool], int | None]
-IMAGE_MODES = ("auto", "kitty", "sixel", "halfcell", "none")
 Handler = Callable[[argparse.Namespace], int]
 
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from core.install import HubFile
 
-from cli.output import PROG, format_size, inert, usage_error
+from cli.output import PROG, usage_error
+from tui.text import file_size, inert
 
 
 def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,7 +88,7 @@ def _model_install(args: argparse.Namespace) -> int:
         return usage_error(args.parser, f"no such checkpoint file or folder: {args.from_file}")
 
     def announce(hub_file: HubFile) -> None:
-        size = format_size(hub_file.size) if hub_file.size is not None else "size unknown"
+        size = file_size(hub_file.size) if hub_file.size is not None else "size unknown"
         print(
             f"{PROG}: downloading {hub_file.filename} ({size}) from {hub_file.url}",
             file=sys.stderr,
@@ -107,7 +108,7 @@ def _model_install(args: argparse.Namespace) -> int:
         keep_checkpoint=args.keep_checkpoint,
         announce=announce,
     )
-    print(f"installed {folder.name} ({format_size(_folder_bytes(folder))}) in {folder}")
+    print(f"installed {folder.name} ({file_size(_folder_bytes(folder))}) in {folder}")
     return 0
 
 
@@ -126,9 +127,9 @@ def _model_list(args: argparse.Namespace) -> int:
         else:
             state = "yes" if row["installed"] else "no"
         if row["size"] is not None:
-            size = format_size(row["size"])
+            size = file_size(row["size"])
         elif row["download_size"] is not None:
-            size = f"~{format_size(row['download_size'])} download"
+            size = f"~{file_size(row['download_size'])} download"
         else:
             size = "-"
         table.append(

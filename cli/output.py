@@ -1,7 +1,8 @@
 """What the command line writes: one-line errors, escaped lines, JSON, and the progress bar.
 
-A line printed on a terminal goes through :func:`inert`, so a file name holding an escape
-sequence is shown, never run; through a pipe the exact name is written.
+A line printed on a terminal goes through :func:`tui.text.inert` (the one escaping rule of both
+front ends), so a file name holding an escape sequence is shown, never run; through a pipe the
+exact name is written.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ClipsearchError
+from tui.text import inert
 
 if TYPE_CHECKING:
     from core.indexer import IndexProgress
@@ -51,27 +52,6 @@ def print_way_round(error: ClipsearchError) -> None:
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2)
     sys.stdout.write("\n")
-
-
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
-)
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by surrogateescape
-        return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def inert(text: str) -> str:
-    """``text`` with control characters, bidirectional overrides and undecodable bytes escaped.
-
-    A file name can hold an escape sequence that would move the cursor, change colours or set
-    the window title; once escaped (``\\x1b``) it is shown, never run.
-    """
-    return _UNSAFE.sub(_escape, text)
 
 
 def isatty(stream: Any) -> bool:
@@ -167,12 +147,3 @@ class ProgressBar:
                 except (OSError, ValueError):
                     pass
             self._drawn = False
-
-
-def format_size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"

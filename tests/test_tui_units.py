@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ from core.ranking import Hit
 from core.timeline import Bucket, build_timeline
 from tui.config import DEFAULT_LABELS, ConfigError, TuiConfig, load_config
 from tui.engine import bucket_bounds
-from tui.text import duration, file_size, inert, percent, plain
+from tui.text import duration, file_size, inert, percent
 from tui.widgets import images
 from tui.widgets.results import ResultRow, ResultsList
 from tui.widgets.timeline import TimelineTree, bucket_label
@@ -45,19 +46,20 @@ pytestmark = [
         ("del\x7f", "del\\x7f"),
         ("line\nbreak\ttab", "line\\x0abreak\\x09tab"),
         ("rtl\u202egpj.exe", "rtl\\u202egpj.exe"),
-        ("bytes\udcff", "bytes\\udcff"),
-        ("sep\u2028x", "sep\\u2028x"),
+        ("bytes\udcff", "bytes\\xff"),
+        (os.fsdecode(b"caf\xe9.jpg"), "caf\\xe9.jpg"),
+        ("sep\u2028x\u2029", "sep\\u2028x\\u2029"),
+        ("nel\x85", "nel\\x85"),
+        ("link\x1b]8;;http://x\x1b\\y", "link\\x1b]8;;http://x\\x1b\\y"),
+        ("iso\u2066late\u2069", "iso\\u2066late\\u2069"),
+        ("zero\u200bwidth\u200d\u2060\ufeff", "zero\\u200bwidth\\u200d\\u2060\\ufeff"),
+        ("tag\U000e0041", "tag\\U000e0041"),
+        ("private\ue000 none\uffff", "private\\ue000 none\\uffff"),
     ],
 )
 def test_inert_escapes_what_could_act_on_the_terminal(raw: str, shown: str) -> None:
     assert inert(raw) == shown
     assert inert(raw).isprintable()
-
-
-def test_plain_text_is_never_markup() -> None:
-    text = plain("[red]not red[/red] \x1b[0m")
-    assert text.plain == "[red]not red[/red] \\x1b[0m"
-    assert not text.spans
 
 
 def test_number_formats() -> None:

@@ -1,10 +1,12 @@
-"""Text that is safe to put on the terminal, and the formats the app shows numbers in.
+"""Text that is safe to put on the terminal, and the formats numbers are shown in.
+
+The one copy of these rules for both front ends: the app and the command line (which imports
+this module; it loads neither Textual nor Rich).
 
 File names, folder names and EXIF fields come from the album, not from us: a name can hold an
-escape sequence that would move the cursor or retitle the terminal, a bidirectional override that
-reorders what the user reads, a surrogate from an undecodable byte, or a ``[`` that Rich would
-take for markup. :func:`inert` turns every such character into a visible escape, and
-:func:`plain` wraps the result in a :class:`rich.text.Text`, which is never parsed as markup.
+escape sequence that would move the cursor or retitle the terminal, a bidirectional override or
+an invisible character that changes what the user reads, a line break, or a surrogate from an
+undecodable byte. :func:`inert` turns every such character into a visible escape.
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ import math
 import unicodedata
 from datetime import datetime
 
-from rich.text import Text
-
-_BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-)
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn", "Zl", "Zp"})
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""Control (C0, DEL, C1), format (bidirectional controls, zero-width characters, the byte-order
+mark, tags), surrogate, private-use and unassigned code points, line and paragraph separators."""
 
 
 def _escape(char: str) -> str:
     code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by ``surrogateescape``
+        return f"\\x{code - 0xDC00:02x}"
     if code <= 0xFF:
         return f"\\x{code:02x}"
     if code <= 0xFFFF:
@@ -33,29 +34,23 @@ def _escape(char: str) -> str:
 def inert(text: str) -> str:
     """Return ``text`` with every character that could act on the terminal written as an escape.
 
-    Control characters (C0, DEL, C1: ``ESC``, ``BEL``, ``CSI``...), line and paragraph separators,
-    lone surrogates (undecodable bytes in a file name), private-use and unassigned code points, and
-    bidirectional controls become ``\\x1b``, ``\\u202e`` and so on. A backslash stays as it is.
+    Control characters (C0, DEL, C1: ``ESC``, ``BEL``, ``CSI``...), format characters
+    (bidirectional overrides and isolates, zero-width spaces and joiners, the byte-order mark),
+    line and paragraph separators, private-use and unassigned code points become ``\\x1b``,
+    ``\\u202e`` and so on; an undecodable byte of a file name (a lone surrogate under
+    ``surrogateescape``) becomes ``\\xe9``. A backslash stays as it is. The result is printable
+    (:meth:`str.isprintable`).
 
     Examples
     --------
     >>> inert("holiday\\x1b]0;pwned\\x07.jpg")
     'holiday\\\\x1b]0;pwned\\\\x07.jpg'
     """
-    if text.isprintable() and not any(char in _BIDI_CONTROLS for char in text):
+    if text.isprintable():  # no character of an unsafe category is printable
         return text
-    out = []
-    for char in text:
-        if char in _BIDI_CONTROLS or unicodedata.category(char) in _UNSAFE_CATEGORIES:
-            out.append(_escape(char))
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def plain(text: str, style: str = "") -> Text:
-    """:func:`inert` text as a Rich ``Text`` (never read as markup)."""
-    return Text(inert(text), style=style, no_wrap=False)
+    return "".join(
+        _escape(char) if unicodedata.category(char) in _UNSAFE_CATEGORIES else char for char in text
+    )
 
 
 def percent(fraction: float) -> str:
