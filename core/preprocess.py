@@ -70,15 +70,16 @@ import functools
 import math
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import ClipsearchError
+from core.heif import heif_available
 from core.registry import Preprocess
 
-__all__ = ["ImageDecodeError", "load_image", "preprocess", "preprocess_batch", "resize_for"]
+__all__ = ["ImageDecodeError", "load_image", "preprocess", "resize_for"]
 
 #: Pillow filters for the ``interpolation`` names of :class:`core.registry.Preprocess`.
 RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
@@ -172,7 +173,7 @@ def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> 
         with open(path, "rb") as handle:
             heif = _is_heif(handle.read(64))
             handle.seek(0)
-            heif_ready = heif and _enable_heif()
+            heif_ready = heif and heif_available()
             try:
                 image: Image.Image = Image.open(handle)
             except UnidentifiedImageError:
@@ -257,28 +258,6 @@ def resize_for(image: Image.Image, spec: Preprocess) -> Image.Image:
         square = (spec.size, spec.size)
         return rgb if rgb.size == square else rgb.resize(square, resample)
     return _resize_short_side(_to_rgb(image), spec.size, resample)
-
-
-def preprocess_batch(images: Iterable[Image.Image], spec: Preprocess) -> np.ndarray:
-    """:func:`preprocess` applied to several images, stacked.
-
-    Parameters
-    ----------
-    images
-        Pillow images, as :func:`preprocess` takes them.
-    spec
-        The model's preprocessing.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``[N, 3, S, S] float32``, C-contiguous; ``N`` may be 0.
-    """
-    batch = list(images)
-    out = np.empty((len(batch), 3, spec.size, spec.size), dtype=np.float32)
-    for index, image in enumerate(batch):
-        _preprocess_into(image, spec, out[index])
-    return out
 
 
 def _preprocess_into(image: Image.Image, spec: Preprocess, out: np.ndarray) -> None:
@@ -436,16 +415,6 @@ def _is_heif(head: bytes) -> bool:
 
 
 @functools.cache
-def _enable_heif() -> bool:
-    """Register ``pillow_heif``'s opener with Pillow, once; False when it is not installed."""
-    try:
-        import pillow_heif
-    except ImportError:
-        return False
-    pillow_heif.register_heif_opener()
-    return True
-
-
 def _reason(exc: BaseException) -> str:
     """A one-line description of why reading failed."""
     if isinstance(exc, UnidentifiedImageError):

@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import features
 
 from core.errors import AlbumNotFoundError
+from core.heif import heif_available
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -150,17 +151,6 @@ class ScanResult:
     errors: list[Skipped] = field(default_factory=list)
     ignored: int = 0
     cancelled: bool = False
-
-
-@functools.cache
-def heif_available() -> bool:
-    """Whether HEIC/HEIF photos can be read; registers the ``pillow_heif`` opener on first call."""
-    try:
-        import pillow_heif
-    except (ImportError, OSError):
-        return False
-    pillow_heif.register_heif_opener()
-    return True
 
 
 @functools.cache

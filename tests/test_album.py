@@ -18,6 +18,7 @@ from PIL import ExifTags, Image, ImageFile, TiffImagePlugin, features
 from core import scan as scan_module
 from core.capture_time import CaptureTime, read_capture_time, wall_time
 from core.errors import AlbumNotFoundError, BadDateError, ClipsearchError, PhotoMissingError
+from core.heif import heif_available
 from core.scan import (
     AVIF_MISSING_REASON,
     AVIF_SUFFIXES,
@@ -29,7 +30,6 @@ from core.scan import (
     ScanOptions,
     ScanResult,
     Skipped,
-    heif_available,
     scan,
 )
 from core.timeline import bucket_range, build_timeline, parse_date

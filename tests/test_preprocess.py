@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from core import preprocess as pp
 from core.errors import ClipsearchError
-from core.preprocess import ImageDecodeError, load_image, preprocess, preprocess_batch
+from core.preprocess import ImageDecodeError, load_image, preprocess
 from core.registry import Preprocess
 from tests.samples import SAMPLES, SHARED_SAMPLES, needs_shared
 
@@ -627,17 +627,6 @@ def test_centre_crop_matches_torchvision(size_wh: tuple[int, int], crop: int) ->
 
 
 # -- API shape ------------------------------------------------------------------------------------
-
-
-def test_preprocess_batch() -> None:
-    images = [Image.new("RGB", (30, 20), (i * 40, 100, 200)) for i in range(3)]
-    spec = Preprocess(size=16)
-    batch = preprocess_batch(images, spec)
-    assert batch.shape == (3, 3, 16, 16) and batch.dtype == np.float32
-    assert batch.flags.c_contiguous
-    for index, image in enumerate(images):
-        np.testing.assert_array_equal(batch[index], preprocess(image, spec))
-    assert preprocess_batch([], spec).shape == (0, 3, 16, 16)
 
 
 def test_normalisation_values() -> None:
