@@ -334,22 +334,10 @@ class _WriterLock:
 class LibraryDatabase:
     """The library's database connection: transactions, snapshots, the revision and the lock.
 
-    The base of :class:`core.library.Library`, which is what callers open.
-
-    Open it with :meth:`core.library.Library.open`. One object may be shared by threads: every
-    call holds an internal lock around the database connection. Other processes may open the
-    same library at the same time; only one of them can sync or index at once
-    (:meth:`indexing_lock`).
-
-    Attributes
-    ----------
-    path
-        The database file.
-    thumbnail_dir
-        Folder the thumbnails are written to (``thumbnails`` in the cache folder by default).
-    vector_file_path
-        The compact vector file beside the database (:mod:`core.vectorfile`): the database
-        file's name with ``.vectors`` added.
+    The base of :class:`core.library.Library`, which is what callers open and which documents
+    the attributes (``path``, ``thumbnail_dir``, ``vector_file_path``). Every call holds an
+    internal lock around the one connection, so threads may share an object; only one process
+    at a time can sync or index (:meth:`indexing_lock`).
     """
 
     def __init__(self, path: Path, thumbnail_dir: Path) -> None:
