@@ -1,6 +1,6 @@
 """Ranking the indexed photos: text to image, image to image, image to text, text to text.
 
-Public surface: :func:`search`, :func:`similar`, :func:`describe`, :func:`rank_texts`, and the
+Public surface: :func:`search`, :func:`similar`, :func:`describe`, and the
 result types :class:`Hit` and :class:`Label`. Queries are parsed by :mod:`core.query`; the
 compact copy of the vectors that a search scores comes from :mod:`core.vector_cache`.
 
@@ -103,7 +103,7 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class Label:
-    """A text ranked by :func:`describe` or :func:`rank_texts`.
+    """A text ranked by :func:`describe`.
 
     Attributes
     ----------
@@ -479,22 +479,3 @@ def describe(
     else:
         embedding = model.encode_images([image])[0]
     return _rank_labels(model, normalised(embedding, "the image's embedding"), labels)
-
-
-def rank_texts(model: ClipModel, query: str, texts: Sequence[str]) -> list[Label]:
-    """Rank texts by similarity to a query (text to text).
-
-    Parameters
-    ----------
-    query
-        A query string; the arithmetic of :func:`core.query.parse_query` applies.
-    texts
-        Texts to rank.
-
-    Returns
-    -------
-    list[Label]
-        All texts, best first, with probabilities by the model's rule (:mod:`core.scoring`).
-    """
-    vector = query_vector(model, parse_query(query))
-    return _rank_labels(model, vector, texts)

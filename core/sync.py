@@ -167,31 +167,6 @@ class AlbumSync(LibraryDatabase):
             )
         return folders
 
-    def remove_roots(self, paths: Iterable[Path | str]) -> int:
-        """Forget album folders and the photos that no other root holds; returns how many photos.
-
-        Needs the writer lock; takes it for the call.
-        """
-        removed = [str(absolute_path(p)) for p in paths]
-        with self.indexing_lock(), self._transaction() as db:
-            db.executemany("DELETE FROM roots WHERE path = ?", [(path_text(r),) for r in removed])
-            remaining = [path_from_text(r) for (r,) in db.execute("SELECT path FROM roots")]
-            gone = [
-                (photo_id,)
-                for photo_id, text in db.execute("SELECT id, path FROM photos")
-                if is_under(path := path_from_text(text), removed) and not is_under(path, remaining)
-            ]
-            db.executemany("DELETE FROM photos WHERE id = ?", gone)
-            skipped = [
-                (text,)
-                for (text,) in db.execute("SELECT path FROM skipped")
-                if is_under(path := path_from_text(text), removed) and not is_under(path, remaining)
-            ]
-            db.executemany("DELETE FROM skipped WHERE path = ?", skipped)
-            if gone:
-                self._bump(db)
-        return len(gone)
-
     def roots(self) -> list[Path]:
         """The album folders, sorted."""
         rows = self._query("SELECT path FROM roots")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import threading
 import time
 from collections import deque
@@ -35,7 +34,7 @@ from core.encoder import ClipModel, load_model
 from core.errors import ClipsearchError, ModelNotInstalledError
 from core.languages import multilingual_model_name, script_hint
 from core.library import Library
-from core.paths import HOME_ENV, cache_dir
+from core.paths import cache_dir
 from core.query import parse_query, query_vector
 from core.ranking import Hit, search, similar
 from core.scan import scan
@@ -874,7 +873,6 @@ def make_app(
     paths: list[Path],
     *,
     images: str = "auto",
-    home: Path | None = None,
     config: TuiConfig | None = None,
     gpu: bool = False,
 ) -> ClipSearchApp:
@@ -887,9 +885,6 @@ def make_app(
     images
         ``auto``, ``kitty``, ``sixel``, ``halfcell`` or ``none``: how thumbnails are drawn.
         ``auto`` defers to the ``images`` setting, then to detection.
-    home
-        Use this folder for models, library, thumbnails and settings (sets ``CLIPSEARCH_HOME``
-        for this process).
     config
         Settings to use instead of those read from the configuration file.
     gpu
@@ -899,8 +894,6 @@ def make_app(
     -----
     The terminal is asked what graphics it supports here, before the app takes it over.
     """
-    if home is not None:
-        os.environ[HOME_ENV] = str(Path(home).expanduser().absolute())
     config_error = None
     if config is None:
         try:

@@ -37,11 +37,6 @@ class IndexingPanel(Vertical):
         yield Static("", id="index-current")
         yield Static("", id="index-errors")
 
-    @property
-    def errors(self) -> int:
-        """Errors met by the current (or last) job."""
-        return self._errors
-
     def started(self, bucket_name: str, queued: int = 0) -> None:
         """A job began indexing the bucket named ``bucket_name``."""
         self._bucket = bucket_name
