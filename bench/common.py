@@ -1,9 +1,12 @@
-"""What every benchmark script shares: the CPU's name and its section of bench/RESULTS.md."""
+"""What the benchmark scripts share: the CPU, its section of RESULTS.md, timing, ONNX export."""
 
 from __future__ import annotations
 
 import platform
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -46,3 +49,41 @@ def write_section(heading: str, lines: list[str]) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text, encoding="utf-8")
+
+
+def best_of(action: Callable[[], object], runs: int, *, warm_up: bool = False) -> float:
+    """The shortest wall time of ``runs`` calls of ``action``, in seconds (after one more call
+    that is not timed, with ``warm_up``)."""
+    if warm_up:
+        action()
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def export_image_tower(reference: Any, path: Path, size: int) -> None:
+    """Export an open_clip model's image tower to ONNX at ``path``, with a dynamic batch axis.
+
+    PyTorch's fused attention path (taken in eval mode, and under ``no_grad``) has no ONNX export;
+    it is switched off for the export (the graph is the same) and put back as it was.
+    """
+    import torch
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        torch.onnx.export(
+            reference.visual,
+            (torch.zeros(1, 3, size, size),),
+            str(path),
+            input_names=["image"],
+            output_names=["embedding"],
+            dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)

@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_flags, cpu_model, write_section  # noqa: E402
+from bench.common import cpu_flags, cpu_model, export_image_tower, write_section  # noqa: E402
 
 TEXTS = [
     "a red bicycle in the snow",
@@ -152,16 +152,7 @@ def onnx_sessions(reference, spec, workdir: Path, threads: int):
     # the fused attention kernel of eval mode has no ONNX export; the exported graph is the same
     torch.backends.mha.set_fastpath_enabled(False)
     if not image_path.exists():
-        torch.onnx.export(
-            reference.visual,
-            torch.zeros(1, 3, size, size),
-            str(image_path),
-            input_names=["image"],
-            output_names=["embedding"],
-            dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+        export_image_tower(reference, image_path, size)
     if not text_path.exists():
         torch.onnx.export(
             TextTower(reference),

@@ -61,7 +61,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_model, write_section  # noqa: E402
+from bench.common import best_of, cpu_model, export_image_tower, write_section  # noqa: E402
 
 MODEL = "ViT-B-32-256-datacomp"
 SOURCE = ROOT.parent / "shared" / "photos" / "exif-samples" / "jpg"
@@ -209,23 +209,6 @@ def run_dask(album: Path, threads: int, home: Path) -> dict[str, Any]:
     }
 
 
-def export_visual(reference: Any, path: Path, size: int) -> None:
-    """Export the open_clip image tower to ONNX, with a dynamic batch axis."""
-    import torch
-
-    # not under no_grad(): there PyTorch takes its fused attention path, which has no ONNX export
-    torch.onnx.export(
-        reference.visual,
-        (torch.zeros(1, 3, size, size),),
-        str(path),
-        input_names=["image"],
-        output_names=["embedding"],
-        dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-
-
 def run_rclip_way(album: Path, onnx_path: Path, threads: int) -> dict[str, Any]:
     """Index ``album`` as rclip does: sequential full decode, open_clip transform, ONNX Runtime."""
     import onnxruntime as ort
@@ -304,15 +287,6 @@ def _agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 # Vector storage
 
 
-def _best_of(action: Callable[[], Any], repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        action()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def storage_numbers(workdir: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -> list[str]:
     """Time reading all vectors (BLOBs through ``Library.vectors``, memmap) and float16 effects."""
     from core.library import Library
@@ -342,7 +316,7 @@ def storage_numbers(workdir: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -
                     library.save_batch(
                         "bench", chunk, matrix[first : first + len(chunk)], [None] * len(chunk)
                     )
-            blob_s = _best_of(lambda library=library: library.vectors("bench"))
+            blob_s = best_of(lambda library=library: library.vectors("bench"), 3)
         slots_path = workdir / f"storage-{count}.f32"
         matrix.tofile(slots_path)
 
@@ -355,7 +329,7 @@ def storage_numbers(workdir: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -
             mapped = np.memmap(slots_path, np.float32, "r").reshape(-1, dim)
             np.ascontiguousarray(mapped[slots])
 
-        memmap_s = _best_of(memmap_read)
+        memmap_s = best_of(memmap_read, 3)
         size_mb = path.stat().st_size / 1e6
         lines.append(
             f"| {count:,} | {blob_s * 1000:.0f} ms | {memmap_s * 1000:.0f} ms | {size_mb:.0f} MB |"
@@ -430,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32_home = workdir / "home"
         reference = install(workdir)
         onnx_path = workdir / "visual.onnx"
-        export_visual(reference, onnx_path, RCLIP_SIZE)
+        export_image_tower(reference, onnx_path, RCLIP_SIZE)
         runs: dict[str, Callable[[], dict[str, Any]]] = {
             "ours": lambda: run_ours(album, args.threads, True, fp32_home),
             "ours, no draft": lambda: run_ours(album, args.threads, False, fp32_home),

@@ -25,8 +25,6 @@ import datetime as dt
 import struct
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +32,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_flags, cpu_model, write_section  # noqa: E402
+from bench.common import best_of, cpu_flags, cpu_model, write_section  # noqa: E402
 from core.ncnn_graph import INT8_TAG, Graph  # noqa: E402
 
 IN_FEATURES = 768
 OUT_FEATURES = 3072
-
-
-def best_of(fn: Callable[[], object], runs: int = 30) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def ncnn_gemm(
@@ -97,7 +85,7 @@ def time_ncnn(param: Path, x: np.ndarray, threads: int, bf16: bool) -> tuple[flo
         ex.input("x", ncnn.Mat(x).clone())
         return np.array(ex.extract("out")[1])
 
-    return best_of(run), run()
+    return best_of(run, 30, warm_up=True), run()
 
 
 def time_onnxruntime(weight: np.ndarray, bias: np.ndarray, x: np.ndarray, threads: int) -> float:
@@ -124,7 +112,7 @@ def time_onnxruntime(weight: np.ndarray, bias: np.ndarray, x: np.ndarray, thread
     session = ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    return best_of(lambda: session.run(None, {"x": x}))
+    return best_of(lambda: session.run(None, {"x": x}), 30, warm_up=True)
 
 
 def time_torch(weight: np.ndarray, bias: np.ndarray, x: np.ndarray) -> float:
@@ -134,7 +122,7 @@ def time_torch(weight: np.ndarray, bias: np.ndarray, x: np.ndarray) -> float:
     torch.set_num_threads(1)
     w, b, t = torch.from_numpy(weight), torch.from_numpy(bias), torch.from_numpy(x)
     with torch.no_grad():
-        return best_of(lambda: torch.nn.functional.linear(t, w, b))
+        return best_of(lambda: torch.nn.functional.linear(t, w, b), 30, warm_up=True)
 
 
 def vit_gflop(name: str = "ViT-B-32-256-datacomp") -> float:
