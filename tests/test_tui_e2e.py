@@ -106,7 +106,9 @@ def test_type_a_query_and_read_the_results(tui_pane: Pane) -> None:
     assert "#1 " in text and "cos " in text and "%" in text
     assert "opt.num_threads" not in text, "a native library wrote over the screen"
     assert "\x1b" not in text
-    assert "▀" in text, "thumbnails are drawn with half-cell blocks inside tmux"
+    # thumbnails are drawn with half-cell blocks inside tmux, by a worker, after the results
+    text = tui_pane.wait_for(lambda text: "for a dog" in text and "▀" in text)
+    assert "opt.num_threads" not in text and "\x1b" not in text
     tui_pane.send("C-q")
     text = tui_pane.wait_for(lambda text: "EXIT=" in text, timeout=15)
     assert "EXIT=0" in text
