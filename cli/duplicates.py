@@ -11,7 +11,7 @@ from cli.output import PROG, isatty, print_json, print_line, usage_error
 from tui.text import file_size
 
 
-def add_duplicates_commands(commands: argparse._SubParsersAction) -> None:
+def add_duplicates_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from core.duplicates import DEFAULT_THRESHOLD
 
     duplicates = commands.add_parser(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def add_serve_commands(commands: argparse._SubParsersAction) -> None:
+def add_serve_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve",
         help="serve the app to a web browser",

@@ -72,7 +72,8 @@ class ApproximateIndex:
         """Photo ids of about the ``count`` best matches of ``query`` ``[D]``: ``[<=count]``."""
         _, ids = self.index.search(np.ascontiguousarray(query, np.float32)[None], count)
         found = ids[0]
-        return found[found >= 0].astype(np.int64)
+        kept: np.ndarray = found[found >= 0].astype(np.int64)
+        return kept
 
     def usable(self, version: VectorVersion, indexed: int) -> bool:
         """Whether it still describes the library well enough to search with."""
