@@ -122,6 +122,11 @@ _PHOTO_COLUMNS = (
 class Library(AlbumSync):
     """The photo library on disk: photos, their capture times, status and embeddings.
 
+    The connection, schema and lock are :class:`~core.database.LibraryDatabase`'s and the album
+    sync :class:`~core.sync.AlbumSync`'s; what is left here (about 530 lines) is one job, the
+    photo rows and their embeddings, read and written through one set of filters
+    (:meth:`_filters`) and one model check, which a further split would have to share.
+
     Open it with :meth:`Library.open`. One object may be shared by threads: every call holds an
     internal lock around the database connection. Other processes may open the same library at
     the same time; only one of them can sync or index at once (:meth:`indexing_lock`).
