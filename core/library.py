@@ -344,7 +344,12 @@ class Library(AlbumSync):
             params.extend((low, high))
         return " AND ".join(clauses) or "1", params
 
-    def _check_model(self, model_name: str | None) -> None:
+    def check_model(self, model_name: str | None) -> None:
+        """Raise :class:`ModelMismatchError` when the library holds another model's embeddings.
+
+        The one check, and the one message, for whoever reads embeddings with a model: the
+        readers below call it, and so does a search before it starts.
+        """
         stored = self.model_name
         if model_name is not None and stored is not None and stored != model_name:
             raise self._mismatch(stored, model_name)
@@ -384,7 +389,7 @@ class Library(AlbumSync):
         ModelMismatchError
             ``model_name`` is given and the library holds another model's embeddings.
         """
-        self._check_model(model_name)
+        self.check_model(model_name)
         where, params = self._filters("indexed" if indexed_only else None, since, until, folder)
         return self._ids(f"SELECT id FROM photos WHERE {where}", params)
 
@@ -429,7 +434,7 @@ class Library(AlbumSync):
         ModelMismatchError
             The library holds another model's embeddings.
         """
-        self._check_model(model_name)
+        self.check_model(model_name)
         with self.snapshot():
             if since is None and until is None and folder is None:
                 count = self._query("SELECT count(*) FROM photos WHERE status = 'indexed'")[0][0]
@@ -466,7 +471,7 @@ class Library(AlbumSync):
         ModelMismatchError
             The library holds another model's embeddings.
         """
-        self._check_model(model_name)
+        self.check_model(model_name)
         with self.snapshot():
             ids = self._ids(
                 "SELECT id FROM photos INDEXED BY photos_vector_revision"
@@ -490,7 +495,7 @@ class Library(AlbumSync):
         matrix : numpy.ndarray
             ``[K, D] float32``, as :meth:`vectors` returns them.
         """
-        self._check_model(model_name)
+        self.check_model(model_name)
         return self._read_vectors(
             int(limit),
             [

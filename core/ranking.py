@@ -51,7 +51,6 @@ import numpy as np
 
 from core import ann
 from core.compact import CompactVectors
-from core.database import ModelMismatchError
 from core.errors import ClipsearchError
 from core.query import (
     QueryError,
@@ -128,16 +127,6 @@ def _best(scores: np.ndarray, count: int) -> np.ndarray:
     return np.argpartition(scores, n - count)[n - count :]
 
 
-def _check_model(library: Library, model: ClipModel) -> None:
-    indexed_with = library.model_name
-    if indexed_with is not None and indexed_with != model.name:
-        raise ModelMismatchError(
-            f"this library was indexed with model {indexed_with!r} but {model.name!r} is "
-            f"loaded: use --model {indexed_with}, or re-index it with {model.name!r} "
-            f"(clipsearch-tui index --model {model.name} --reindex)"
-        )
-
-
 def _describe_filters(
     since: datetime | None, until: datetime | None, folder: str | os.PathLike[str] | None
 ) -> str:
@@ -171,7 +160,7 @@ def _candidates(
     folder: str | os.PathLike[str] | None,
 ) -> _Candidates:
     """Fetch what a search ranks; raise :class:`NoCandidatesError` when nothing is left."""
-    _check_model(library, model)
+    library.check_model(model.name)
     with library.snapshot():  # the copy and the filtered ids describe the same moment
         compact = compact_vectors(library, model.name)
         if since is None and until is None and folder is None:

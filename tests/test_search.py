@@ -341,6 +341,9 @@ class _FakeLibrary:
     def embed_dim(self) -> int:
         return int(self.matrix.shape[1])
 
+    def check_model(self, model_name: str | None) -> None:
+        assert model_name in (None, self.model_name)
+
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         yield
