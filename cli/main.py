@@ -39,6 +39,7 @@ from core.manifest import clipsearch_version
 if TYPE_CHECKING:
     pass
 
+from cli.completion import add_completion_commands
 from cli.duplicates import add_duplicates_commands
 from cli.models import add_model_commands
 from cli.output import EXIT_INTERRUPTED, PROG, print_error, print_way_round, usage_error
@@ -55,6 +56,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
     add_search_commands,
     add_duplicates_commands,
     add_serve_commands,
+    add_completion_commands,
 ]
 
 

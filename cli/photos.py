@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from core.indexer import IndexSummary
     from core.library import Library
     from core.timeline import Bucket, Timeline
+    from tui.config import TuiConfig
 
 from cli.output import (
     EXIT_INTERRUPTED,
@@ -54,7 +55,9 @@ def add_index_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="album folder")
     index.add_argument(
-        "--model", metavar="NAME", help="model to encode with (default: the library's model)"
+        "--model",
+        metavar="NAME",
+        help="model to encode with (default: the model setting, else the library's model)",
     )
     index.add_argument(
         "--since", type=_date_arg, metavar="DATE", help="encode only photos taken from DATE on"
@@ -72,10 +75,10 @@ def add_index_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     index.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="auto",
-        help="arithmetic of the encoder: auto (default: bf16 where the CPU has native bf16 and "
-        "it was measured accurate enough, else float32), fp32 (exact), bf16, or int8 (models "
-        "installed with --precision int8)",
+        default=None,
+        help="arithmetic of the encoder (default: the precision setting, else auto): auto "
+        "(bf16 where the CPU has native bf16 and it was measured accurate enough, else "
+        "float32), fp32 (exact), bf16, or int8 (models installed with --precision int8)",
     )
     _add_gpu_option(index)
     index.add_argument(
@@ -113,7 +116,9 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     search.add_argument(
         "--until", type=_date_arg, metavar="DATE", help="only photos taken up to DATE"
     )
-    search.add_argument("--model", metavar="NAME", help="model (default: the library's model)")
+    search.add_argument(
+        "--model", metavar="NAME", help="model (default: the model setting, else the library's)"
+    )
     _add_gpu_option(search)
     search.add_argument(
         "--json",
@@ -131,7 +136,9 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     describe.add_argument(
         "--labels", nargs="+", required=True, metavar="TEXT", help="candidate descriptions"
     )
-    describe.add_argument("--model", metavar="NAME", help="model (default: the library's model)")
+    describe.add_argument(
+        "--model", metavar="NAME", help="model (default: the model setting, else the library's)"
+    )
     _add_gpu_option(describe)
     describe.add_argument(
         "--json",
@@ -159,9 +166,11 @@ def _index(args: argparse.Namespace) -> int:
     since, until = _date_range(args)
     for path in args.paths:  # a mistyped folder is reported before any model is opened
         existing_folder(path, "photo folder")
+    settings = _settings()
     with Library.open() as library:
-        name = args.model or library.model_name
-        with _load_model(name, gpu=args.gpu, precision=args.precision) as model:
+        name = args.model or settings.model or library.model_name
+        precision = args.precision or settings.precision
+        with _load_model(name, gpu=args.gpu or settings.gpu, precision=precision) as model:
             print(f"{PROG}: encoding with {model.name} in {model.precision}", file=sys.stderr)
             if args.reindex:
                 library.use_model(model.name, model.embed_dim, replace=True)
@@ -177,6 +186,7 @@ def _index(args: argparse.Namespace) -> int:
                         until=until,
                         progress=bar,
                         cancel=cancel,
+                        batch_size=settings.batch_size,
                         cluster=args.dask,
                     )
             finally:
@@ -211,7 +221,12 @@ def _search(args: argparse.Namespace) -> int:
     folder = existing_folder(args.folder) if args.folder is not None else None
     with Library.open() as library:
         _require_indexed(library)
-        with _load_model(args.model or library.model_name, gpu=args.gpu) as model:
+        settings = _settings()
+        with _load_model(
+            args.model or settings.model or library.model_name,
+            gpu=args.gpu or settings.gpu,
+            precision=settings.precision,
+        ) as model:
             if args.similar is not None:
                 hits = similar(
                     library,
@@ -260,7 +275,12 @@ def _describe(args: argparse.Namespace) -> int:
 
     _existing_image(str(args.image))
     with Library.open() as library:
-        with _load_model(args.model or library.model_name, gpu=args.gpu) as model:
+        settings = _settings()
+        with _load_model(
+            args.model or settings.model or library.model_name,
+            gpu=args.gpu or settings.gpu,
+            precision=settings.precision,
+        ) as model:
             labels = describe(model, args.image, args.labels, library=library)
     if args.json:
         print_json(
@@ -324,6 +344,23 @@ DATES = (
     "DATE is YYYY, YYYY-MM, YYYY-MM-DD, a key that timeline prints (last-7-days, ...), today, "
     "yesterday, or a time ago (7d, 2w, 3m, 1y)"
 )
+
+
+def _settings() -> TuiConfig:
+    """The settings shared with the app (model, gpu, batch size, precision) from config.toml.
+
+    Options given on the command line win. A settings file that cannot be read is reported in
+    one line and the defaults are used, so that a typo there never stops a command.
+    """
+    from tui.config import ConfigError, TuiConfig, load_config
+
+    try:
+        return load_config()
+    except ConfigError as error:
+        print(
+            f"{PROG}: {' '.join(str(error).split())}; using the default settings", file=sys.stderr
+        )
+        return TuiConfig()
 
 
 def _date_arg(text: str) -> str:

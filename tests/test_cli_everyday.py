@@ -119,3 +119,82 @@ def test_a_query_that_starts_with_a_slash_is_text_unless_it_names_a_photo() -> N
     assert [t.kind for t in parse_query("./missing.jpg + cat")] == ["image", "text"]
     here = Path(__file__)
     assert [t.kind for t in parse_query(str(here))] == ["image"]
+
+
+def test_the_command_line_takes_the_shared_settings_from_config_toml(
+    tmp_path: Path,
+    tiny_model: object,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
+    from tests.test_cli import _link_models
+
+    home_folder = tmp_path / "home"
+    _link_models(home_folder, tiny_model)
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home_folder))
+    album = tmp_path / "album"
+    album.mkdir()
+    gallery = Path(__file__).resolve().parents[1] / "gallery"
+    for photo in sorted(gallery.glob("*.jpg"))[:2]:
+        shutil.copy2(photo, album / photo.name)
+
+    # without settings the default model is asked for, and it is not installed
+    code, _, err = _run(capsys, "index", str(album))
+    assert code == 1 and "is not installed" in err
+    (home_folder / "config").mkdir(exist_ok=True)
+    (home_folder / "config" / "config.toml").write_text(
+        '[tui]\nmodel = "tiny"\nbatch_size = 1\nprecision = "fp32"\n'
+    )
+    code, out, err = _run(capsys, "index", str(album), "--json")
+    assert code == 0, err
+    assert "encoding with tiny in fp32" in err and json.loads(out)["indexed"] == 2
+    code, out, err = _run(capsys, "search", "a photo", "--json")
+    assert code == 0 and len(json.loads(out)) == 2
+
+    (home_folder / "config" / "config.toml").write_text("[tui]\nbatch_size = 0\n")
+    code, out, err = _run(capsys, "search", "a photo", "--model", "tiny", "--json")
+    assert code == 0 and "using the default settings" in err
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_know_every_command(
+    shell: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "completion", shell)
+    assert code == 0
+    for command in ("model", "index", "search", "duplicates", "serve", "timeline"):
+        assert command in out, command
+
+
+def test_bash_completes_a_command_and_its_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+    import subprocess
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not installed")
+    code, out, _ = _run(capsys, "completion", "bash")
+    script = tmp_path / "clipsearch-tui.bash"
+    script.write_text(out)
+
+    def complete(line: str) -> list[str]:
+        words = line.split() + ([""] if line.endswith(" ") else [])
+        program = f"""
+            source {script}
+            COMP_WORDS=({" ".join(repr(w) for w in words)})
+            COMP_CWORD={len(words) - 1}
+            COMP_LINE={line!r}
+            COMP_POINT=${{#COMP_LINE}}
+            _shtab_clipsearch_tui
+            printf '%s\\n' "${{COMPREPLY[@]}}"
+        """
+        done = subprocess.run([bash, "-c", program], capture_output=True, text=True, timeout=30)
+        return done.stdout.split()
+
+    assert complete("clipsearch-tui dupl") == ["duplicates"]
+    assert "--threshold" in complete("clipsearch-tui duplicates --th")
+    assert "install" in complete("clipsearch-tui model ")
