@@ -51,10 +51,9 @@ from core.indexer import (
     decode_photo,
     encode_batch,
     save_results,
-    store_thumbnail,
-    thumbnail_jpeg,
 )
 from core.library import Library, PendingPhoto
+from core.thumbnails import store_thumbnail, thumbnail_jpeg
 
 __all__ = ["ClusterError", "ModelRequest", "ShardResult", "encode_on_cluster", "encode_shard"]
 

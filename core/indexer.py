@@ -19,8 +19,6 @@ within one batch; what was committed stays.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import threading
@@ -43,28 +41,17 @@ from core.library import Library, PendingPhoto
 from core.preprocess import load_image, preprocess, resize_for
 from core.scan import Skipped, scan
 from core.sync import SyncReport
+from core.thumbnails import THUMBNAIL_MAX_SIDE, save_thumbnail
 
 __all__ = [
-    "THUMBNAIL_FORMAT",
-    "THUMBNAIL_MAX_SIDE",
     "IndexProgress",
     "IndexSummary",
     "decode_photo",
     "encode_batch",
     "index",
     "save_results",
-    "save_thumbnail",
-    "store_thumbnail",
-    "thumbnail_jpeg",
 ]
 
-THUMBNAIL_MAX_SIDE = 256
-"""Longest side of a thumbnail, in pixels."""
-
-THUMBNAIL_FORMAT = "JPEG"
-"""Thumbnails are JPEG files named ``<content hash>.jpg``, quality :data:`THUMBNAIL_QUALITY`."""
-
-THUMBNAIL_QUALITY = 85
 DEFAULT_DECODERS = max(1, min(4, os.cpu_count() or 1))
 PROGRESS_INTERVAL_S = 0.1  # at most this often while scanning and reading capture times
 
@@ -203,63 +190,6 @@ class RunCounters:
         rate = done / elapsed if elapsed > 0 and done else 0.0
         eta = (total - done) / rate if rate > 0 and total else None
         self.progress(IndexProgress(done, total, rate, eta, current, len(self.failed), stage))
-
-
-def thumbnail_jpeg(image: Image.Image) -> bytes:
-    """The thumbnail of a decoded photo as JPEG bytes (``image`` is shrunk in place).
-
-    At most :data:`THUMBNAIL_MAX_SIDE` pixels on its long side, quality
-    :data:`THUMBNAIL_QUALITY`: the same bytes wherever it is made.
-    """
-    image.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE), Image.Resampling.BICUBIC, 2.0)
-    out = io.BytesIO()
-    image.save(out, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY)
-    return out.getvalue()
-
-
-def store_thumbnail(folder: Path, name: str, make: Callable[[], bytes]) -> str | None:
-    """Write ``<name>.jpg`` into ``folder`` from ``make()``, unless that file exists already.
-
-    The file appears whole or not at all (written aside, then renamed). Returns the file name,
-    or None when it could not be written (the reason is logged; the photo is indexed anyway).
-    """
-    file_name = f"{name}.jpg"
-    target = folder / file_name
-    if target.is_file():
-        return file_name
-    partial = folder / f".{file_name}.{os.getpid()}.{threading.get_ident()}.part"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(make())
-        os.replace(partial, target)
-    except (OSError, ValueError) as error:
-        log.warning("cannot write the thumbnail %s: %s", target, error)
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        return None
-    return file_name
-
-
-def save_thumbnail(image: Image.Image, folder: Path, name: str) -> str | None:
-    """Write a small copy of a decoded photo, unless a thumbnail of that name exists already.
-
-    Parameters
-    ----------
-    image
-        The decoded photo, already the right way up (as :func:`core.preprocess.load_image` gives
-        it). Shrunk in place.
-    folder
-        The thumbnail folder; created when missing.
-    name
-        The photo's content hash; the file is ``<name>.jpg``.
-
-    Returns
-    -------
-    str or None
-        The file name inside ``folder``, or None when it could not be written (the photo is
-        indexed anyway; the reason is logged).
-    """
-    return store_thumbnail(folder, name, lambda: thumbnail_jpeg(image))
 
 
 def decode_photo(

@@ -16,7 +16,6 @@ uncompressed TIFF or BMP edited only in the middle would not, if it was also mov
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
@@ -40,6 +39,7 @@ from core.database import (
 )
 from core.errors import AlbumNotFoundError
 from core.scan import FileEntry, ScanResult
+from core.thumbnails import remove_thumbnails
 
 HASH_CHUNK = 64 * 1024
 """Bytes read from each end of a file for :func:`content_hash`."""
@@ -421,9 +421,7 @@ class AlbumSync(LibraryDatabase):
         for digest in hashes:
             if self._query("SELECT 1 FROM photos WHERE content_hash = ? LIMIT 1", (digest,)):
                 continue
-            for thumb in self.thumbnail_dir.glob(f"{digest}.*"):
-                with contextlib.suppress(OSError):
-                    thumb.unlink()
+            remove_thumbnails(self.thumbnail_dir, digest)
 
     def refresh_vector_file(self, previous_generation: int | None = None) -> None:
         """Bring what is derived from the embeddings up to date after a write; a hook.

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import indexer
+from core import indexer, thumbnails
 from core import sync as sync_module
 from core.capture_time import read_capture_time
 from core.database import LibraryBusyError, ModelMismatchError
@@ -123,7 +123,7 @@ def test_indexed_vectors_match_the_model_and_thumbnails_are_small_and_upright(
     for record in records:
         assert record.thumbnail is not None and record.thumbnail.parent == library.thumbnail_dir
         with Image.open(record.thumbnail) as thumb:
-            assert max(thumb.size) <= indexer.THUMBNAIL_MAX_SIDE
+            assert max(thumb.size) <= thumbnails.THUMBNAIL_MAX_SIDE
             assert thumb.format == "JPEG"
 
     def pixels(name: str) -> np.ndarray:
@@ -171,7 +171,7 @@ def test_thumbnails_come_from_the_model_sized_image_and_look_like_the_photo(
         with Image.open(tmp_path / decoded.thumbnail) as thumb:
             thumb.load()
         direct = image.copy()
-        direct.thumbnail((indexer.THUMBNAIL_MAX_SIDE,) * 2, Image.Resampling.BICUBIC, 2.0)
+        direct.thumbnail((thumbnails.THUMBNAIL_MAX_SIDE,) * 2, Image.Resampling.BICUBIC, 2.0)
         assert thumb.size == direct.size, path.name
         # the same picture as a thumbnail made from the decoded photo (JPEG noise aside)
         ours = np.asarray(thumb.convert("L"), dtype=np.float64).ravel()

@@ -18,10 +18,10 @@ from textual.widgets import Button, Static
 
 from core.errors import ClipsearchError
 from core.ranking import Hit, describe
+from core.thumbnails import load_thumbnail
 from tui.messages import DescribeFinished, PreviewLoaded
 from tui.text import file_size, inert, percent, taken
 from tui.widgets.images import ImageWidget
-from tui.widgets.results import load_thumbnail
 
 if TYPE_CHECKING:
     from core.encoder import ClipModel

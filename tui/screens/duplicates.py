@@ -24,11 +24,11 @@ from textual.worker import get_current_worker
 
 from core.errors import ClipsearchError
 from core.library import Library, PhotoRecord
+from core.thumbnails import load_thumbnail
 from tui.messages import DuplicatesFound, DuplicateThumbnail, PhotosMoved
 from tui.screens.confirm import ConfirmScreen
 from tui.text import file_size, inert, taken
 from tui.widgets.images import cells_for, renderable_class
-from tui.widgets.results import load_thumbnail
 
 CARD_COLUMNS = 24
 """Width of one photo's card, borders included."""

@@ -80,10 +80,3 @@ def cells_for(image: PILImage.Image, box: tuple[int, int]) -> tuple[int, int]:
         max(1, min(columns, round(width * scale / cell.width))),
         max(1, min(rows, round(height * scale / cell.height))),
     )
-
-
-def fit(image: PILImage.Image, longest: int) -> PILImage.Image:
-    """A copy of ``image`` in RGB whose longer side is at most ``longest`` pixels."""
-    image = image.convert("RGB") if image.mode != "RGB" else image.copy()
-    image.thumbnail((longest, longest), PILImage.Resampling.BILINEAR)
-    return image

@@ -29,9 +29,10 @@ from textual.widget import Widget
 from textual.worker import get_current_worker
 
 from core.ranking import Hit
+from core.thumbnails import load_thumbnail
 from tui.messages import ThumbnailsLoaded
 from tui.text import inert, percent, taken
-from tui.widgets.images import ImageWidget, cells_for, fit, renderable_class
+from tui.widgets.images import ImageWidget, cells_for, renderable_class
 
 THUMBNAIL_PIXELS = 96
 """Longest side, in pixels, of a thumbnail decoded for a result row."""
@@ -43,22 +44,6 @@ ROW_HEIGHT = 4
 """Lines per result row (see ``.result-row`` in ``app.tcss``)."""
 
 _PREFETCH_ROWS = 5
-
-
-def load_thumbnail(path: Path | None, longest: int) -> PILImage.Image | None:
-    """Decode a cached thumbnail and shrink it; None when there is none or it is unreadable.
-
-    Runs in a worker thread; thumbnails are small files made at indexing time, so no original
-    photo is ever decoded here.
-    """
-    if path is None:
-        return None
-    try:
-        with PILImage.open(path) as image:
-            image.draft("RGB", (longest, longest))
-            return fit(image, longest)
-    except (OSError, ValueError, PILImage.DecompressionBombError):
-        return None
 
 
 def hit_text(hit: Hit) -> Text:

@@ -1,0 +1,112 @@
+"""Thumbnails: the small JPEG copy of each indexed photo, in the library's thumbnail folder.
+
+The one owner of the files: made from a decoded photo while indexing (:func:`save_thumbnail`,
+or :func:`thumbnail_jpeg` and :func:`store_thumbnail` where the bytes are made elsewhere), read
+back and shrunk for display by the front ends (:func:`load_thumbnail`), and removed when no
+photo has that content any more (:func:`remove_thumbnails`). A thumbnail is named after the
+photo's content hash, so copies and moved photos share one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+THUMBNAIL_MAX_SIDE = 256
+"""Longest side of a thumbnail, in pixels."""
+
+THUMBNAIL_FORMAT = "JPEG"
+"""Thumbnails are JPEG files named ``<content hash>.jpg``, quality :data:`THUMBNAIL_QUALITY`."""
+
+THUMBNAIL_QUALITY = 85
+
+log = logging.getLogger(__name__)
+
+
+def thumbnail_jpeg(image: Image.Image) -> bytes:
+    """The thumbnail of a decoded photo as JPEG bytes (``image`` is shrunk in place).
+
+    At most :data:`THUMBNAIL_MAX_SIDE` pixels on its long side, quality
+    :data:`THUMBNAIL_QUALITY`: the same bytes wherever it is made.
+    """
+    image.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE), Image.Resampling.BICUBIC, 2.0)
+    out = io.BytesIO()
+    image.save(out, THUMBNAIL_FORMAT, quality=THUMBNAIL_QUALITY)
+    return out.getvalue()
+
+
+def store_thumbnail(folder: Path, name: str, make: Callable[[], bytes]) -> str | None:
+    """Write ``<name>.jpg`` into ``folder`` from ``make()``, unless that file exists already.
+
+    The file appears whole or not at all (written aside, then renamed). Returns the file name,
+    or None when it could not be written (the reason is logged; the photo is indexed anyway).
+    """
+    file_name = f"{name}.jpg"
+    target = folder / file_name
+    if target.is_file():
+        return file_name
+    partial = folder / f".{file_name}.{os.getpid()}.{threading.get_ident()}.part"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(make())
+        os.replace(partial, target)
+    except (OSError, ValueError) as error:
+        log.warning("cannot write the thumbnail %s: %s", target, error)
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        return None
+    return file_name
+
+
+def save_thumbnail(image: Image.Image, folder: Path, name: str) -> str | None:
+    """Write a small copy of a decoded photo, unless a thumbnail of that name exists already.
+
+    Parameters
+    ----------
+    image
+        The decoded photo, already the right way up (as :func:`core.preprocess.load_image` gives
+        it). Shrunk in place.
+    folder
+        The thumbnail folder; created when missing.
+    name
+        The photo's content hash; the file is ``<name>.jpg``.
+
+    Returns
+    -------
+    str or None
+        The file name inside ``folder``, or None when it could not be written (the photo is
+        indexed anyway; the reason is logged).
+    """
+    return store_thumbnail(folder, name, lambda: thumbnail_jpeg(image))
+
+
+def load_thumbnail(path: Path | None, longest: int) -> Image.Image | None:
+    """Decode a thumbnail and shrink it to at most ``longest`` pixels a side, in RGB.
+
+    None when there is none or it is unreadable. Thumbnails are small files made at indexing
+    time, so no original photo is ever decoded here; call it off the UI thread all the same.
+    """
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (longest, longest))
+            shown = image.convert("RGB") if image.mode != "RGB" else image.copy()
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    shown.thumbnail((longest, longest), Image.Resampling.BILINEAR)
+    return shown
+
+
+def remove_thumbnails(folder: Path, content_hash: str) -> None:
+    """Delete the thumbnail of ``content_hash`` (whatever its suffix); a missing one is fine."""
+    for thumb in folder.glob(f"{content_hash}.*"):
+        with contextlib.suppress(OSError):
+            thumb.unlink()
