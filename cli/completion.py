@@ -8,7 +8,7 @@ import sys
 SHELLS = ("bash", "zsh", "fish")
 
 
-def add_completion_commands(commands: argparse._SubParsersAction) -> None:
+def add_completion_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     completion = commands.add_parser(
         "completion",
         help="print a shell completion script (bash, zsh or fish)",
