@@ -15,6 +15,7 @@
     clipsearch-tui search --similar IMAGE [same options]
     clipsearch-tui describe IMAGE --labels TEXT... [--model NAME] [--json]
     clipsearch-tui timeline [PATH] [--json]
+    clipsearch-tui library repair [--json]
 
 Each command group is added by one ``add_*_commands(subparsers)`` function (in
 :mod:`cli.models` and :mod:`cli.photos`) listed in :data:`COMMAND_GROUPS`; a command's handler
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,11 +43,13 @@ if TYPE_CHECKING:
 
 from cli.completion import add_completion_commands
 from cli.duplicates import add_duplicates_commands
+from cli.library import add_library_commands
 from cli.models import add_model_commands
 from cli.output import EXIT_INTERRUPTED, PROG, print_error, print_way_round, usage_error
 from cli.photos import add_index_commands, add_search_commands
 from cli.serve import add_serve_commands
 from tui.config import IMAGE_MODES
+from tui.text import inert
 
 LaunchApp = Callable[[list[Path], str, bool], int | None]
 Handler = Callable[[argparse.Namespace], int]
@@ -57,6 +61,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
     add_duplicates_commands,
     add_serve_commands,
     add_completion_commands,
+    add_library_commands,
 ]
 
 
@@ -109,6 +114,13 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
         print_error(str(error))
         print_way_round(error)
         return error.exit_code
+    except sqlite3.Error as error:  # one that no library call put into words
+        from core.database import default_database_path
+        from core.health import library_error
+
+        known = library_error(default_database_path(), error, "read")
+        print_error(str(known) if known else f"the library failed: {error}")
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -184,7 +196,7 @@ class _EngineNotes(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(f"{PROG}: {record.getMessage()}", file=sys.stderr, flush=True)
+            print(f"{PROG}: {inert(record.getMessage())}", file=sys.stderr, flush=True)
         except (OSError, ValueError):
             self.handleError(record)
 

@@ -53,6 +53,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -60,8 +61,9 @@ from typing import Any, NamedTuple, Self
 
 from filelock import FileLock, Timeout
 
+from core import health
 from core.capture_time import wall_time
-from core.errors import ClipsearchError
+from core.errors import ClipsearchError, LibraryError
 from core.paths import cache_dir, data_dir
 
 DATABASE_NAME = "library.sqlite"
@@ -79,10 +81,6 @@ STATUSES = ("pending", "indexed", "failed")
 PAGE_SIZE = 16384
 BUSY_TIMEOUT_S = 10.0
 _WALL_FORMAT = "microseconds"
-
-
-class LibraryError(ClipsearchError):
-    """The library database cannot be opened, read or written."""
 
 
 class LibraryBusyError(LibraryError):
@@ -315,6 +313,11 @@ class _WriterLock:
     def held(self) -> bool:
         return self._lock.is_locked
 
+    @property
+    def depth(self) -> int:
+        """How many times this object holds the lock now (0 when it does not)."""
+        return self._lock.lock_counter
+
     def acquire(self, what: str) -> None:
         with self._guard:
             try:
@@ -346,6 +349,7 @@ class LibraryDatabase:
         self.vector_file_path: Path | None = path.with_name(path.name + VECTOR_FILE_SUFFIX)
         self._mutex = threading.RLock()
         self._writer = _WriterLock(path.with_name(path.name + ".lock"))
+        health.check_library_file(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -354,11 +358,15 @@ class LibraryDatabase:
         except (OSError, sqlite3.Error) as error:
             raise LibraryError(f"cannot open the library {path}: {error}") from error
         try:
+            if health.is_foreign(self._db):  # before WAL mode would change its header
+                raise health.damaged(path, "it holds the tables of another program")
             self._configure()
             self._migrate()
+            self._check_health()
         except sqlite3.DatabaseError as error:
             self._db.close()
-            raise LibraryError(f"cannot open the library {path}: {error}") from error
+            known = health.library_error(path, error, "open")
+            raise known or LibraryError(f"cannot open the library {path}: {error}") from error
         except BaseException:
             self._db.close()
             raise
@@ -412,6 +420,36 @@ class LibraryDatabase:
                 version += 1
                 self._db.execute(f"PRAGMA user_version = {version}")
 
+    def _check_health(self) -> None:
+        """``PRAGMA quick_check`` when one is due (:func:`core.health.quick_check_due`).
+
+        A writer that did not close cleanly left :data:`core.health.WRITER_KEY` set; it counts
+        only when no live process holds the writer lock now.
+        """
+        db = self._db
+        if not health.quick_check_due(db):
+            return
+        unclean = bool(self._meta(health.WRITER_KEY))
+        try:
+            self._writer.acquire("a health check")
+        except LibraryBusyError:
+            if unclean:
+                return  # a writer is at work: the mark is its own
+        try:
+            finding = health.quick_check(db)
+            if finding is not None:
+                raise health.damaged(self.path, f"quick_check: {finding}")
+            with self._transaction() as writing:
+                self._set_meta(writing, health.QUICK_CHECK_KEY, str(time.time()))
+                self._set_meta(writing, health.WRITER_KEY, None)
+        except health.LibraryDamagedError:
+            raise
+        except LibraryError:
+            pass  # busy or read-only: check again next time
+        finally:
+            if self._writer.held:
+                self._writer.release()
+
     def close(self) -> None:
         """Close the database (and release the indexing lock if this object holds it)."""
         with self._mutex:
@@ -437,14 +475,27 @@ class LibraryDatabase:
                 raise LibraryError(f"cannot write the library {self.path}: {error}") from error
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as error:
+                self._rollback()
+                if isinstance(error, sqlite3.Error):
+                    raise self._error(error, "write") from error
                 raise
             try:
                 self._db.execute("COMMIT")
             except sqlite3.Error as error:
+                self._rollback()
+                raise self._error(error, "write") from error
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not done so already (a full disk)."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-                raise LibraryError(f"cannot write the library {self.path}: {error}") from error
+
+    def _error(self, error: sqlite3.Error, doing: str) -> ClipsearchError:
+        """The one-line error for ``error``, met while ``doing`` (read, write) the library."""
+        known = health.library_error(self.path, error, doing)
+        return known or LibraryError(f"cannot {doing} the library {self.path}: {error}")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._reading(sql, params) as cursor:
@@ -456,12 +507,12 @@ class LibraryDatabase:
         with self._mutex:
             try:
                 cursor = self._db.execute(sql, params)
-            except sqlite3.OperationalError as error:
-                raise LibraryError(f"cannot read the library {self.path}: {error}") from error
+            except sqlite3.DatabaseError as error:
+                raise self._error(error, "read") from error
             try:
                 yield cursor
-            except sqlite3.OperationalError as error:
-                raise LibraryError(f"cannot read the library {self.path}: {error}") from error
+            except sqlite3.DatabaseError as error:
+                raise self._error(error, "read") from error
             finally:
                 cursor.close()
 
@@ -482,10 +533,17 @@ class LibraryDatabase:
                 self._db.execute("BEGIN")
             except sqlite3.OperationalError as error:
                 raise LibraryError(f"cannot read the library {self.path}: {error}") from error
+            failed = True
             try:
                 yield
+                failed = False
             finally:
-                self._db.execute("COMMIT")  # ends the read; nothing was written
+                try:
+                    self._db.execute("COMMIT")  # ends the read; nothing was written
+                except sqlite3.Error as error:
+                    self._rollback()
+                    if not failed:  # else the error that is on its way says more
+                        raise self._error(error, "read") from error
 
     def _meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -514,10 +572,20 @@ class LibraryDatabase:
             Another process (or another :class:`Library` object) holds it.
         """
         self._writer.acquire(str(self.path))
+        first = self._writer.depth == 1 and not self._db.in_transaction
         try:
+            if first:  # marks a writer at work, until it lets go cleanly
+                with self._transaction() as db:
+                    self._set_meta(db, health.WRITER_KEY, str(os.getpid()))
             yield
         finally:
-            self._writer.release()
+            try:
+                if first:
+                    with contextlib.suppress(LibraryError):
+                        with self._transaction() as db:
+                            self._set_meta(db, health.WRITER_KEY, None)
+            finally:
+                self._writer.release()
 
     def _require_lock(self) -> None:
         if not self._writer.held:

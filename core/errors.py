@@ -14,6 +14,10 @@ class ClipsearchError(Exception):
     exit_code = 1
 
 
+class LibraryError(ClipsearchError):
+    """The library database cannot be opened, read or written."""
+
+
 class UnknownModelError(ClipsearchError):
     """The model name is neither in the registry nor installed."""
 

@@ -158,8 +158,9 @@ def test_a_newer_or_foreign_database_is_refused_with_a_clear_error(tmp_path: Pat
         Library.open(newer)
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"not sqlite at all" * 100)
-    with pytest.raises(LibraryError, match="cannot open the library"):
+    with pytest.raises(LibraryError, match="not a SQLite database.*clipsearch-tui library repair"):
         Library.open(garbage)
+    assert garbage.read_bytes() == b"not sqlite at all" * 100  # left as it was
 
 
 # --------------------------------------------------------------------------------------------
