@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ClipsearchError
+from core.languages import script_hint
 from core.precision import PRECISIONS
 from core.scoring import RULE_HELP
 
@@ -227,6 +228,9 @@ def _search(args: argparse.Namespace) -> int:
             gpu=args.gpu or settings.gpu,
             precision=settings.precision,
         ) as model:
+            hint = script_hint(model.spec, text) if text else None
+            if hint is not None:  # an English-only model meets Chinese, Cyrillic, Arabic...
+                print(f"{PROG}: {hint}", file=sys.stderr)
             if args.similar is not None:
                 hits = similar(
                     library,

@@ -158,6 +158,17 @@ def test_ctrl_c_cancels_cleanly_and_keeps_the_work_done(
 # -- search --------------------------------------------------------------------------------------
 
 
+def test_search_in_a_script_the_model_cannot_read_says_so(
+    album_in_library: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(capsys, "search", "собака в снегу", "--top", "2")
+    assert code == 0 and len(out.splitlines()) == 2  # the results still come, on stdout
+    hint = [line for line in err.splitlines() if "reads English only" in line]
+    assert len(hint) == 1 and "Cyrillic" in hint[0] and "ViT-B-32-SigLIP2-256-webli" in hint[0]
+    code, _, err = _run(capsys, "search", "a dog in the snow", "--top", "2")
+    assert code == 0 and "reads English only" not in err
+
+
 def test_search_prints_one_path_per_line_and_json_objects(
     album_in_library: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
