@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -331,7 +332,8 @@ def main() -> None:
     for name in args.models:
         rows += bench_model(name, args.threads, args.seconds, workdir)
     if not args.no_write:
-        write_results(rows, args.threads, "python " + " ".join(sys.argv), args.section)
+        command = "python " + shlex.join(["bench/encoders.py", *sys.argv[1:]])
+        write_results(rows, args.threads, command, args.section)
 
 
 if __name__ == "__main__":
