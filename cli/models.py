@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from core.install import HubFile
 
 from cli.output import PROG, usage_error
+from core.registry import short_licence
 from tui.text import file_size, inert
 
 
@@ -120,7 +121,9 @@ def _model_list(args: argparse.Namespace) -> int:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    table = [["", "NAME", "INSTALLED", "SIZE", "IMAGE", "DESCRIPTION"]]
+    table = [
+        ["", "NAME", "INSTALLED", "SIZE", "CLASS", "IMAGES/S", "IMAGENET", "LICENCE", "DESCRIPTION"]
+    ]
     for row in rows:
         if row["problem"]:
             state = "broken"
@@ -138,7 +141,10 @@ def _model_list(args: argparse.Namespace) -> int:
                 row["name"],
                 state,
                 size,
-                f"{row['image_size']}px" if row["image_size"] else "-",
+                row["speed_class"] or "-",
+                f"{row['images_per_s']:.1f}" if row["images_per_s"] else "-",
+                f"{row['imagenet_top1']:.1f}%" if row["imagenet_top1"] else "-",
+                short_licence(row["license"]),
                 row["description"] or ("custom" if not row["in_registry"] else ""),
             ]
         )
@@ -147,6 +153,13 @@ def _model_list(args: argparse.Namespace) -> int:
         cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
         print("  ".join([*cells, line[-1]]).rstrip())
     print("\n* default model")
+    print(
+        "CLASS: the dial from the fastest model to the most accurate; IMAGENET: published "
+        "zero-shot top-1 accuracy"
+    )
+    measured = sorted({row["speed_measured_on"] for row in rows if row["speed_measured_on"]})
+    for where in measured:
+        print(f"IMAGES/S: photos indexed per second, measured on {where}")
     for row in rows:
         if row["problem"]:
             print(f"{row['name']}: {row['problem']}")

@@ -369,8 +369,11 @@ def list_models() -> list[dict[str, Any]]:
         the checkpoint download takes, worked out from the architecture, for a model with a hub
         source; else None), ``path`` (or None), ``family``,
         ``image_size``, ``embed_dim``, ``license``, ``origin`` (where an installed model came
-        from, or None), ``installed_at`` (or None) and ``problem`` (why an installed folder cannot
-        be used, or None). File hashes are not checked here.
+        from, or None), ``installed_at`` (or None), ``problem`` (why an installed folder cannot
+        be used, or None), and the dial: ``speed_class`` (fastest, balanced, best or None),
+        ``imagenet_top1`` (published zero-shot accuracy in percent, or None), ``images_per_s``
+        (measured image-tower throughput, or None) and ``speed_measured_on`` (the CPU it was
+        measured on). File hashes are not checked here.
     """
     specs = _known_specs()
     default = registry.default_model_name()
@@ -381,6 +384,17 @@ def list_models() -> list[dict[str, Any]]:
     for name, folder in sorted(installed.items()):
         rows.append(_row(name, None, folder, name == default, False))
     return rows
+
+
+def dial_models() -> list[dict[str, Any]]:
+    """The built-in models of the dial, fastest first, then balanced, then best.
+
+    The rows are those of :func:`list_models`, with ``speed_class``, ``images_per_s``,
+    ``imagenet_top1``, ``download_size`` and ``license``.
+    """
+    order = {speed_class: i for i, speed_class in enumerate(registry.SPEED_CLASSES)}
+    rows = [row for row in list_models() if row["in_registry"] and row["speed_class"] in order]
+    return sorted(rows, key=lambda row: order[row["speed_class"]])
 
 
 def describe_model(name: str | None) -> str | None:
@@ -904,6 +918,7 @@ def _row(
         except (KeyError, TypeError, ValueError):
             problem = f"the manifest in {folder} does not describe a model"
     architecture = spec.architecture if spec is not None else None
+    dial = registry.dial_facts(name) if in_registry else registry.DialFacts()
     return {
         "name": name,
         "description": spec.description if spec is not None else "",
@@ -924,6 +939,10 @@ def _row(
         "origin": (manifest.get("source") or {}).get("origin") if manifest else None,
         "installed_at": manifest.get("installed_at") if manifest else None,
         "problem": problem,
+        "speed_class": dial.speed_class,
+        "imagenet_top1": dial.imagenet_top1,
+        "images_per_s": dial.images_per_s,
+        "speed_measured_on": dial.measured_on,
     }
 
 

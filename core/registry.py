@@ -234,13 +234,70 @@ def _load(file: str = "registry.json") -> dict[str, Any]:
 
 
 def measurements() -> dict[str, Any]:
-    """``models/measured.json``: what the bench scripts measured per model (bf16 verdicts)."""
+    """``models/measured.json``: what the bench scripts measured per model (bf16 verdicts,
+    image-tower speed)."""
     return _load("measured.json")
 
 
 def bf16_towers(name: str) -> frozenset[str]:
     """Towers of model ``name`` whose bf16 embeddings met the target (none when unmeasured)."""
     return frozenset(measurements()["bf16"]["models"].get(name, ()))
+
+
+SPEED_CLASSES = ("fastest", "balanced", "best")
+"""The dial offered to users, from the fastest model to the most accurate one."""
+
+
+@dataclass(frozen=True)
+class DialFacts:
+    """What a user weighs when choosing a model.
+
+    Attributes
+    ----------
+    speed_class
+        ``"fastest"``, ``"balanced"`` or ``"best"`` for the models of the dial; else None.
+    imagenet_top1
+        Published ImageNet-1k zero-shot top-1 accuracy in percent (None when not published),
+        and ``accuracy_source`` where it was published.
+    images_per_s
+        Photos indexed per second, end to end, measured by ``bench/rclip_e2e.py`` at the
+        default precision, and ``measured_on``: the CPU and album of that measurement.
+    """
+
+    speed_class: str | None = None
+    imagenet_top1: float | None = None
+    accuracy_source: str | None = None
+    images_per_s: float | None = None
+    measured_on: str | None = None
+
+
+def short_licence(licence: str | None) -> str:
+    """A licence name short enough for a table: ``MIT (OpenAI CLIP)`` gives ``MIT``; a long
+    name with a short identifier in brackets gives the identifier (``apple-amlr``)."""
+    if not licence or licence == "unknown":
+        return "-"
+    name, _, rest = licence.partition(" (")
+    identifier = rest.split(")", 1)[0]
+    if len(name) > 24 and identifier and len(identifier) <= 24:
+        return identifier
+    return name.split(",", 1)[0]
+
+
+def dial_facts(name: str) -> DialFacts:
+    """The :class:`DialFacts` of a built-in model (all None for another name)."""
+    entry = _load()["models"].get(name) or {}
+    zero_shot = entry.get("zero_shot") or {}
+    speed = measurements().get("speed") or {}
+    measured = (speed.get("models") or {}).get(name) or {}
+    top1 = zero_shot.get("imagenet_top1")
+    rate = measured.get("images_per_s")
+    return DialFacts(
+        speed_class=entry.get("speed_class"),
+        imagenet_top1=float(top1) if top1 is not None else None,
+        accuracy_source=zero_shot.get("source"),
+        images_per_s=float(rate) if rate is not None else None,
+        measured_on=speed.get("measured_on") if rate is not None else None,
+    )
 
 
 def default_model_name() -> str:

@@ -675,6 +675,48 @@ async def test_first_run_offers_the_multilingual_model(
         assert app.model_name == multilingual
 
 
+async def test_first_run_shows_the_dial_and_installs_the_fastest_model(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model: ClipModel,
+    tui_album: Path,
+):
+    import core.install
+    from core import registry
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    measured = {
+        "bf16": {"models": {}},
+        "speed": {"measured_on": "Test CPU", "models": {"MobileCLIP2-S0": {"images_per_s": 9.5}}},
+    }
+    monkeypatch.setattr(registry, "measurements", lambda: measured)
+    asked: list[str] = []
+
+    def fake_install(name, from_file=None, *, progress=None, cancel=None, **_):  # type: ignore[no-untyped-def]
+        asked.append(name)
+        models = home / "data" / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        (models / name).symlink_to(tiny_model.model_dir, target_is_directory=True)
+        progress("done", 4, 4)
+        return models / name
+
+    monkeypatch.setattr(core.install, "install_model", fake_install)
+    app = make_app([tui_album], images="none", config=tui_config(model=None))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
+        rows = [row.split("\u2588") for row in screen_text(app).splitlines()]
+        text = " ".join(" ".join(parts[1].split()) for parts in rows if len(parts) >= 3)
+        assert "fastest MobileCLIP2-S0 9.5 photos/s, ImageNet 71.5%" in text
+        assert "balanced ViT-B-32-256-datacomp speed not measured, ImageNet 72.8%" in text
+        assert "best MobileCLIP2-S2" in text and "apple-amlr" in text
+        assert "measured on Test CPU" in text
+        await pilot.click("#install-fastest")
+        await settle(pilot, ready(app))
+        assert asked == ["MobileCLIP2-S0"]
+        assert app.model_name == "MobileCLIP2-S0"
+
+
 async def test_first_run_offline_shows_the_install_from_file_route(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tui_album: Path
 ):

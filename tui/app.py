@@ -233,7 +233,9 @@ class ClipSearchApp(App[int]):
         # a library that holds no embeddings yet may start with the multilingual model instead
         empty = message.library.model_name is None
         other = multilingual_model_name() if empty and not self.config.model else None
-        self.push_screen(InstallScreen(message.model_name, message.reason, other), installed)
+        dial = empty and not self.config.model
+        screen = InstallScreen(message.model_name, message.reason, other, dial=dial)
+        self.push_screen(screen, installed)
 
     def on_engine_ready(self, message: EngineReady) -> None:
         if not self.is_running:

@@ -39,6 +39,28 @@ def _model_facts(name: str) -> str:
     return facts if facts is not None else f"{name} (not in the model registry)"
 
 
+def dial_text(rows: list[dict]) -> Text:
+    """The dial, two lines per model: its class and name, then its measured speed, published
+    accuracy, download size and licence; last, where the speed was measured."""
+    text = Text()
+    for row in rows:
+        rate = row["images_per_s"]
+        facts = [
+            f"{rate:.1f} photos/s" if rate else "speed not measured",
+            f"ImageNet {row['imagenet_top1']:.1f}%" if row["imagenet_top1"] else "",
+            f"~{file_size(row['download_size'])}" if row["download_size"] else "",
+            registry.short_licence(row["license"]),
+        ]
+        text.append(f"{row['speed_class']:<9}", style="bold")
+        text.append(inert(row["name"]) + "\n")
+        text.append(" " * 9 + inert(", ".join(fact for fact in facts if fact)) + "\n")
+    measured = sorted({row["speed_measured_on"] for row in rows if row["speed_measured_on"]})
+    for where in measured:
+        text.append(inert(f"photos/s measured on {where}. "))
+    text.append("ImageNet: published zero-shot top-1 accuracy.")
+    return text
+
+
 def _reads(name: str) -> str:
     """Which languages the model reads, in a few words."""
     try:
@@ -52,7 +74,9 @@ class InstallScreen(ModalScreen[str | None]):
     """Dismissed with the name of the model installed; None when the user quits instead.
 
     With ``multilingual`` (a registry model that reads more than English), the dialog offers it
-    beside the default, each with its download size and languages.
+    beside the default, each with its download size and languages. With ``dial``, it shows the
+    models of the dial (fastest, balanced, best) with their measured speed, published accuracy,
+    download size and licence, and offers the fastest and the best beside the default.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -60,11 +84,20 @@ class InstallScreen(ModalScreen[str | None]):
         Binding("c", "cancel_install", "Cancel install", show=False),
     ]
 
-    def __init__(self, model_name: str, reason: str, multilingual: str | None = None) -> None:
+    def __init__(
+        self, model_name: str, reason: str, multilingual: str | None = None, dial: bool = False
+    ) -> None:
         super().__init__(classes="dialog-screen")
         self.model_name = model_name
         self.reason = reason
         self.multilingual = multilingual if multilingual != model_name else None
+        self.dial = install.dial_models() if dial else []
+        # the other ends of the dial, offered beside the default: {button id: model name}
+        self.dial_choices = {
+            f"install-{row['speed_class']}": row["name"]
+            for row in self.dial
+            if row["name"] not in (model_name, self.multilingual)
+        }
         self.installing = False
         self.chosen = model_name
 
@@ -79,6 +112,9 @@ class InstallScreen(ModalScreen[str | None]):
                 text.append("\n\nTo search in Chinese, Russian, Arabic and more:\n")
                 text.append(inert(_model_facts(self.multilingual)), style="bold")
                 text.append(f"; {_reads(self.multilingual)}")
+            if self.dial:
+                text.append("\n\nThe dial, from the fastest model to the most accurate:\n")
+                text.append_text(dial_text(self.dial))
             text.append(
                 "\n\nIt is downloaded from the model hub (HF_ENDPOINT applies) and converted "
                 "for ncnn; this takes a few minutes."
@@ -91,6 +127,9 @@ class InstallScreen(ModalScreen[str | None]):
                 yield Button("Install", variant="primary", id="install")
                 if self.multilingual:
                     yield Button("Install multilingual", id="install-multilingual")
+                for button_id in self.dial_choices:
+                    label = f"Install {button_id.removeprefix('install-')}"
+                    yield Button(label, id=button_id, classes="install-dial")
                 yield Button("Cancel", id="cancel", disabled=True)
                 yield Button("Quit", id="quit")
 
@@ -105,6 +144,14 @@ class InstallScreen(ModalScreen[str | None]):
             self.chosen = self.multilingual
             self.start()
 
+    @on(Button.Pressed, ".install-dial")
+    def start_dial(self, event: Button.Pressed) -> None:
+        """Install the fastest or the best model of the dial instead of the default."""
+        name = self.dial_choices.get(event.button.id or "")
+        if name and not self.installing:
+            self.chosen = name
+            self.start()
+
     @on(Button.Pressed, "#install")
     def start(self) -> None:
         """Start (or retry) the install of the chosen model in a thread worker."""
@@ -112,7 +159,7 @@ class InstallScreen(ModalScreen[str | None]):
             return
         self.installing = True
         self.query_one("#install", Button).disabled = True
-        for button in self.query("#install-multilingual").results(Button):
+        for button in self.query("#install-multilingual, .install-dial").results(Button):
             button.disabled = True
         self.query_one("#cancel", Button).disabled = False
         self.query_one("#install-error", Static).update("")
@@ -160,7 +207,7 @@ class InstallScreen(ModalScreen[str | None]):
         install_button = self.query_one("#install", Button)
         install_button.disabled = False
         install_button.label = "Retry"
-        for button in self.query("#install-multilingual").results(Button):
+        for button in self.query("#install-multilingual, .install-dial").results(Button):
             button.disabled = False
         self.query_one("#install-bar").display = False
         if message.cancelled:
