@@ -456,7 +456,7 @@ async def test_detail_view_shows_path_date_size_and_camera(tui_indexed_home: Pat
         assert "Canon EOS 40D" in text
         await pilot.press("c")
         assert app.clipboard == str(tui_album / "Canon_40D.jpg")
-        await pilot.press("o")
+        await pilot.press("O")
         assert app.clipboard == str(tui_album)
         await pilot.press("escape")
         assert not isinstance(app.screen, DetailScreen)

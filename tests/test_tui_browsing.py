@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from tests.test_tui_app import settle, tui_config, tui_home  # noqa: F401 - a fixture
+from tests.test_tui_app import (  # noqa: F401 - fixtures
+    settle,
+    tui_album,
+    tui_config,
+    tui_home,
+    tui_indexed_home,
+    tui_indexed_template,
+)
 from tui.app import make_app
 from tui.screens.help import HelpScreen
 
@@ -54,3 +61,83 @@ async def test_down_leaves_the_query_box_for_the_timeline_when_there_are_no_resu
         assert app.focused is app.query_one("#timeline")
         await pilot.press("slash")
         assert app.focused is query
+
+
+async def test_detail_view_steps_through_the_results_and_opens_the_viewer(
+    tui_indexed_home: Path,  # noqa: F811
+    tui_album: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import subprocess
+
+    from tests.test_tui_app import ready, search_for
+    from tui.screens.detail import DetailScreen
+    from tui.widgets.results import ResultsList
+
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "a photo")
+        results = app.query_one(ResultsList)
+        results.focus()
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
+        screen = app.screen
+        assert isinstance(screen, DetailScreen)
+        first, second = results.hits[0], results.hits[1]
+        assert screen.hit is first
+        await pilot.press("n")
+        assert screen.hit is second and results.cursor == 1
+        await settle(pilot, lambda: Path(second.photo.path).name in _screen(app))
+        await pilot.press("p")
+        assert screen.hit is first and results.cursor == 0
+        await pilot.press("p")  # before the first: stays, and says so
+        assert screen.hit is first
+
+        started: list[list[str]] = []
+        monkeypatch.setattr(subprocess, "Popen", lambda command, **_: started.append(command))
+        monkeypatch.setenv("DISPLAY", ":0")
+        monkeypatch.setattr("shutil.which", lambda name, path=None: f"/usr/bin/{name}")
+        await pilot.press("o")
+        assert started == [["/usr/bin/xdg-open", str(first.photo.path)]]
+
+        monkeypatch.delenv("DISPLAY")
+        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+        monkeypatch.setenv("SSH_CONNECTION", "10.0.0.2 50000 10.0.0.1 22")
+        await pilot.press("o")
+        assert len(started) == 1
+        await settle(pilot, lambda: any("over SSH" in str(n.message) for n in app._notifications))
+
+
+@pytest.mark.usefixtures("tui_home")
+async def test_the_theme_is_a_setting_and_a_change_is_remembered(tmp_path: Path) -> None:
+    import tomllib
+
+    from tui.config import config_path, load_config
+
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('# mine\n[tui]\nmodel = "tiny"\ntheme = "nord"\n\n[other]\nkeep = 1\n')
+    app = make_app([tmp_path], images="none", config=load_config())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, lambda: app.model is not None)
+        assert app.theme == "nord"
+        app.theme = "gruvbox"
+        await settle(pilot, lambda: 'theme = "gruvbox"' in path.read_text())
+    text = path.read_text()
+    assert text.startswith("# mine\n")
+    data = tomllib.loads(text)
+    assert data == {"tui": {"model": "tiny", "theme": "gruvbox"}, "other": {"keep": 1}}
+
+
+def test_saving_a_theme_into_a_file_without_a_tui_table(tmp_path: Path) -> None:
+    import tomllib
+
+    from tui.config import save_theme
+
+    path = tmp_path / "config.toml"
+    save_theme("nord", path)
+    assert tomllib.loads(path.read_text()) == {"tui": {"theme": "nord"}}
+    path.write_text("[elsewhere]\nx = 2\n")
+    save_theme("dracula", path)
+    assert tomllib.loads(path.read_text()) == {"elsewhere": {"x": 2}, "tui": {"theme": "dracula"}}

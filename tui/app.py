@@ -27,6 +27,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.theme import Theme
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -174,10 +175,31 @@ class ClipSearchApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        if self.config.theme:
+            if self.config.theme in self.available_themes:
+                self.theme = self.config.theme
+            else:
+                self.notify(
+                    f"Unknown theme {self.config.theme!r} in the settings", severity="warning"
+                )
+        self.theme_changed_signal.subscribe(self, self._remember_theme)
         self.query_one("#query", Input).focus()
         if self.config_error:
             self.notify(self.config_error, title="Settings", severity="warning", markup=False)
         self._start(None)
+
+    def _remember_theme(self, theme: Theme) -> None:
+        """Write a theme chosen in the app to the settings, so that the next start uses it."""
+        if theme.name == self.config.theme:
+            return
+        from tui.config import save_theme
+
+        try:
+            save_theme(theme.name)
+        except (OSError, ValueError) as error:
+            self.notify(f"The theme is not saved: {error}", severity="warning", markup=False)
+            return
+        self.config = dataclasses.replace(self.config, theme=theme.name)
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -583,8 +605,18 @@ class ClipSearchApp(App[int]):
             labels=self.config.labels,
             image_class=self.image_class,
             describe_now=describe,
+            step=self._step_result,
         )
         self.push_screen(screen, chosen)
+
+    def _step_result(self, offset: int) -> Hit | None:
+        """Move the results' cursor by ``offset`` (for the detail view); the hit now under it."""
+        results = self.query_one(ResultsList)
+        target = results.cursor + offset
+        if not 0 <= target < len(results.hits):
+            return None
+        results.cursor = target
+        return results.hits[target]
 
     # -- actions -----------------------------------------------------------------------------
 

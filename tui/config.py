@@ -24,6 +24,9 @@ setting is optional::
     # "bf16", or "int8" (only for a model installed with --precision int8). The app shows the
     # choice next to the model name. `clipsearch-tui index` takes --precision instead.
     precision = "auto"
+    # Colour theme of the app (any Textual theme: "textual-dark", "nord", "gruvbox", ...).
+    # Choosing one in the app (Ctrl+P, "Change theme") writes it here.
+    theme = "textual-dark"
     # Cosine similarity from which two photos count as near-duplicates (the Duplicates view).
     duplicate_threshold = 0.95
     # Texts that "describe" ranks for a photo (image -> text).
@@ -39,6 +42,7 @@ The JSON form is ``{"tui": {"results": 100, "labels": [...]}}``.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -109,6 +113,8 @@ class TuiConfig:
     cluster
         Address of a Dask scheduler whose workers encode while indexing (:mod:`core.distributed`);
         None encodes in this process.
+    theme
+        Name of the Textual colour theme; None keeps Textual's default.
     duplicate_threshold
         Cosine similarity from which two photos count as near-duplicates (above 0, at most 1).
     """
@@ -123,6 +129,7 @@ class TuiConfig:
     precision: str = "auto"
     cluster: str | None = None
     duplicate_threshold: float = 0.95
+    theme: str | None = None
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str = "settings") -> TuiConfig:
@@ -181,6 +188,11 @@ class TuiConfig:
                     f"{source}: [tui] cluster must be a Dask scheduler address (tcp://host:8786)"
                 )
             values["cluster"] = cluster.strip() if cluster else None
+        if "theme" in data:
+            theme = data["theme"]
+            if not isinstance(theme, str) or not theme.strip():
+                raise ConfigError(f"{source}: [tui] theme must be the name of a theme")
+            values["theme"] = theme.strip()
         if "duplicate_threshold" in data:
             value = data["duplicate_threshold"]
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
@@ -234,3 +246,40 @@ def load_config(path: Path | None = None) -> TuiConfig:
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [{SECTION}] must be a table")
     return TuiConfig.from_mapping(section, str(path))
+
+
+_THEME_LINE = re.compile(r"^\s*theme\s*=.*$", re.MULTILINE)
+_SECTION_LINE = re.compile(r"^\s*\[([^\]]+)\]\s*(?:#.*)?$", re.MULTILINE)
+
+
+def save_theme(theme: str, path: Path | None = None) -> Path:
+    """Record ``theme`` in the ``[tui]`` table of ``config.toml``, keeping everything else.
+
+    The file is made if missing; an existing ``theme = ...`` line of the table is replaced, else
+    one is added at the table's start. A ``config.json`` is rewritten as JSON.
+    """
+    path = path or config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if path.suffix == ".json":
+        data = json.loads(text) if text.strip() else {}
+        data.setdefault(SECTION, {})["theme"] = theme
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        return path
+    line = f"theme = {json.dumps(theme)}"
+    sections = list(_SECTION_LINE.finditer(text))
+    start = next((m for m in sections if m.group(1).strip() == SECTION), None)
+    if start is None:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + f"[{SECTION}]\n{line}\n"
+    else:
+        after = [m for m in sections if m.start() > start.start()]
+        end = after[0].start() if after else len(text)
+        body = text[start.end() : end]
+        if _THEME_LINE.search(body):
+            body = _THEME_LINE.sub(line, body, count=1)
+        else:
+            body = "\n" + line + body
+        text = text[: start.end()] + body + text[end:]
+    tomllib.loads(text)  # never write a file the next start cannot read
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -87,7 +88,10 @@ class DetailScreen(ModalScreen[Path | None]):
         Binding("s", "similar", "Find similar"),
         Binding("d", "describe", "Describe"),
         Binding("c", "copy_path", "Copy path"),
-        Binding("o", "copy_folder", "Copy folder"),
+        Binding("o", "open_photo", "Open"),
+        Binding("O", "copy_folder", "Copy folder", show=False),
+        Binding("n,right", "step(1)", "Next"),
+        Binding("p,left", "step(-1)", "Previous"),
         Binding("escape,q", "close", "Close"),
     ]
 
@@ -100,8 +104,10 @@ class DetailScreen(ModalScreen[Path | None]):
         labels: tuple[str, ...],
         image_class: ImageWidget | None,
         describe_now: bool = False,
+        step: Callable[[int], Hit | None] | None = None,
     ) -> None:
         super().__init__(classes="dialog-screen")
+        self.step = step
         self.describe_now = describe_now
         self.hit = hit
         self.library = library
@@ -137,6 +143,8 @@ class DetailScreen(ModalScreen[Path | None]):
         self.post_message(PreviewLoaded(photo_id, image, read_camera(path)))
 
     def on_preview_loaded(self, message: PreviewLoaded) -> None:
+        if message.photo_id != self.hit.photo.id:
+            return  # a photo stepped past
         self.camera = message.camera
         self.query_one("#detail-facts", Static).update(photo_facts(self.hit, message.camera))
         if self.image_class is None:
@@ -167,6 +175,8 @@ class DetailScreen(ModalScreen[Path | None]):
         self.post_message(DescribeFinished(photo_id, labels))
 
     def on_describe_finished(self, message: DescribeFinished) -> None:
+        if message.photo_id != self.hit.photo.id:
+            return
         target = self.query_one("#detail-describe", Static)
         if message.error is not None:
             target.update(Text(inert(message.error), style="red"))
@@ -190,6 +200,37 @@ class DetailScreen(ModalScreen[Path | None]):
     def action_copy_path(self) -> None:
         self.app.copy_to_clipboard(str(self.hit.photo.path))
         self.notify(inert(str(self.hit.photo.path)), title="Path copied", markup=False)
+
+    def action_open_photo(self) -> None:
+        """Show the photo in the system's viewer, or say why that cannot be done here."""
+        from tui.opener import open_in_viewer
+
+        problem = open_in_viewer(Path(self.hit.photo.path))
+        if problem is None:
+            self.notify(inert(Path(self.hit.photo.path).name), title="Opened", markup=False)
+        else:
+            self.notify(inert(problem), title="Cannot open", severity="warning", markup=False)
+
+    def action_step(self, offset: int) -> None:
+        """Show the next (1) or previous (-1) result in place of this one."""
+        hit = self.step(offset) if self.step is not None else None
+        if hit is None:
+            self.notify("No more results that way", title="Results")
+            return
+        self.workers.cancel_group(self, "describe")
+        self.hit = hit
+        self.camera = None
+        self.described = []
+        self.query_one("#detail").border_title = Text(inert(Path(hit.photo.path).name))
+        self.query_one("#detail-facts", Static).update(photo_facts(hit, None, loading=True))
+        self.query_one("#detail-describe", Static).update(
+            Text("d describes this photo", style="dim")
+        )
+        if self.image_class is not None:
+            preview = self.query_one("#detail-preview", Static)
+            preview.remove_children()
+            preview.update(Text("loading...", style="dim"))
+        self._load(hit.photo.id, hit.photo.path, hit.photo.thumbnail)
 
     def action_copy_folder(self) -> None:
         folder = Path(self.hit.photo.path).parent
