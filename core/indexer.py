@@ -49,6 +49,7 @@ __all__ = [
     "decode_photo",
     "encode_batch",
     "index",
+    "sync_album",
     "save_results",
 ]
 
@@ -344,6 +345,58 @@ def _split_roots(folders: Sequence[Path]) -> tuple[list[Path], list[Skipped]]:
     return present, missing
 
 
+def sync_album(
+    library: Library,
+    roots: Sequence[Path | str] | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    progress: Callable[[IndexProgress], None] | None = None,
+) -> tuple[SyncReport, int]:
+    """Scan the album folders and bring the library in line with them, encoding nothing.
+
+    The first two stages of :func:`index` (``scanning`` and ``reading``, reported to
+    ``progress`` with the same rate and ETA), for a caller that wants the timeline to know the
+    new photos before any is encoded.
+
+    Parameters
+    ----------
+    roots
+        Album folders to add first; the library's folders when None.
+
+    Returns
+    -------
+    tuple[SyncReport, int]
+        What the sync changed, and how many photo files the scan found.
+    """
+    run = RunCounters(progress)
+    with library.indexing_lock():
+        folders = library.add_roots(roots) if roots else library.roots()
+        return _scan_and_sync(library, folders, run, cancel or threading.Event())
+
+
+def _scan_and_sync(
+    library: Library, folders: Sequence[Path], run: RunCounters, cancel: threading.Event
+) -> tuple[SyncReport, int]:
+    """Scan ``folders`` (a missing one keeps its photos) and sync the library with the scan."""
+    present, missing = _split_roots(folders)
+    scan_start = time.monotonic()
+    found = scan(
+        present,
+        cancel=cancel,
+        progress=lambda count: run.report("scanning", count, 0, scan_start),
+    )
+    files = len(found.files)
+    found.errors.extend(missing)
+    read_start = time.monotonic()
+    synced = library.sync(
+        found,
+        roots=folders,
+        cancel=cancel,
+        progress=lambda done, total: run.report("reading", done, total, read_start),
+    )
+    return synced, files
+
+
 def index(
     library: Library,
     model: ClipModel,
@@ -413,21 +466,7 @@ def index(
             raise ClipsearchError(
                 "no photo folders to index: give one (clipsearch-tui index FOLDER)"
             )
-        present, missing = _split_roots(folders)
-        scan_start = time.monotonic()
-        found = scan(
-            present,
-            cancel=cancel,
-            progress=lambda found: run.report("scanning", found, 0, scan_start),
-        )
-        found.errors.extend(missing)
-        read_start = time.monotonic()
-        synced: SyncReport = library.sync(
-            found,
-            roots=folders,
-            cancel=cancel,
-            progress=lambda done, total: run.report("reading", done, total, read_start),
-        )
+        synced, _ = _scan_and_sync(library, folders, run, cancel)
         cancelled = synced.cancelled
         if not cancelled:
             todo = library.pending(since=since, until=until, roots=folders)

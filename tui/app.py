@@ -18,9 +18,10 @@ import dataclasses
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from rich.text import Text
 from textual import on, work
@@ -38,7 +39,6 @@ from core.library import Library
 from core.paths import cache_dir
 from core.query import parse_query, query_vector
 from core.ranking import Hit, search, similar
-from core.scan import scan
 from core.sync import SyncReport
 from tui.commands import ClipSearchCommands, ModelCommands
 from tui.config import ConfigError, ImageMode, TuiConfig, config_path, load_config
@@ -72,6 +72,9 @@ from tui.widgets.indexing import IndexingPanel
 from tui.widgets.query import QueryInput
 from tui.widgets.results import ResultsList
 from tui.widgets.timeline import TimelineTree
+
+if TYPE_CHECKING:
+    from core.indexer import IndexProgress
 
 SearchKind = Literal["text", "similar"]
 
@@ -362,33 +365,16 @@ class ClipSearchApp(App[int]):
                     )
                 )
             else:
-                from core.indexer import IndexProgress, index
+                from core.indexer import index
 
                 assert self.model is not None and job.key is not None
                 since, until = bucket_bounds(job.key)
-
-                def report(progress: IndexProgress) -> None:
-                    stage = progress.stage
-                    current = str(progress.current) if progress.current else stage
-                    self._progress(
-                        IndexProgressed(
-                            job.number,
-                            progress.done,
-                            progress.total,
-                            progress.rate_per_s,
-                            progress.eta_s,
-                            current if stage == "encoding" else stage,
-                            progress.errors,
-                        ),
-                        cancel,
-                    )
-
                 summary = index(
                     library,
                     self.model,
                     since=since,
                     until=until,
-                    progress=report,
+                    progress=self._reporter(job, cancel),
                     cancel=cancel,
                     batch_size=self.config.batch_size,
                     cluster=self.config.cluster,
@@ -421,27 +407,32 @@ class ClipSearchApp(App[int]):
 
     def _sync(self, library: Library, job: Job, cancel: threading.Event) -> tuple[SyncReport, int]:
         """Scan the album and record new and changed photos, so the timeline knows them."""
-        if job.roots:
-            library.add_roots(job.roots)
-        roots = job.roots or library.roots()
-        present = [root for root in roots if root.is_dir()]
-        started = time.monotonic()
+        from core.indexer import sync_album
 
-        def progress(done: int, total: int, stage: str) -> None:
-            elapsed = time.monotonic() - started
-            rate = done / elapsed if elapsed > 0 else 0.0
-            eta = (total - done) / rate if rate > 0 and total else None
-            self._progress(IndexProgressed(job.number, done, total, rate, eta, stage, 0), cancel)
-
-        result = scan(present, cancel=cancel, progress=lambda n: progress(n, 0, "scanning"))
-        started = time.monotonic()
-        report = library.sync(
-            result,
-            roots=present,
-            cancel=cancel,
-            progress=lambda done, total: progress(done, total, "reading dates"),
+        return sync_album(
+            library, job.roots or None, cancel=cancel, progress=self._reporter(job, cancel)
         )
-        return report, len(result.files)
+
+    def _reporter(self, job: Job, cancel: threading.Event) -> Callable[[IndexProgress], None]:
+        """The engine's progress of ``job``, posted as :class:`IndexProgressed` messages."""
+
+        def report(progress: IndexProgress) -> None:
+            stage = progress.stage
+            current = str(progress.current) if progress.current else stage
+            self._progress(
+                IndexProgressed(
+                    job.number,
+                    progress.done,
+                    progress.total,
+                    progress.rate_per_s,
+                    progress.eta_s,
+                    current if stage == "encoding" else stage,
+                    progress.errors,
+                ),
+                cancel,
+            )
+
+        return report
 
     def _progress(self, message: IndexProgressed, cancel: threading.Event) -> None:
         """Post progress, then wait here while paused (this runs in the job's thread)."""
