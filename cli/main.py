@@ -45,7 +45,14 @@ from cli.completion import add_completion_commands
 from cli.duplicates import add_duplicates_commands
 from cli.library import add_library_commands
 from cli.models import add_model_commands
-from cli.output import EXIT_INTERRUPTED, PROG, print_error, print_way_round, usage_error
+from cli.output import (
+    EXIT_INTERRUPTED,
+    PROG,
+    SafeArgumentParser,
+    print_error,
+    print_way_round,
+    usage_error,
+)
 from cli.photos import add_index_commands, add_search_commands
 from cli.serve import add_serve_commands
 from tui.config import IMAGE_MODES
@@ -133,7 +140,7 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: top-level options, album folders, and every command group."""
-    parser = argparse.ArgumentParser(
+    parser = SafeArgumentParser(
         prog=PROG,
         description="Search your own photo album in natural language, from a terminal.",
         usage=f"{PROG} [-h] [--version] [--images MODE] [--gpu] [PATH ...] | {PROG} COMMAND ...",
@@ -164,7 +171,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     first = next((arg for arg in argv if not arg.startswith("-")), None)
     if first in commands or argv[:1] in (["-h"], ["--help"], ["--version"]):
         return parser.parse_args(argv)
-    app = argparse.ArgumentParser(prog=PROG, usage=parser.usage, add_help=False)
+    app = SafeArgumentParser(prog=PROG, usage=parser.usage, add_help=False)
     app.add_argument("-h", "--help", action="help", help=argparse.SUPPRESS)
     app.add_argument("--version", action="version", version=f"{PROG} {clipsearch_version()}")
     app.add_argument("paths", nargs="*", type=Path, metavar="PATH")

@@ -1,13 +1,16 @@
 """What the command line writes: one-line errors, escaped lines, JSON, and the progress bar.
 
-A line printed on a terminal goes through :func:`tui.text.inert` (the one escaping rule of both
-front ends), so a file name holding an escape sequence is shown, never run; through a pipe the
-exact name is written.
+Every human-readable line goes through :func:`tui.text.inert` (the one escaping rule of both
+front ends), on a terminal or not, argparse's own messages included, so a file name holding an
+escape sequence or a newline is shown, never run, and stays on one line of a log. Scripts that
+need the exact names use ``search -0`` (NUL-separated bytes) or ``--json`` (see
+:func:`path_fields`).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -61,16 +64,45 @@ def isatty(stream: Any) -> bool:
         return False
 
 
-def print_line(text: str, tty: bool) -> None:
-    """Print one line on stdout: escaped on a terminal, the exact name through a pipe."""
-    if tty:
-        print(inert(text))
-        return
+def print_line(text: str, tty: bool = False) -> None:
+    """Print one human-readable line on stdout, escaped (:func:`tui.text.inert`) whether it goes
+    to a terminal or not; ``tty`` is kept for callers that lay out a terminal differently."""
+    print(inert(text))
+
+
+def print_null_separated(paths: list[str]) -> None:
+    """Write each path's exact bytes followed by a NUL, for ``xargs -0`` and friends."""
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    for path in paths:
+        out.write(os.fsencode(path) + b"\0")
+    out.flush()
+
+
+def path_fields(path: str) -> dict[str, str]:
+    """``{"path": ...}`` for JSON, losslessly for any file name.
+
+    ``path`` is the name as text; a name that is not valid UTF-8 (its undecodable bytes reach
+    Python as lone surrogates) has each such byte replaced by U+FFFD there, and ``path_bytes``
+    beside it holds the exact bytes of the name in base64.
+    """
+    raw = os.fsencode(path)
     try:
-        sys.stdout.write(text + "\n")
-    except UnicodeEncodeError:  # a file name that is not valid UTF-8: write its bytes
-        sys.stdout.flush()
-        sys.stdout.buffer.write(os.fsencode(text) + b"\n")
+        return {"path": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {
+            "path": raw.decode("utf-8", "replace"),
+            "path_bytes": base64.b64encode(raw).decode("ascii"),
+        }
+
+
+class SafeArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose messages (usage errors echo what was typed) are escaped."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if message:
+            lines = message.split("\n")
+            super()._print_message("\n".join(inert(line) for line in lines), file)
 
 
 class ProgressBar:

@@ -29,8 +29,10 @@ from cli.output import (
     PROG,
     ProgressBar,
     isatty,
+    path_fields,
     print_json,
     print_line,
+    print_null_separated,
     usage_error,
 )
 
@@ -124,7 +126,16 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     search.add_argument(
         "--json",
         action="store_true",
-        help="print a JSON list of objects: path, rank, score, probability, taken_at; " + RULE_HELP,
+        help="print a JSON list of objects: path, rank, score, probability, taken_at (a name "
+        "that is not valid UTF-8 has U+FFFD in path and its exact bytes in base64 in "
+        "path_bytes); " + RULE_HELP,
+    )
+    search.add_argument(
+        "-0",
+        "--null",
+        action="store_true",
+        help="print only the paths, each followed by a NUL byte, exactly as they are on disk "
+        "(for xargs -0)",
     )
     search.set_defaults(handler=_search, parser=search)
 
@@ -249,7 +260,7 @@ def _search(args: argparse.Namespace) -> int:
         print_json(
             [
                 {
-                    "path": str(hit.photo.path),
+                    **path_fields(str(hit.photo.path)),
                     "rank": hit.rank,
                     "score": hit.score,
                     "probability": hit.probability,
@@ -259,8 +270,11 @@ def _search(args: argparse.Namespace) -> int:
             ]
         )
         return 0
+    if args.null:
+        print_null_separated([str(hit.photo.path) for hit in hits])
+        return 0
     tty = isatty(sys.stdout)
-    if not tty:  # through a pipe: one path per line, for xargs and friends
+    if not tty:  # through a pipe: one path per line (escaped; -0 gives the exact names)
         for hit in hits:
             print_line(str(hit.photo.path), tty)
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -417,8 +418,8 @@ def test_file_names_reach_a_terminal_escaped(
 
     for module in (output, photos):
         monkeypatch.setattr(module, "isatty", lambda stream: False)
-    code, out, _ = _run(capsys, "search", "anything")  # through a pipe: the exact name
-    assert out == f"{album}/{EVIL}\n"
+    code, out, _ = _run(capsys, "search", "anything")  # through a pipe (a log): escaped too
+    assert out == f"{album}/evil\\x1b]0;pwned\\x07\\x1b[2J\\u202egpj.jpg\n"
     code, out, _ = _run(capsys, "search", "anything", "--json")
     assert "\x1b" not in out and json.loads(out)[0]["path"] == str(album / EVIL)
 
@@ -427,26 +428,46 @@ def test_the_command_line_escapes_by_the_apps_rule() -> None:
     assert output.inert is inert  # one rule for both front ends, tested in test_tui_units
 
 
-def test_a_pipe_gets_exact_bytes_even_for_names_that_are_not_utf8(
+def test_null_and_json_give_exact_names_even_when_not_utf8_or_multiline(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     album = tmp_path / "album"
     album.mkdir()
     name = os.fsdecode(b"caf\xe9.jpg")
     shutil.copy2(SAMPLES / "Canon_40D.jpg", album / name)
+    shutil.copy2(SAMPLES / "Nikon_D70.jpg", album / "two\nlines.jpg")
     assert cli.main(["index", str(album), "--model", "tiny"]) == 0
     capsys.readouterr()
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    done = subprocess.run(
-        [sys.executable, "-m", "cli", "search", "a cafe"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == os.fsencode(str(album / name)) + b"\n"
+
+    def search(*extra: str) -> bytes:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", "search", "a cafe", *extra],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    exact = {os.fsencode(str(album / name)), os.fsencode(str(album / "two\nlines.jpg"))}
+    assert set(search("-0").split(b"\0")[:-1]) == exact and search("--null").endswith(b"\0")
+    lines = search().decode().splitlines()  # one line per photo, the names escaped
+    assert sorted(lines) == sorted([f"{album}/caf\\xe9.jpg", f"{album}/two\\x0alines.jpg"])
+    hits = json.loads(search("--json"))
+    weird = next(hit for hit in hits if "path_bytes" in hit)
+    assert base64.b64decode(weird["path_bytes"]) == os.fsencode(str(album / name))
+    assert weird["path"] == f"{album}/caf\ufffd.jpg"
+    plain = next(hit for hit in hits if "path_bytes" not in hit)
+    assert plain["path"] == str(album / "two\nlines.jpg")
+
+
+def test_argparse_messages_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "search", "x", "--bogus\x1b]0;pwned\x07")
+    assert code == 2 and "\x1b" not in err and "\x07" not in err
+    assert "unrecognized arguments: --bogus\\x1b]0;pwned\\x07" in err
 
 
 # -- progress ------------------------------------------------------------------------------------
