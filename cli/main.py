@@ -33,7 +33,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from core.errors import ClipsearchError
 from core.manifest import clipsearch_version
@@ -159,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the app encodes on a Vulkan GPU when there is one (the gpu setting)",
     )
-    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", prog=PROG)
+    # the commands' parsers are SafeArgumentParser too (argparse makes them of the parent's class)
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", prog=PROG),
+    )
     for add_commands in COMMAND_GROUPS:
         add_commands(commands)
     return parser
