@@ -121,3 +121,31 @@ async def test_moving_never_replaces_a_file_and_escape_moves_nothing(
         assert (target / "Canon_40D.jpg").read_bytes() == b"someone else's file"
         assert (album / "Canon_40D.jpg").exists()
         assert len(_cards(app)) == 2
+
+
+async def test_screenshots_of_the_main_screen_and_the_duplicates_view(
+    duplicates_home: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """SVG screenshots as Textual saves them; ``CLIPSEARCH_SCREENSHOTS=docs`` keeps them there."""
+    import os
+    import xml.etree.ElementTree as ElementTree
+
+    from tests.test_tui_app import search_for
+
+    _, album = duplicates_home
+    out = Path(os.environ.get("CLIPSEARCH_SCREENSHOTS") or tmp_path)
+    app = make_app([album], images="halfcell", config=tui_config(duplicate_threshold=0.999))
+    async with app.run_test(size=(120, 34)) as pilot:
+        await settle(pilot, lambda: app.model is not None and not app.indexing)
+        await search_for(pilot, app, "a photo")
+        await pilot.pause(0.5)
+        app.save_screenshot("main-screen.svg", str(out))
+        await pilot.press("down", "D")
+        await settle(pilot, lambda: isinstance(app.screen, DuplicatesScreen) and _cards(app))
+        await pilot.pause(0.5)
+        app.save_screenshot("duplicates-view.svg", str(out))
+    for name, wanted in (("main-screen.svg", "Results"), ("duplicates-view.svg", "Group 1")):
+        svg = (out / name).read_text(encoding="utf-8").replace(str(album), "~/Pictures")
+        (out / name).write_text(svg, encoding="utf-8")  # no machine's temporary path in docs/
+        ElementTree.fromstring(svg)  # well-formed
+        assert wanted.replace(" ", "&#160;") in svg or wanted in svg, name

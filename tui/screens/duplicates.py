@@ -38,7 +38,7 @@ THUMBNAIL_BOX = (CARD_COLUMNS - 2, 7)
 
 
 def card_text(photo: PhotoRecord) -> Text:
-    """Name, size, resolution and date of a photo, each on its own line, all inert."""
+    """Name, size, resolution, date and folder of a photo, each on its own line, all inert."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(inert(Path(photo.path).name) + "\n", style="bold")
     size = file_size(photo.size)
@@ -47,7 +47,8 @@ def card_text(photo: PhotoRecord) -> Text:
         text.append(f"{photo.width}x{photo.height}\n")
     else:
         text.append("size unknown\n", style="dim")
-    text.append(taken(photo.taken_at), style="dim")
+    text.append(taken(photo.taken_at) + "\n", style="dim")
+    text.append(inert(Path(photo.path).parent.name + "/"), style="dim")
     return text
 
 
