@@ -529,14 +529,23 @@ def infer_architecture(
     Attention heads are not stored in a checkpoint; like OpenAI's loader, this assumes 64 channels
     per head. Whether the MLPs use QuickGELU is not visible either and comes from ``quick_gelu``.
     """
-    text = {
-        "context_length": _shape(state_dict, "positional_embedding")[0],
-        "vocab_size": _shape(state_dict, "token_embedding.weight")[0],
-        "width": _shape(state_dict, "ln_final.weight")[0],
-        "layers": _count_blocks(state_dict, r"transformer\.resblocks\.(\d+)\."),
+    from core import fastvit
+
+    p = _text_prefix(state_dict)
+    text: dict[str, Any] = {
+        "context_length": _shape(state_dict, f"{p}positional_embedding")[0],
+        "vocab_size": _shape(state_dict, f"{p}token_embedding.weight")[0],
+        "width": _shape(state_dict, f"{p}ln_final.weight")[0],
+        "layers": _count_blocks(state_dict, rf"{re.escape(p)}transformer\.resblocks\.(\d+)\."),
     }
     text["heads"] = max(1, text["width"] // 64)
-    embed_dim = _shape(state_dict, "text_projection")[1]
+    embed_dim = _shape(state_dict, f"{p}text_projection")[1]
+    if fastvit.is_fastvit(state_dict):
+        # every open_clip model with a FastViT MCi tower has a text tower without causal mask
+        text["causal"] = False
+        return Architecture(
+            "fastvit", embed_dim, quick_gelu, fastvit.infer_vision(state_dict), text
+        )
     if "visual.proj" in state_dict and "visual.class_embedding" in state_dict:
         width, _, patch, _ = _shape(state_dict, "visual.conv1.weight")
         grid = math.isqrt(_shape(state_dict, "visual.positional_embedding")[0] - 1)
@@ -573,14 +582,24 @@ def infer_architecture(
 def spec_for_checkpoint(
     name: str, state_dict: Mapping[str, np.ndarray], quick_gelu: bool = False
 ) -> ModelSpec:
-    """A :class:`ModelSpec` for a checkpoint that is not in the registry (OpenAI mean and std)."""
+    """A :class:`ModelSpec` for a checkpoint that is not in the registry (OpenAI mean and std;
+    for a FastViT tower, MobileCLIP's: mean 0, std 1, bilinear)."""
+    from core import fastvit
     from core.registry import Preprocess
 
     arch = infer_architecture(state_dict, quick_gelu)
     size = int(arch.vision["image_size"])
+    preprocess = Preprocess(size=size, mean=OPENAI_MEAN)
+    if arch.family == "fastvit":
+        preprocess = Preprocess(
+            size,
+            fastvit.PREPROCESS_MEAN,
+            fastvit.PREPROCESS_STD,
+            interpolation=fastvit.PREPROCESS_INTERPOLATION,
+        )
     return ModelSpec(
         name=name,
         architecture=arch,
-        preprocess=Preprocess(size=size, mean=OPENAI_MEAN),
+        preprocess=preprocess,
         description="installed from a local checkpoint",
     )

@@ -128,6 +128,59 @@ class _Reader:
         return value
 
 
+IMAGE_SIZE = 256  # every open_clip MobileCLIP and MobileCLIP2 config with an MCi tower
+PREPROCESS_MEAN = (0.0, 0.0, 0.0)  # open_clip's pretrained config of those models (_mccfg)
+PREPROCESS_STD = (1.0, 1.0, 1.0)
+PREPROCESS_INTERPOLATION = "bilinear"
+
+
+def is_fastvit(state_dict: Mapping[str, np.ndarray]) -> bool:
+    """Whether a checkpoint's image tower is a FastViT trunk (either layout)."""
+    stem = f"{TRUNK_PREFIX}stem.0."
+    return any(k.startswith(stem) for k in state_dict)
+
+
+def infer_vision(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The ``vision`` entry of a FastViT MCi tower, read off a checkpoint's keys and shapes.
+
+    The input size is not stored; it is taken as 256, as every open_clip config of these towers
+    has it.
+    """
+    prefix = f"{TRUNK_PREFIX}stages."
+    stages = sorted(
+        {int(k[len(prefix) :].split(".", 1)[0]) for k in state_dict if k.startswith(prefix)}
+    )
+    if stages != list(range(len(DOWNSAMPLES))):
+        raise CheckpointError(
+            f"FastViT image tower with stages {stages}: only the four-stage MCi towers "
+            "(MobileCLIP2-S0, -S2 and alike) are supported"
+        )
+    vision: dict[str, Any] = {"image_size": IMAGE_SIZE}
+    for field in ("layers", "embed_dims", "token_mixers", "se_downsamples", "pos_embs"):
+        vision[field] = []
+    for i in stages:
+        stage = f"{prefix}{i}."
+        blocks = {
+            int(k[len(stage) + 7 :].split(".", 1)[0])
+            for k in state_dict
+            if k.startswith(f"{stage}blocks.")
+        }
+        fc2 = f"{stage}blocks.0.mlp.fc2.weight"
+        if not blocks or fc2 not in state_dict:
+            raise CheckpointError(f"checkpoint is missing key {fc2!r}")
+        dim = int(np.shape(state_dict[fc2])[0])
+        if i == 0:
+            hidden = int(np.shape(state_dict[f"{stage}blocks.0.mlp.fc1.weight"])[0])
+            vision["mlp_ratio"] = hidden // dim
+        vision["layers"].append(max(blocks) + 1)
+        vision["embed_dims"].append(dim)
+        attention = f"{stage}blocks.0.token_mixer.qkv.weight" in state_dict
+        vision["token_mixers"].append("attention" if attention else "repmixer")
+        vision["se_downsamples"].append(f"{stage}downsample.proj.0.se.fc1.weight" in state_dict)
+        vision["pos_embs"].append(any(k.startswith(f"{stage}pos_emb.") for k in state_dict))
+    return vision
+
+
 # ---------------------------------------------------------------------------------------------
 # folding (timm's reparameterisation, in numpy)
 

@@ -31,6 +31,7 @@ from timm.utils.model import reparameterize_model
 
 from cli.main import main as cli_main
 from core import fastvit
+from core.convert import infer_architecture, spec_for_checkpoint
 from core.encoder import load_model
 from core.errors import CheckpointError
 from core.preprocess import load_image, preprocess
@@ -143,6 +144,28 @@ def test_folding_matches_timm(name, openclip_model):
     assert again.keys() == expected.keys()
     for key, value in expected.items():
         np.testing.assert_array_equal(again[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["MobileCLIP2-S0", "MobileCLIP2-S2"])
+def test_architecture_is_read_off_a_checkpoint(name, openclip_model):
+    """``--from FILE --as NEWNAME`` reads the registry's architecture back from either layout."""
+    spec = get_spec(name)
+    model = openclip_model(name)
+    assert infer_architecture(reference_state_dict(model)) == spec.architecture
+    assert infer_architecture(_folded_checkpoint(model)) == spec.architecture
+    inferred = spec_for_checkpoint("mine", reference_state_dict(model))
+    assert inferred.preprocess == spec.preprocess
+
+
+def test_install_as_a_new_name(tmp_path, monkeypatch, tiny_reference):
+    checkpoint = save_checkpoint(tiny_reference, tmp_path / "tiny.safetensors")
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
+    assert cli_main(["model", "install", "--from", str(checkpoint), "--as", "mine"]) == 0
+    ours = load_model("mine", threads=2, draft=False, precision="fp32")
+    expected = {**TINY_FASTVIT.vision, "image_size": 256}  # the size is not in the checkpoint
+    assert ours.spec.architecture.vision == expected
+    print(_check_parity(tiny_reference, ours, ours.spec, photos()))
+    ours.close()
 
 
 def _tiny_state() -> dict[str, np.ndarray]:
