@@ -1,6 +1,6 @@
 """Ranking the indexed photos: text to image, image to image, image to text, text to text.
 
-Public surface: :func:`search`, :func:`similar`, :func:`describe`, and the
+Public surface: :func:`search`, :func:`search_pages`, :func:`similar`, :func:`describe`, and the
 result types :class:`Hit` and :class:`Label`. Queries are parsed by :mod:`core.query`; the
 compact copy of the vectors that a search scores comes from :mod:`core.vector_cache`.
 
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -215,8 +215,13 @@ def _rank(
     query: np.ndarray,
     top: int,
     first: int | None = None,
+    scores: np.ndarray | None = None,
 ) -> list[Hit]:
-    """Score every candidate, keep the ``top`` best (``first`` always first when present)."""
+    """Score every candidate, keep the ``top`` best (``first`` always first when present).
+
+    ``scores``, when given, are the candidates' approximate scores already computed for this
+    query (changed in place).
+    """
     if found.rows is None and len(found.ids) >= ann.APPROXIMATE_FROM:
         approximate = _approximate_index(library)
         if approximate is not None:
@@ -224,7 +229,8 @@ def _rank(
             if hits is not None:
                 return hits
     ids = found.ids
-    scores = found.compact.scores(query, found.rows)
+    if scores is None:
+        scores = found.compact.scores(query, found.rows)
     chosen = _best(scores, _rescore_count(top))
     if first is not None:
         chosen = np.union1d(chosen, np.flatnonzero(ids == first))
@@ -371,6 +377,58 @@ def search(
     """
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
+    found, vector = _query_and_candidates(library, model, query, since, until, folder)
+    return _rank(library, model, found, vector, top)
+
+
+def search_pages(
+    library: Library,
+    model: ClipModel,
+    query: str | np.ndarray,
+    tops: Sequence[int],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    folder: str | os.PathLike[str] | None = None,
+) -> Iterator[list[Hit]]:
+    """:func:`search` for several lengths of one ranking: a first screenful, then the full list.
+
+    The query is parsed and encoded once and every candidate is scored once; each length then
+    only re-scores exactly its best candidates and fetches their records. A caller that stops
+    iterating never pays for the longer lists.
+
+    Parameters
+    ----------
+    tops
+        The lengths wanted, in the order the lists are to come (each at least 1).
+    library, model, query, since, until, folder
+        As for :func:`search`.
+
+    Yields
+    ------
+    list[Hit]
+        For each length in ``tops``, what :func:`search` with that ``top`` returns.
+    """
+    if not tops or min(tops) < 1:
+        raise ValueError(f"every top must be at least 1, got {list(tops)}")
+    found, vector = _query_and_candidates(library, model, query, since, until, folder)
+    shared: np.ndarray | None = None
+    for top in tops:
+        if shared is None and not (found.rows is None and len(found.ids) >= ann.APPROXIMATE_FROM):
+            shared = found.compact.scores(vector, found.rows)
+        scores = None if shared is None else shared.copy()
+        yield _rank(library, model, found, vector, top, scores=scores)
+
+
+def _query_and_candidates(
+    library: Library,
+    model: ClipModel,
+    query: str | np.ndarray,
+    since: datetime | None,
+    until: datetime | None,
+    folder: str | os.PathLike[str] | None,
+) -> tuple[_Candidates, np.ndarray]:
+    """Parse the query (syntax errors before anything is read), fetch the candidates, encode."""
     terms = parse_query(query) if isinstance(query, str) else None
     found = _candidates(library, model, since, until, folder)
     if terms is not None:
@@ -381,7 +439,7 @@ def search(
             raise QueryError(
                 f"the query vector has {vector.shape[0]} dimensions, the model {model.embed_dim}"
             )
-    return _rank(library, model, found, vector, top)
+    return found, vector
 
 
 def similar(

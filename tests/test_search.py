@@ -25,7 +25,7 @@ from core.encoder import ClipModel
 from core.indexer import index
 from core.library import Library, PhotoRecord
 from core.query import QueryError, QueryTerm, parse_query, query_vector
-from core.ranking import NoCandidatesError, describe, search, similar
+from core.ranking import NoCandidatesError, describe, search, search_pages, similar
 from core.scan import scan
 from tests.samples import SAMPLES as SAMPLE_ROOT
 
@@ -660,3 +660,26 @@ def test_filtered_searches_rank_the_cached_copy_without_reading_vectors(
             assert stored is not None
             assert hit.score == pytest.approx(float(stored.astype(np.float64) @ query), abs=1e-6)
     assert (read.full, read.rows) == (0, 0)
+
+
+def test_search_pages_scores_once_and_equals_search(
+    indexed: tuple[Library, Path], tiny_model: ClipModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library, _ = indexed
+    calls: list[int] = []
+    real = CompactVectors.scores
+
+    def counted(self: CompactVectors, query: np.ndarray, rows: np.ndarray | None = None):
+        calls.append(1)
+        return real(self, query, rows)
+
+    monkeypatch.setattr(CompactVectors, "scores", counted)
+    pages = list(search_pages(library, tiny_model, "a red car + night", (2, 5)))
+    assert len(calls) == 1  # one scoring pass for both lengths
+    for page, top in zip(pages, (2, 5), strict=True):
+        alone = search(library, tiny_model, "a red car + night", top=top)
+        assert [(h.photo.id, h.rank, h.score, h.probability) for h in page] == [
+            (h.photo.id, h.rank, h.score, h.probability) for h in alone
+        ]
+    with pytest.raises(ValueError, match="at least 1"):
+        next(search_pages(library, tiny_model, "x", (0,)))

@@ -37,8 +37,7 @@ from core.errors import ClipsearchError, ModelNotInstalledError
 from core.languages import multilingual_model_name, script_hint
 from core.library import Library
 from core.paths import cache_dir
-from core.query import parse_query, query_vector
-from core.ranking import Hit, search, similar
+from core.ranking import Hit, search, search_pages, similar
 from core.sync import SyncReport
 from tui.commands import ClipSearchCommands, ModelCommands
 from tui.config import ConfigError, ImageMode, TuiConfig, config_path, load_config
@@ -511,9 +510,10 @@ class ClipSearchApp(App[int]):
     ) -> None:
         """Rank the photos; a text query posts the first screenful before the rest.
 
-        The query is encoded once. Ranking only as many photos as fit on screen is several times
-        quicker than ranking :attr:`TuiConfig.results` of them, so the first page appears sooner
-        and the full list follows in a second message.
+        The query is encoded once and every photo scored once (:func:`core.ranking.search_pages`);
+        re-scoring exactly only the best for a screenful is quicker than for
+        :attr:`TuiConfig.results` of them, so the first page appears sooner and the full list
+        follows in a second message.
         """
         assert self.library is not None and self.model is not None
         worker = get_current_worker()
@@ -523,17 +523,18 @@ class ClipSearchApp(App[int]):
             if kind == "similar":
                 hits = similar(self.library, self.model, query, top=total, since=since, until=until)
             else:
-                vector = query_vector(self.model, parse_query(query), self.library)
                 first = min(total, self.config.page_size)
-                hits = search(self.library, self.model, vector, top=first, since=since, until=until)
+                tops = (first, total) if first < total else (total,)
+                pages = search_pages(
+                    self.library, self.model, query, tops, since=since, until=until
+                )
+                hits = next(pages)
                 if len(hits) == first < total:
                     elapsed = time.perf_counter() - started
                     self.post_message(SearchFinished(generation, query, hits, elapsed, False))
                     if worker.is_cancelled:
                         return
-                    hits = search(
-                        self.library, self.model, vector, top=total, since=since, until=until
-                    )
+                    hits = next(pages)
         except ClipsearchError as error:
             self.post_message(SearchFailed(generation, query, str(error)))
             return
