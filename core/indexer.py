@@ -103,14 +103,14 @@ class IndexSummary:
     indexed
         Photos encoded in this run.
     unchanged
-        Photos that were already known with the same size and modification time (indexed, or
-        failed earlier and not retried).
+        Photos that were already known, indexed, with the same size and modification time.
     skipped
         ``(path, reason)`` of files not indexed: unsupported formats, empty files, unreadable
         folders, folders that are missing.
     failed
-        ``(path, reason)`` of photos that could not be read in this run
-        (:meth:`core.library.Library.failures` lists all of them).
+        ``(path, reason)`` of the photos in the folders indexed that could not be read: in this
+        run, or in an earlier one and unchanged since (a failed photo is tried again once its
+        file changes, or appears under a new name).
     cancelled
         True when the run was stopped before the end.
     elapsed_s
@@ -486,11 +486,19 @@ def index(
         if not cancelled:
             ann.build_if_due(library, model.name)  # beyond a million photos; off the search path
         remaining = len(library.pending(roots=folders))
+        # photos that failed in an earlier run and were not tried again (unchanged files) are
+        # still failed: counted as failed, not as unchanged
+        this_run = {path for path, _ in run.failed}
+        earlier = [
+            (record.path, record.error or "could not be read")
+            for record in library.failures()
+            if record.path not in this_run and any(record.path.is_relative_to(f) for f in folders)
+        ]
     return IndexSummary(
         indexed=run.indexed,
-        unchanged=synced.unchanged,
+        unchanged=max(0, synced.unchanged - len(earlier)),
         skipped=synced.skipped,
-        failed=run.failed,
+        failed=sorted([*run.failed, *earlier], key=lambda item: str(item[0])),
         cancelled=cancelled,
         elapsed_s=time.monotonic() - started,
         new=synced.new,

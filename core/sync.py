@@ -408,6 +408,10 @@ class AlbumSync(LibraryDatabase):
             "UPDATE photos SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
             (path_text(entry.path), entry.size, entry.mtime_ns, old.id),
         )
+        if old.status == "failed":
+            # the failure belongs to the old path (often a rename while the photo waited to be
+            # encoded): the photo under its new name is tried again
+            db.execute("UPDATE photos SET status = 'pending', error = NULL WHERE id = ?", (old.id,))
         if old.time_source == "mtime" and old.mtime_ns != entry.mtime_ns:
             # the capture time was the file's modification time, which the move changed
             db.execute(

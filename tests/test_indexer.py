@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -202,7 +203,8 @@ def test_rescans_encode_only_what_changed(
     )
     recorder.reset()
     again = index(library, tiny_model)
-    assert (again.indexed, again.unchanged, again.failed) == (0, photos, [])
+    assert (again.indexed, again.unchanged) == (0, first.indexed)
+    assert again.failed == first.failed  # still failed, counted as failed, not tried again
     assert recorder.encoded == 0 and recorder.decoded == [] and exif_reads == []
 
     touched = album / "jpg/gps/DSCN0012.jpg"
@@ -224,7 +226,9 @@ def test_rescans_encode_only_what_changed(
     assert recorder.encoded == 1 and changed.indexed == 1
     assert sorted(recorder.decoded) == sorted([touched, broken])
     assert (changed.changed, changed.moved, changed.deleted) == (2, 1, 1)
-    assert [p for p, _ in changed.failed] == [broken]
+    # the broken photo failed again; the other one failed earlier and is still counted
+    assert [p for p, _ in changed.failed] == sorted([p for p, _ in first.failed], key=str)
+    assert broken in {p for p, _ in first.failed}
     assert sorted(exif_reads) == sorted([touched, broken])
 
     moved = library.record_for_path(renamed_to)
@@ -286,7 +290,8 @@ def test_cancel_stops_within_a_batch_and_the_next_run_resumes(
     recorder.reset()
     rest = index(library, tiny_model, batch_size=3)
     assert not rest.cancelled and rest.remaining == 0
-    assert rest.indexed + len(rest.failed) == summary.new - 3
+    tried_now = [item for item in rest.failed if item not in summary.failed]
+    assert rest.indexed + len(tried_now) == summary.new - 3
     assert len(recorder.decoded) == summary.new - 3
 
 
@@ -359,7 +364,8 @@ def test_a_second_indexer_gets_library_busy(
         assert child.stdin is not None
         child.stdin.close()
         child.wait(timeout=30)
-    assert index(library, tiny_model).unchanged == len(ids) + len(library.failures())
+    after = index(library, tiny_model)
+    assert (after.unchanged, len(after.failed)) == (len(ids), len(library.failures()))
 
 
 _KILLED_INDEXER = """
@@ -456,3 +462,34 @@ def test_killed_indexing_leaves_a_consistent_library_that_resumes(
         assert stats["pending"] == 0
         assert stats["indexed"] + stats["failed"] == len(scan([album]).files)
     _check_consistent(db)
+
+
+def test_a_failure_stays_with_its_path_and_is_counted_every_run(
+    library: Library,
+    tiny_model: ClipModel,
+    tmp_path: Path,
+) -> None:
+    """A photo that failed under one name (renamed while it waited) is tried under its new one;
+    a photo still failed is counted as failed, not unchanged, on every later run."""
+    album = tmp_path / "renames"
+    album.mkdir()
+    shutil.copyfile(SAMPLES / "jpg/Canon_40D.jpg", album / "good.jpg")
+    (album / "bad.jpg").write_text("not a photo")
+    first = index(library, tiny_model, [album])
+    assert first.indexed == 1 and [p for p, _ in first.failed] == [album / "bad.jpg"]
+    again = index(library, tiny_model, [album])
+    assert (again.indexed, again.unchanged) == (0, 1)
+    assert [p for p, _ in again.failed] == [album / "bad.jpg"]  # still failed, said so
+
+    # the failure was recorded under the old name; the same content under a new name was a
+    # "move" that kept the failure for ever
+    (album / "bad.jpg").rename(album / "renamed.jpg")
+    moved = index(library, tiny_model, [album])
+    assert moved.moved == 1
+    assert [p for p, _ in moved.failed] == [album / "renamed.jpg"]  # tried again, fails again
+    assert [r.path for r in library.failures()] == [album / "renamed.jpg"]
+
+    # a failed photo whose file changes is tried again (and now decodes)
+    shutil.copyfile(SAMPLES / "jpg/Nikon_D70.jpg", album / "renamed.jpg")
+    fixed = index(library, tiny_model, [album])
+    assert fixed.indexed == 1 and fixed.failed == [] and library.failures() == []
