@@ -88,7 +88,7 @@ async def settle(pilot: object, done: Callable[[], bool], timeout: float = 20.0)
 
 def ready(app: ClipSearchApp) -> Callable[[], bool]:
     """True once the model is loaded and no sync or indexing runs."""
-    return lambda: app.model is not None and not app.indexing and not app._jobs
+    return lambda: app.model is not None and not app.indexing and not app.jobs_waiting
 
 
 def make_album(root: Path) -> Path:
@@ -189,7 +189,7 @@ def tui_slow_index(monkeypatch: pytest.MonkeyPatch) -> Iterator[_SlowIndex]:
 
 async def search_for(pilot: object, app: ClipSearchApp, query: str) -> None:
     """Type ``query`` in the query box, press Enter and wait for the results."""
-    generation = app._search_generation
+    generation = app.searches_started
     box = app.query_one("#query")
     box.focus()
     if len(query) <= 12:
@@ -198,7 +198,7 @@ async def search_for(pilot: object, app: ClipSearchApp, query: str) -> None:
     else:  # long queries are pasted, as typing them key by key only slows the test down
         box.value = query  # type: ignore[attr-defined]
         await pilot.press("enter")  # type: ignore[attr-defined]
-    await settle(pilot, lambda: app._search_generation > generation and app.search_complete)
+    await settle(pilot, lambda: app.searches_started > generation and app.search_complete)
     await pilot.pause(0.1)  # type: ignore[attr-defined]
 
 
@@ -334,11 +334,11 @@ async def test_query_arithmetic_and_a_bad_query(tui_indexed_home: Path, tui_albu
         await search_for(pilot, app, f"4:{tui_album / 'Canon_40D.jpg'} + 0.1:night")
         best = app.query_one(ResultsList).hits[0].photo.path.name
         assert best in ("Canon_40D.jpg", EVIL_NAME)  # the same photo under two names
-        generation = app._search_generation
+        generation = app.searches_started
         app.query_one("#query").value = "a + + oops"  # type: ignore[attr-defined]
         await pilot.press("enter")
         await settle(pilot, lambda: "bad query" in screen_text(app))
-        assert app._search_generation == generation + 1
+        assert app.searches_started == generation + 1
 
 
 async def test_a_query_in_a_script_the_model_cannot_read_gets_a_hint(
@@ -373,7 +373,7 @@ async def test_switch_model_reindexes_the_library(
         assert isinstance(app.screen, ConfirmScreen) and "tiny-other" in screen_text(app)
         await pilot.press("y")
         await settle(pilot, lambda: app.model_name == "tiny-other", timeout=60)
-        await settle(pilot, lambda: app._job is None, timeout=120)
+        await settle(pilot, lambda: not app.indexing, timeout=120)
         assert app.library is not None and app.library.model_name == "tiny-other"
         await search_for(pilot, app, "a red bicycle in the snow")
         assert len(app.query_one(ResultsList).hits) == len(TUI_PHOTOS) + 1
@@ -418,17 +418,17 @@ async def test_filter_results_to_the_selected_bucket(tui_indexed_home: Path, tui
         await settle(pilot, ready(app))
         await search_for(pilot, app, "a dog")
         await select_bucket(pilot, app, "2008")
-        generation = app._search_generation
+        generation = app.searches_started
         await pilot.press("f")
-        await settle(pilot, lambda: app._search_generation > generation)
+        await settle(pilot, lambda: app.searches_started > generation)
         await settle(pilot, lambda: "in 2008" in screen_text(app))
         hits = app.query_one(ResultsList).hits
         assert len(hits) == 6  # the seventh photo of 2008 could not be indexed
         assert all(hit.photo.taken_at.year == 2008 for hit in hits)
         assert "Results in 2008" in screen_text(app)
-        generation = app._search_generation
+        generation = app.searches_started
         await pilot.press("f")
-        await settle(pilot, lambda: app._search_generation > generation)
+        await settle(pilot, lambda: app.searches_started > generation)
         await settle(pilot, lambda: len(app.query_one(ResultsList).hits) == len(TUI_PHOTOS) + 1)
 
 
@@ -500,10 +500,10 @@ async def test_find_similar_replaces_the_results(tui_indexed_home: Path, tui_alb
         await pilot.press("down", "down", "enter")
         await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
         chosen = app.screen.hit.photo  # type: ignore[attr-defined]
-        generation = app._search_generation
+        generation = app.searches_started
         await pilot.press("s")
         await settle(pilot, lambda: not isinstance(app.screen, DetailScreen))
-        await settle(pilot, lambda: app._search_generation > generation)
+        await settle(pilot, lambda: app.searches_started > generation)
         await settle(pilot, lambda: results.hits and results.hits[0].photo.id == chosen.id)
         assert results.hits[0].score == pytest.approx(1.0, abs=1e-5)
         await settle(pilot, lambda: f"like {chosen.path.name}" in screen_text(app))
@@ -820,11 +820,11 @@ async def test_quit_during_indexing_asks_then_stops_cleanly(
             await settle(pilot, lambda: "still running" in screen_text(app))
             await pilot.press("y")
             await settle(pilot, lambda: "Stopping" in screen_text(app))
-            assert not app._job_done.is_set(), "the batch under way is still being encoded"
+            assert app.job_thread_running, "the batch under way is still being encoded"
         finally:
             tui_slow_index.set()
         await settle(pilot, lambda: not app.is_running)
-    assert app._job_done.is_set()
+    assert not app.job_thread_running
     assert app.return_code == 0
     with Library.open() as library, library.indexing_lock():
         stats = library.stats()

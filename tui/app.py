@@ -298,6 +298,23 @@ class ClipSearchApp(App[int]):
         """Whether a sync or an indexing run is in progress."""
         return self._job is not None
 
+    # -- a small read-only surface for tests and scripts that drive the app ---------------------
+
+    @property
+    def searches_started(self) -> int:
+        """How many searches were started; a newer one makes the results of older ones stale."""
+        return self._search_generation
+
+    @property
+    def jobs_waiting(self) -> int:
+        """Sync and indexing jobs queued behind the running one."""
+        return len(self._jobs)
+
+    @property
+    def job_thread_running(self) -> bool:
+        """Whether a job's thread is still at work (it may outlive the job by one batch)."""
+        return not self._job_done.is_set()
+
     def _next_job_number(self) -> int:
         self._job_numbers += 1
         return self._job_numbers
