@@ -67,14 +67,15 @@ class Pane:
             time.sleep(0.2)
 
 
-@pytest.fixture
+@pytest.fixture(params=[(80, 24), (120, 40)], ids=["80x24", "120x40"])
 def tui_pane(
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     tiny_model: ClipModel,
     tui_indexed_template: Path,  # noqa: F811 - the fixture imported above
     tui_album: Path,  # noqa: F811 - the fixture imported above
 ) -> Iterator[Pane]:
-    """``clipsearch-tui ALBUM`` started in an 80x24 tmux pane, on an indexed library."""
+    """``clipsearch-tui ALBUM`` in a tmux pane (80x24, then 120x40), on an indexed library."""
     home = tmp_path / "home"
     shutil.copytree(tui_indexed_template, home)
     link_model(home, tiny_model)
@@ -91,7 +92,8 @@ def tui_pane(
         ]
     )
     pane = Pane(f"clipsearch-e2e-{uuid.uuid4().hex[:8]}")
-    pane.tmux("new-session", "-d", "-s", "e2e", "-x", "80", "-y", "24", command)
+    columns, rows = request.param
+    pane.tmux("new-session", "-d", "-s", "e2e", "-x", str(columns), "-y", str(rows), command)
     try:
         yield pane
     finally:
@@ -109,6 +111,13 @@ def test_type_a_query_and_read_the_results(tui_pane: Pane) -> None:
     # thumbnails are drawn with half-cell blocks inside tmux, by a worker, after the results
     text = tui_pane.wait_for(lambda text: "for a dog" in text and "▀" in text)
     assert "opt.num_threads" not in text and "\x1b" not in text
+    # the Duplicates view: the album holds one photo saved twice under two names
+    tui_pane.send("Down")
+    tui_pane.send("D")
+    text = tui_pane.wait_for(lambda text: "Group 1:" in text)
+    assert "Canon_40D.jpg" in text and "100x68" in text
+    tui_pane.send("Escape")
+    tui_pane.wait_for(lambda text: "for a dog" in text)
     tui_pane.send("C-q")
     text = tui_pane.wait_for(lambda text: "EXIT=" in text, timeout=15)
     assert "EXIT=0" in text
