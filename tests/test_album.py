@@ -490,7 +490,10 @@ def test_parse_date() -> None:
     )
     with pytest.raises(BadDateError) as caught:
         parse_date("2019-13")
-    assert str(caught.value) == 'bad date "2019-13": expected YYYY, YYYY-MM or YYYY-MM-DD'
-    for bad in ("", "yesterday", "2019-5", "2019-02-30", "14/05/2019"):
-        with pytest.raises(BadDateError, match="expected YYYY, YYYY-MM or YYYY-MM-DD"):
+    assert str(caught.value) == (
+        'bad date "2019-13": expected YYYY, YYYY-MM, YYYY-MM-DD, today, yesterday, '
+        "a timeline key such as last-7-days, or a time ago such as 7d, 2w, 3m or 1y"
+    )
+    for bad in ("", "tomorrow", "2019-5", "2019-02-30", "14/05/2019", "7x", "-3d"):
+        with pytest.raises(BadDateError, match="expected YYYY, YYYY-MM, YYYY-MM-DD, today"):
             parse_date(bad)
