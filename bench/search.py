@@ -1,10 +1,10 @@
 """Search latency and memory over 10k, 100k and 1M synthetic embeddings stored in a real library.
 
 For each size a library database is built in a temporary folder: random unit vectors
-(``D = 512``, float32) with photo rows spread over ten years. The rows go straight into the
-tables as :mod:`core.database` lays them out, without scanning any files: ``Library.open`` creates
-the schema, ``Library.use_model`` records the model, ``photos`` rows are inserted with status
-``indexed``, and each vector is a float32 BLOB in ``embeddings``, in transactions of 10,000 rows.
+(``D = 512``, float32) with photo rows spread over ten years, without scanning any files:
+``Library.open`` creates the schema, ``Library.use_model`` records the model, and
+:meth:`core.library.Library.add_encoded` adds the photos as indexed with their vectors (float32
+BLOBs), in transactions of 10,000 rows, leaving the vector file to be made afterwards.
 
 Each size is then measured in fresh processes, so that memory from building the database (or
 from another size) does not count, in two modes: *memory*, the library without its vector file
@@ -33,9 +33,10 @@ each mode:
    ``since`` and ``until``): the library gives the ids that pass the filter, and the search ranks
    those rows of the same compact copy. Median reported.
 6. ``--batches`` times (default 10): one batch of ``--batch`` new photos (default 16) is
-   committed with :meth:`core.library.Library.save_batch`, as an indexing run does every second
-   (in file mode that appends them to the file), then one search is timed; it brings the compact
-   copy up to date first. Median reported.
+   committed with :meth:`core.library.Library.add_encoded` in one transaction, as an indexing run
+   commits a batch with ``save_batch`` every second (in file mode that appends them to the file,
+   as ``save_batch`` does), then one search is timed; it brings the compact copy up to date
+   first. Median reported.
 
 ``--repeat N`` runs the memory, cold and file processes N times, interleaved, and keeps the
 best of each (the lowest median; the lowest first search for cold), so that a busy spell of a
@@ -95,7 +96,7 @@ def status_kib(field: str) -> int:
 
 def build_library(path: Path, count: int, seed: int = 0) -> float:
     """Write a library of ``count`` random unit vectors at ``path``; returns the seconds taken."""
-    from core.library import Library
+    from core.library import EncodedPhoto, Library
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -108,44 +109,39 @@ def build_library(path: Path, count: int, seed: int = 0) -> float:
                 matrix = rng.standard_normal((stop - start, DIM), dtype=np.float32)
                 matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
                 minutes = rng.integers(0, 10 * 365 * 24 * 60, stop - start)
-                rows = []
-                for i, minute in zip(range(start, stop), minutes, strict=True):
-                    taken = first_day + dt.timedelta(minutes=int(minute))
-                    text = taken.isoformat(timespec="microseconds")
-                    rows.append(
-                        (i + 1, f"/album/{i // 1000:04d}/IMG_{i:07d}.jpg", f"{i:040x}", text, text)
+                photos = [
+                    EncodedPhoto(
+                        f"/album/{i // 1000:04d}/IMG_{i:07d}.jpg",
+                        f"{i:040x}",
+                        first_day + dt.timedelta(minutes=int(minute)),
+                        size=1000,
+                        width=4000,
+                        height=3000,
+                        time_source="DateTimeOriginal",
                     )
-                with library._transaction() as db:
-                    db.executemany(
-                        "INSERT INTO photos (id, path, size, mtime_ns, content_hash, taken_at,"
-                        " wall, time_source, width, height, status, model) VALUES"
-                        f" (?, ?, 1000, 0, ?, ?, ?, 'DateTimeOriginal', 4000, 3000, 'indexed',"
-                        f" '{MODEL_NAME}')",
-                        rows,
-                    )
-                    db.executemany(
-                        "INSERT INTO embeddings (photo_id, vector) VALUES (?, ?)",
-                        ((i + 1, matrix[i - start].tobytes()) for i in range(start, stop)),
-                    )
-                    db.execute(
-                        "INSERT INTO meta (key, value) VALUES ('revision', '1') ON CONFLICT (key)"
-                        " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-                    )
+                    for i, minute in zip(range(start, stop), minutes, strict=True)
+                ]
+                # the vector file is made afterwards, and timed on its own (make_vector_file)
+                library.add_encoded(MODEL_NAME, photos, matrix, update_vector_file=False)
     return time.perf_counter() - started
 
 
 def add_batch(library: Any, rng: np.random.Generator, size: int) -> None:
     """Commit ``size`` new photos with their embeddings, as one batch of an indexing run does."""
-    with library._transaction() as db:
-        first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM photos").fetchone()[0]
-        db.executemany(
-            "INSERT INTO photos (id, path, size, mtime_ns, content_hash, wall, status)"
-            " VALUES (?, ?, 1000, 0, ?, '2024-06-01T12:00:00.000000', 'pending')",
-            [(i, f"/album/new/IMG_{i:07d}.jpg", f"{i:040x}") for i in range(first, first + size)],
+    from core.library import EncodedPhoto
+
+    batch_number = library.revision  # grows with every batch, so the names are new
+    taken = dt.datetime(2024, 6, 1, 12, 0)
+    photos = [
+        EncodedPhoto(
+            f"/album/new/{batch_number:06d}/IMG_{k:04d}.jpg", f"new-{batch_number}-{k}", taken
         )
+        for k in range(size)
+    ]
     matrix = rng.standard_normal((size, DIM), dtype=np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    library.save_batch(MODEL_NAME, range(first, first + size), matrix, [None] * size)
+    # committed and appended to the vector file, as Library.save_batch does for an indexing run
+    library.add_encoded(MODEL_NAME, photos, matrix)
 
 
 def evict(path: Path) -> None:
@@ -376,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         "the kernel can drop at any time). *One year*: the same queries restricted with "
         "`since`/`until` to the photos of one year (about a tenth), ranked on rows of the same "
         f"compact copy (median). *After a batch*: one search right after {args.batch} new photos "
-        f"were committed with `save_batch`, as an indexing run does every second (median of "
-        f"{args.batches}); in file mode `save_batch` also appends them to the file. *Making "
+        f"were committed in one transaction (`Library.add_encoded`), as an indexing run commits "
+        f"a batch every second (median of {args.batches}); in file mode that also appends them "
+        "to the file, as `save_batch` does. *Making "
         "the file*: once per library, from its float32 vectors (an existing library pays it at "
         "its first search or indexing run after the upgrade). The load average (1 minute) is "
         "read after each process.",

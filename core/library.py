@@ -114,6 +114,31 @@ class PendingPhoto(NamedTuple):
     content_hash: str
 
 
+class EncodedPhoto(NamedTuple):
+    """One photo for :meth:`Library.add_encoded`: what a sync would have read from its file.
+
+    Attributes
+    ----------
+    path
+        Where the photo is (made absolute; the file is not read).
+    content_hash
+        Its content hash (any text; :func:`core.sync.content_hash` for a real file).
+    taken_at
+        Its capture time; None for unknown.
+    size, mtime_ns, width, height, time_source
+        As in :class:`PhotoRecord`.
+    """
+
+    path: Path | str
+    content_hash: str
+    taken_at: datetime | None = None
+    size: int = 0
+    mtime_ns: int = 0
+    width: int | None = None
+    height: int | None = None
+    time_source: str | None = None
+
+
 _PHOTO_COLUMNS = (
     "id, path, size, mtime_ns, taken_at, time_source, width, height, status, error, thumbnail"
 )
@@ -286,6 +311,100 @@ class Library(AlbumSync):
                 [(error, int(i)) for i, error in failed],
             )
         self.refresh_vector_file(before)
+
+    def add_encoded(
+        self,
+        model_name: str,
+        photos: Sequence[EncodedPhoto],
+        vectors: np.ndarray,
+        *,
+        update_vector_file: bool = True,
+    ) -> np.ndarray:
+        """Add photos that are already encoded, as indexed, with their embeddings.
+
+        For imports and benchmarks that have the vectors but no album: the files are not read
+        (no sync, no thumbnails). Rows and embeddings are committed in one transaction, as
+        :meth:`save_batch` commits a batch.
+
+        Parameters
+        ----------
+        model_name
+            The model that made ``vectors``; must be :attr:`model_name`.
+        photos
+            The photos, ``[B]``; none of their paths may be in the library yet.
+        vectors
+            Their embeddings, ``[B, D] float32``, L2-normalised, D = :attr:`embed_dim`.
+        update_vector_file
+            Bring the vector file up to date afterwards (the default). With False the file is
+            left stale, to be made later in one go with :meth:`refresh_vector_file` (a search
+            would otherwise work from memory or rebuild it): building a large library in many
+            calls then writes the file once.
+
+        Returns
+        -------
+        numpy.ndarray
+            The new photos' ids, ``[B] int64``, in the order of ``photos``.
+
+        Raises
+        ------
+        RuntimeError
+            The writer lock is not held.
+        ModelMismatchError
+            ``model_name`` is not the library's model.
+        ValueError
+            ``vectors`` is not ``[B, D]``.
+        LibraryError
+            A path is already in the library (nothing is written).
+        """
+        self._require_lock()
+        stored = self.model_name
+        if stored != model_name:
+            raise self._mismatch(stored or "none", model_name)
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        if matrix.shape != (len(photos), self.embed_dim):
+            raise ValueError(
+                f"expected {len(photos)} vectors of {self.embed_dim}, got {matrix.shape}"
+            )
+        with self._transaction() as db:
+            before = self._generation(db)
+            revision = self._bump(db)
+            # ids as AUTOINCREMENT would give them: above every id ever used
+            first = int(
+                db.execute(
+                    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'photos'),"
+                    " 0), coalesce((SELECT max(id) FROM photos), 0)) + 1"
+                ).fetchone()[0]
+            )
+            ids = np.arange(first, first + len(photos), dtype=np.int64)
+            db.executemany(
+                "INSERT INTO photos (id, path, size, mtime_ns, content_hash, taken_at, wall,"
+                " time_source, width, height, status, model, vector_revision)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'indexed', ?, ?)",
+                [
+                    (
+                        int(photo_id),
+                        path_text(absolute_path(photo.path)),
+                        photo.size,
+                        photo.mtime_ns,
+                        photo.content_hash,
+                        None if photo.taken_at is None else photo.taken_at.isoformat(),
+                        None if photo.taken_at is None else wall_text(photo.taken_at),
+                        photo.time_source,
+                        photo.width,
+                        photo.height,
+                        model_name,
+                        revision,
+                    )
+                    for photo_id, photo in zip(ids, photos, strict=True)
+                ],
+            )
+            db.executemany(
+                "INSERT INTO embeddings (photo_id, vector) VALUES (?, ?)",
+                [(int(i), row.tobytes()) for i, row in zip(ids, matrix, strict=True)],
+            )
+        if update_vector_file:
+            self.refresh_vector_file(before)
+        return ids
 
     @staticmethod
     def _generation(db: sqlite3.Connection) -> int:
