@@ -74,7 +74,7 @@ def tui_config(**changes: object) -> TuiConfig:
 
 def screen_text(app: ClipSearchApp) -> str:
     """The current screen as plain text, one line per terminal row."""
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+    return app.screen_text()
 
 
 async def settle(pilot: object, done: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -205,8 +205,9 @@ async def search_for(pilot: object, app: ClipSearchApp, query: str) -> None:
 async def select_bucket(pilot: object, app: ClipSearchApp, key: str) -> None:
     """Put the timeline cursor on the bucket ``key`` (once it is shown), opening its parents."""
     tree = app.query_one(TimelineTree)
-    await settle(pilot, lambda: key in tree._bucket_nodes)
-    node = tree._bucket_nodes[key]
+    await settle(pilot, lambda: tree.node(key) is not None)
+    node = tree.node(key)
+    assert node is not None
     parent = node.parent
     while parent is not None:
         parent.expand()
@@ -539,7 +540,7 @@ async def test_gpu_option_runs_on_vulkan_or_says_it_uses_the_cpu(
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, ready(app))
         assert app.model is not None and app.model.vulkan == (gpu_count() > 0)
-        notes = [str(n.message) for n in app._notifications]
+        notes = app.notices
         assert ("No Vulkan GPU found; encoding on the CPU." in notes) == (gpu_count() == 0)
         await search_for(pilot, app, "a dog")
         assert app.query_one(ResultsList).hits
@@ -880,7 +881,7 @@ async def test_indexing_while_another_process_indexes_says_so(tui_home: Path, tu
             await pilot.press("i")
             await settle(pilot, lambda: "Failed: 2008" in screen_text(app))
         assert not app.indexing
-        assert any("another clipsearch-tui process" in n.message for n in app._notifications)
+        assert any("another clipsearch-tui process" in note for note in app.notices)
 
 
 async def test_help_screen_lists_the_keys(tui_indexed_home: Path, tui_album: Path):

@@ -25,7 +25,7 @@ pytestmark = [
 
 
 def _screen(app) -> str:  # type: ignore[no-untyped-def]
-    return "\n".join(str(line.text) for line in app.screen._compositor.render_strips())
+    return app.screen_text()
 
 
 @pytest.mark.usefixtures("tui_home")
@@ -106,7 +106,7 @@ async def test_detail_view_steps_through_the_results_and_opens_the_viewer(
         monkeypatch.setenv("SSH_CONNECTION", "10.0.0.2 50000 10.0.0.1 22")
         await pilot.press("o")
         assert len(started) == 1
-        await settle(pilot, lambda: any("over SSH" in str(n.message) for n in app._notifications))
+        await settle(pilot, lambda: any("over SSH" in note for note in app.notices))
 
 
 @pytest.mark.usefixtures("tui_home")

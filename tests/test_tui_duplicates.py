@@ -55,13 +55,12 @@ async def test_groups_side_by_side_copy_and_move(duplicates_home: tuple[Path, Pa
         await settle(pilot, lambda: app.model is not None and not app.indexing)
         await pilot.press("down", "D")  # from the results (the query box takes letters)
         await settle(pilot, lambda: isinstance(app.screen, DuplicatesScreen) and _cards(app))
-        screen = app.screen
         cards = _cards(app)
         assert [card.photo.path for card in cards] == [
             album / "Canon_40D.jpg",
             album / "copies" / "Canon_40D.jpg",
         ]
-        text = "\n".join(str(line.text) for line in screen._compositor.render_strips())
+        text = app.screen_text()
         assert "Group 1: 2 photos" in text
         width, height = cards[0].photo.width, cards[0].photo.height
         assert f"{width}x{height}" in text and "kB" in text and "2008" in text
@@ -117,7 +116,7 @@ async def test_moving_never_replaces_a_file_and_escape_moves_nothing(
         await pilot.press(*str(target), "enter")
         await pilot.pause()
         await pilot.press("y")
-        await settle(pilot, lambda: any("not moved" in str(n.message) for n in app._notifications))
+        await settle(pilot, lambda: any("not moved" in note for note in app.notices))
         assert (target / "Canon_40D.jpg").read_bytes() == b"someone else's file"
         assert (album / "Canon_40D.jpg").exists()
         assert len(_cards(app)) == 2

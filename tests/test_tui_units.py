@@ -150,6 +150,13 @@ def test_bad_settings_are_named(tmp_path: Path, body: str, message: str) -> None
 # Timeline
 
 
+def _node(tree: TimelineTree, key: str):  # type: ignore[no-untyped-def]
+    """The tree node of the bucket ``key``, which must be shown."""
+    node = tree.node(key)
+    assert node is not None, key
+    return node
+
+
 def _timeline(days: dict[str, tuple[int, int]]) -> object:
     items = []
     for day, (count, indexed) in days.items():
@@ -189,15 +196,15 @@ async def test_timeline_updates_in_place() -> None:
         assert [child.data for child in tree.root.children] == [
             "last-7-days", "last-30-days", "last-12-months", "all", "2019", "2018",
         ]  # fmt: skip
-        tree.move_cursor(tree._bucket_nodes["2018"])
-        tree._bucket_nodes["2019"].expand()
+        tree.move_cursor(_node(tree, "2018"))
+        _node(tree, "2019").expand()
         tree.show(_timeline({"2019-05-14": (2, 2), "2020-02-01": (1, 0), "2017-03-03": (1, 1)}))  # type: ignore[arg-type]
         await pilot.pause()
         keys = [child.data for child in tree.root.children]
         assert keys[4:] == ["2020", "2019", "2017"]  # 2018 is gone, the others in date order
-        assert tree._bucket_nodes["2019"].is_expanded
-        assert str(tree._bucket_nodes["2019-05"].label) == "2019-05  2 photos  100%"
-        assert tree.bucket("2018") is None and "2018-01" not in tree._bucket_nodes
+        assert _node(tree, "2019").is_expanded
+        assert str(_node(tree, "2019-05").label) == "2019-05  2 photos  100%"
+        assert tree.bucket("2018") is None and tree.node("2018-01") is None
         assert tree.selected_bucket is not None
 
 

@@ -28,6 +28,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
 from textual.theme import Theme
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -82,6 +83,9 @@ TIMELINE_REFRESH_S = 1.0
 
 STOP_WAIT_S = 30.0
 """Longest wait for an indexing run to stop after it was cancelled, when quitting."""
+
+NOTICES_KEPT = 100
+"""Notification messages the app remembers for :attr:`ClipSearchApp.notices`."""
 
 
 class ClipSearchApp(App[int]):
@@ -139,6 +143,7 @@ class ClipSearchApp(App[int]):
         """Whether the latest search's whole result list has arrived."""
         self._shown_generation = 0
         self._jobs: deque[Job] = deque()
+        self._notices: deque[str] = deque(maxlen=NOTICES_KEPT)
         self._job: Job | None = None
         self._job_numbers = 0
         # set while no job thread runs; a count, because a finished job's thread may still be
@@ -314,6 +319,33 @@ class ClipSearchApp(App[int]):
     def job_thread_running(self) -> bool:
         """Whether a job's thread is still at work (it may outlive the job by one batch)."""
         return not self._job_done.is_set()
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """The messages of the notifications shown so far, oldest first (the last
+        :data:`NOTICES_KEPT`)."""
+        return tuple(self._notices)
+
+    def screen_text(self) -> str:
+        """The screen as the user sees it now, as plain text: one line per terminal row.
+
+        Read from Textual's compositor, as :meth:`App.export_screenshot` reads it, in this one
+        place rather than in every caller.
+        """
+        return "\n".join(strip.text for strip in self.screen._compositor.render_strips())
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Textual's notification (thread-safe, as Textual's), also kept in :attr:`notices`."""
+        self._notices.append(message)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def _next_job_number(self) -> int:
         self._job_numbers += 1

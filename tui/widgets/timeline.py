@@ -57,6 +57,10 @@ class TimelineTree(Tree[str]):
         """The bucket shown with this key."""
         return self._buckets.get(key)
 
+    def node(self, key: str) -> TreeNode[str] | None:
+        """The tree node that shows the bucket with this key; None when it is not shown."""
+        return self._bucket_nodes.get(key)
+
     def show(self, timeline: Timeline) -> None:
         """Show ``timeline``: relabel known buckets, add new ones in date order, drop gone ones."""
         first = not self._bucket_nodes
