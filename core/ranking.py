@@ -208,29 +208,57 @@ def _exact_scores(
     return out
 
 
-def _rank(
+def _approximate_for(library: Library, found: _Candidates) -> ann.ApproximateIndex | None:
+    """The approximate index to take ``found``'s candidates from, or None to score every row.
+
+    The one rule for every search: only without filters, only from
+    :data:`core.ann.APPROXIMATE_FROM` candidates on, and only while the library's index is
+    current enough (:meth:`core.ann.ApproximateIndex.usable`).
+    """
+    if found.rows is not None or len(found.ids) < ann.APPROXIMATE_FROM:
+        return None
+    return _approximate_index(library)
+
+
+def _ranked(
+    library: Library,
+    model: ClipModel,
+    found: _Candidates,
+    query: np.ndarray,
+    tops: Sequence[int],
+    first: int | None = None,
+) -> Iterator[list[Hit]]:
+    """The ``top`` best candidates for each length in ``tops`` (``first`` always first if present).
+
+    Decides once between the approximate index and a pass over every candidate
+    (:func:`_approximate_for`); the pass, when made, is made once for all lengths, and not before
+    the approximate index has failed to give candidates.
+    """
+    approximate = _approximate_for(library, found)
+    scores: np.ndarray | None = None
+    for index, top in enumerate(tops):
+        if approximate is not None:
+            hits = _rank_approximate(library, model, found, approximate, query, top, first)
+            if hits is not None:
+                yield hits
+                continue
+        if scores is None:
+            scores = found.compact.scores(query, found.rows)
+        mine = scores if index == len(tops) - 1 else scores.copy()  # the last may change them
+        yield _rank_exact(library, model, found, query, top, first, mine)
+
+
+def _rank_exact(
     library: Library,
     model: ClipModel,
     found: _Candidates,
     query: np.ndarray,
     top: int,
-    first: int | None = None,
-    scores: np.ndarray | None = None,
+    first: int | None,
+    scores: np.ndarray,
 ) -> list[Hit]:
-    """Score every candidate, keep the ``top`` best (``first`` always first when present).
-
-    ``scores``, when given, are the candidates' approximate scores already computed for this
-    query (changed in place).
-    """
-    if found.rows is None and len(found.ids) >= ann.APPROXIMATE_FROM:
-        approximate = _approximate_index(library)
-        if approximate is not None:
-            hits = _rank_approximate(library, model, found, approximate, query, top, first)
-            if hits is not None:
-                return hits
+    """The ``top`` best candidates; ``scores`` are all their int8 scores (changed in place)."""
     ids = found.ids
-    if scores is None:
-        scores = found.compact.scores(query, found.rows)
     chosen = _best(scores, _rescore_count(top))
     if first is not None:
         chosen = np.union1d(chosen, np.flatnonzero(ids == first))
@@ -378,7 +406,7 @@ def search(
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
     found, vector = _query_and_candidates(library, model, query, since, until, folder)
-    return _rank(library, model, found, vector, top)
+    return next(_ranked(library, model, found, vector, (top,)))
 
 
 def search_pages(
@@ -393,9 +421,12 @@ def search_pages(
 ) -> Iterator[list[Hit]]:
     """:func:`search` for several lengths of one ranking: a first screenful, then the full list.
 
-    The query is parsed and encoded once and every candidate is scored once; each length then
-    only re-scores exactly its best candidates and fetches their records. A caller that stops
-    iterating never pays for the longer lists.
+    The query is parsed and encoded once, and the choice between the approximate index and a
+    pass over every candidate is the one :func:`search` makes. Without the index every candidate
+    is scored once for all lengths; each length then only re-scores exactly its best candidates
+    and fetches their records. With it, no length scores every candidate: each takes its
+    candidates from the index as :func:`search` does. A caller that stops iterating never pays
+    for the longer lists.
 
     Parameters
     ----------
@@ -412,12 +443,7 @@ def search_pages(
     if not tops or min(tops) < 1:
         raise ValueError(f"every top must be at least 1, got {list(tops)}")
     found, vector = _query_and_candidates(library, model, query, since, until, folder)
-    shared: np.ndarray | None = None
-    for top in tops:
-        if shared is None and not (found.rows is None and len(found.ids) >= ann.APPROXIMATE_FROM):
-            shared = found.compact.scores(vector, found.rows)
-        scores = None if shared is None else shared.copy()
-        yield _rank(library, model, found, vector, top, scores=scores)
+    yield from _ranked(library, model, found, vector, tops)
 
 
 def _query_and_candidates(
@@ -477,7 +503,7 @@ def similar(
         vector, first = normalised(stored, "the image's embedding"), record.id
     else:
         vector, first = normalised(model.encode_images([path])[0], "the image's embedding"), None
-    return _rank(library, model, found, vector, top, first)
+    return next(_ranked(library, model, found, vector, (top,), first))
 
 
 def _rank_labels(model: ClipModel, query: np.ndarray, labels: Sequence[str]) -> list[Label]:

@@ -12,8 +12,9 @@ import pytest
 
 from core import ann
 from core import ranking as search_mod
+from core.compact import CompactVectors
 from core.library import Library
-from core.ranking import search
+from core.ranking import search, search_pages
 
 pytest.importorskip("faiss")
 
@@ -137,3 +138,65 @@ def test_below_the_threshold_nothing_is_built(tmp_path: Path) -> None:
         with library.indexing_lock():
             assert not ann.build_if_due(library, "fake")
     assert not any(path.exists() for path in ann.paths(tmp_path / "lib.sqlite"))
+
+
+def test_the_app_pages_take_the_index_exactly_when_search_does(
+    tmp_path: Path, small_threshold: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full: list[int] = []  # passes over every photo
+    filtered: list[int] = []  # passes over the rows that pass a filter
+    scores = CompactVectors.scores
+
+    def counted(self: CompactVectors, query: np.ndarray, rows: np.ndarray | None = None) -> Any:
+        if rows is None:
+            full.append(len(self.ids))
+        elif len(rows) == len(self.ids):  # only a filter that every photo passes asks for these
+            filtered.append(len(rows))
+        return scores(self, query, rows)
+
+    monkeypatch.setattr(CompactVectors, "scores", counted)
+
+    def same(page: list[Any], alone: list[Any]) -> None:
+        assert [(h.rank, h.photo.id, h.score) for h in page] == [
+            (h.rank, h.photo.id, h.score) for h in alone
+        ]
+
+    with Library.open(tmp_path / "lib.sqlite", thumbnail_dir=tmp_path / "t") as library:
+        vectors = _add(library, tmp_path / "album", 0, _clustered(PHOTOS, 6))
+        with library.indexing_lock():
+            assert ann.build_if_due(library, "fake")
+        query = vectors[min(vectors) + 11]
+
+        # with the index: both lengths come from it, and no length scores every photo
+        pages = list(search_pages(library, _model(), query, (5, 40)))
+        assert small_threshold == [True, True] and full == []
+        for page, top in zip(pages, (5, 40), strict=True):
+            alone = search(library, _model(), query, top=top)
+            same(page, alone)
+            for mine, theirs in zip(page, alone, strict=True):  # the softmax is estimated
+                assert mine.probability == pytest.approx(theirs.probability, rel=0.25)
+        assert small_threshold == [True] * 4 and full == []
+
+        # with a filter: neither takes the index; one pass over the filtered photos for both
+        folder = tmp_path / "album"
+        pages = list(search_pages(library, _model(), query, (5, 40), folder=folder))
+        for page, top in zip(pages, (5, 40), strict=True):
+            same(page, search(library, _model(), query, top=top, folder=folder))
+            assert [h.photo.id for h in page] == _exact(vectors, query, top)
+        assert len(small_threshold) == 4 and full == [] and filtered == [PHOTOS] * 3
+
+        # an index that no longer describes the library: neither takes it; the pages score
+        # every photo once for both lengths, search once for its one
+        with library.indexing_lock():
+            gone = max(vectors)
+            library.save_batch("fake", [], np.zeros((0, DIM), np.float32), [], [(gone, "x")])
+        del vectors[gone]
+        pages = list(search_pages(library, _model(), query, (5, 40)))
+        assert len(full) == 1
+        for page, top in zip(pages, (5, 40), strict=True):
+            alone = search(library, _model(), query, top=top)
+            assert [(h.photo.id, h.score, h.probability) for h in page] == [
+                (h.photo.id, h.score, h.probability) for h in alone
+            ]
+            assert [h.photo.id for h in page] == _exact(vectors, query, top)
+        assert len(small_threshold) == 4 and len(full) == 3
