@@ -50,6 +50,39 @@ async def test_slash_and_question_mark_do_what_the_footer_says(tmp_path: Path) -
 
 
 @pytest.mark.usefixtures("tui_home")
+async def test_i_indexes_from_the_empty_box_until_slash_starts_a_query(tmp_path: Path) -> None:
+    app = make_app([tmp_path], images="none", config=tui_config())
+    calls: list[str] = []
+    app.action_index_bucket = lambda: calls.append("i")  # type: ignore[method-assign]
+    app.action_index_all = lambda: calls.append("I")  # type: ignore[method-assign]
+    async with app.run_test(size=(120, 30)) as pilot:
+        query = app.query_one("#query", Input)
+        await settle(pilot, lambda: app.focused is query and app.model is not None)
+        await settle(pilot, lambda: "i Index" in _screen(app))
+
+        await pilot.press("i", "I")
+        assert calls == ["i", "I"] and query.value == ""
+
+        # a query that does not begin with i: its later i's are typed
+        await pilot.press(*"a dog in snow")
+        assert query.value == "a dog in snow" and calls == ["i", "I"]
+
+        # "/" says a query is being typed: now it may begin with i
+        query.value = ""
+        await pilot.press("slash")
+        await settle(pilot, lambda: "i Index" not in _screen(app))
+        await pilot.press(*"ice")
+        assert query.value == "ice" and calls == ["i", "I"]
+
+        # leaving the box and coming back with / keeps the typing rule
+        query.value = ""
+        await pilot.press("down")
+        assert app.focused is not query
+        await pilot.press("slash", "i")
+        assert app.focused is query and query.value == "i" and calls == ["i", "I"]
+
+
+@pytest.mark.usefixtures("tui_home")
 async def test_down_leaves_the_query_box_for_the_timeline_when_there_are_no_results(
     tmp_path: Path,
 ) -> None:

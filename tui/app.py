@@ -667,7 +667,10 @@ class ClipSearchApp(App[int]):
         return True
 
     def action_focus_query(self) -> None:
-        self.query_one("#query", Input).focus()
+        """Go to the query box to type: letters are then typed, even ``i`` into the empty box."""
+        query = self.query_one("#query", QueryInput)
+        query.focus()
+        query.typing = True
 
     def action_focus_results(self) -> None:
         """Leave the query box for the results, or for the timeline while there are none."""

@@ -15,6 +15,8 @@ from textual.widgets import Static
 
 QUERY_HELP = """\
 Type what you are looking for and press Enter: a red bicycle in the snow
+In the empty box, i and I index (as the footer shows): press / first to type a query
+that begins with i, such as ice on the lake.
 Combine terms with + and -, weight them with N: and quote them:
   beach + sunset - people      2:cat + 0.5:"red car"
 An image path is a term too: ./holiday/IMG_0042.jpg + night, img:"my photo.jpg"
