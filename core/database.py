@@ -230,6 +230,14 @@ def _migrate_5_vector_generation(db: sqlite3.Connection) -> None:
         )
 
 
+def _migrate_6_file_digest(db: sqlite3.Connection) -> None:
+    """Store a digest of each photo's whole file (:func:`core.sync.file_digest`).
+
+    NULL for photos read before; the sync then reads it from the file when it needs it.
+    """
+    db.execute("ALTER TABLE photos ADD COLUMN file_digest TEXT")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -238,6 +246,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _migrate_3_exact_paths,
     _migrate_4_vector_changes,
     _migrate_5_vector_generation,
+    _migrate_6_file_digest,
 )
 """Schema changes in order; ``PRAGMA user_version`` counts how many a database has had."""
 

@@ -10,8 +10,16 @@ Content hash
 whole file when it is at most 128 KiB): two reads, however big the photo. It recognises a
 photo that was moved or renamed, or copied, so that its embedding is reused without
 decoding it again. Two different files with the same size whose first and last 64 KiB are equal
-would be taken for one; edited JPEG, HEIC and PNG files change size or their last bytes, but an
-uncompressed TIFF or BMP edited only in the middle would not, if it was also moved.
+(an uncompressed TIFF or BMP edited only in the middle) have the same content hash; the file
+digest below tells them apart.
+
+File digest
+-----------
+So a stored embedding is reused only for the same photo, the sync also keeps
+:func:`file_digest`, a BLAKE2b of the whole file read in chunks, for each photo it reads. Before
+it treats a new path as a move or a copy it compares the new file's digest with the stored one
+(read from the old file when a library made before has none); when they differ, or the old
+digest cannot be known, the new file is a new photo and is encoded on its own.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ from core.thumbnails import remove_thumbnails
 
 HASH_CHUNK = 64 * 1024
 """Bytes read from each end of a file for :func:`content_hash`."""
+
+DIGEST_CHUNK = 1024 * 1024
+"""Bytes read at a time by :func:`file_digest`."""
 
 SYNC_CHUNK = 256  # photos hashed and read per transaction during a sync
 SYNC_WORKERS = 4
@@ -124,6 +135,28 @@ def content_hash(path: str | os.PathLike[str], size: int | None = None) -> str:
     return digest.hexdigest()
 
 
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """Hex BLAKE2b (32 bytes) of a whole file, read :data:`DIGEST_CHUNK` bytes at a time.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
+    digest = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(DIGEST_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _digest_or_none(path: str | os.PathLike[str]) -> str | None:
+    try:
+        return file_digest(path)
+    except OSError:
+        return None
+
+
 class _Found(NamedTuple):
     """A photo row as :meth:`AlbumSync.sync` compares it with the scan."""
 
@@ -133,6 +166,7 @@ class _Found(NamedTuple):
     content_hash: str
     status: str
     time_source: str | None
+    file_digest: str | None
 
 
 class _Probe(NamedTuple):
@@ -142,6 +176,7 @@ class _Probe(NamedTuple):
     content_hash: str | None
     capture: CaptureTime | None
     error: str | None
+    file_digest: str | None = None
 
 
 class AlbumSync(LibraryDatabase):
@@ -188,7 +223,8 @@ class AlbumSync(LibraryDatabase):
           becomes pending. When its content hash is that of a photo that vanished from the scan,
           it is that photo *moved*: the row keeps its id, status, embedding and thumbnail and only
           its path changes. When the hash is that of an indexed photo still present, it is a
-          *copy*: the embedding is copied.
+          *copy*: the embedding is copied. Either only when the whole file's digest is the
+          stored one too; otherwise the file is new.
         - A path whose size or modification time differs is *changed*: read again, its
           embedding dropped, pending.
         - A path with the same size and modification time is *unchanged* and not opened at all.
@@ -232,7 +268,8 @@ class AlbumSync(LibraryDatabase):
         stored = {
             path_from_text(row[1]): _Found(row[0], *row[2:])
             for row in self._query(
-                "SELECT id, path, size, mtime_ns, content_hash, status, time_source FROM photos"
+                "SELECT id, path, size, mtime_ns, content_hash, status, time_source, file_digest"
+                " FROM photos"
             )
         }
         new: list[FileEntry] = []
@@ -258,11 +295,10 @@ class AlbumSync(LibraryDatabase):
         vanished_by_hash: dict[str, list[str]] = {}
         for path, found in missing.items():
             vanished_by_hash.setdefault(found.content_hash, []).append(path)
-        indexed_by_hash = {
-            found.content_hash: found.id
-            for path, found in stored.items()
-            if found.status == "indexed" and path not in missing
-        }
+        indexed_by_hash: dict[str, list[tuple[str, _Found]]] = {}
+        for path, found in stored.items():
+            if found.status == "indexed" and path not in missing:
+                indexed_by_hash.setdefault(found.content_hash, []).append((path, found))
 
         work = [(entry, False) for entry in new] + [(entry, True) for entry in changed]
         total, done = len(work), 0
@@ -287,15 +323,24 @@ class AlbumSync(LibraryDatabase):
                             report.changed += 1
                             continue
                         candidates = vanished_by_hash.get(probe.content_hash)
-                        if candidates:
-                            old_path = candidates.pop()
+                        old_path = self._same_file(db, probe, candidates or [], missing)
+                        if old_path is not None:
+                            assert candidates is not None
+                            candidates.remove(old_path)
                             old = missing.pop(old_path)
                             self._move(db, old, probe)
                             report.moved += 1
                             if old.status == "indexed":
-                                indexed_by_hash.setdefault(probe.content_hash, old.id)
+                                indexed_by_hash.setdefault(probe.content_hash, []).append(
+                                    (str(entry.path), old._replace(file_digest=probe.file_digest))
+                                )
                             continue
-                        source = indexed_by_hash.get(probe.content_hash)
+                        copies = indexed_by_hash.get(probe.content_hash, [])
+                        found_by_path = dict(copies)
+                        source_path = self._same_file(
+                            db, probe, [path for path, _ in copies], found_by_path
+                        )
+                        source = found_by_path[source_path].id if source_path else None
                         self._insert(db, probe, source, revision)
                         if source is not None:
                             report.copied += 1
@@ -339,6 +384,34 @@ class AlbumSync(LibraryDatabase):
         return report
 
     @staticmethod
+    def _same_file(
+        db: sqlite3.Connection,
+        probe: _Probe,
+        candidates: Sequence[str],
+        found: dict[str, _Found],
+    ) -> str | None:
+        """The first candidate path whose whole file is the probed one's, or None.
+
+        A candidate without a stored digest (a library made before digests were kept) is read
+        from its file and the digest stored, or skipped when the file is gone.
+        """
+        new_digest = probe.file_digest
+        if new_digest is None:
+            return None
+        for path in candidates:
+            old = found[path]
+            old_digest = old.file_digest
+            if old_digest is None:
+                old_digest = _digest_or_none(path)
+                if old_digest is None:
+                    continue
+                db.execute("UPDATE photos SET file_digest = ? WHERE id = ?", (old_digest, old.id))
+                found[path] = old._replace(file_digest=old_digest)
+            if old_digest == new_digest:
+                return path
+        return None
+
+    @staticmethod
     def _capture_columns(probe: _Probe) -> tuple[Any, ...]:
         entry = probe.entry
         capture = probe.capture or read_capture_time(entry.path, entry.mtime_ns)
@@ -363,8 +436,8 @@ class AlbumSync(LibraryDatabase):
             ).fetchone()
         cursor = db.execute(
             "INSERT INTO photos (path, size, mtime_ns, content_hash, taken_at, wall, time_source,"
-            " width, height, status, thumbnail, model, vector_revision)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " width, height, status, thumbnail, model, vector_revision, file_digest)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 path_text(entry.path),
                 entry.size,
@@ -375,6 +448,7 @@ class AlbumSync(LibraryDatabase):
                 thumbnail,
                 model,
                 revision if copy_from is not None else 0,
+                probe.file_digest,
             ),
         )
         photo_id = int(cursor.lastrowid or 0)
@@ -392,12 +466,13 @@ class AlbumSync(LibraryDatabase):
         db.execute(
             "UPDATE photos SET size = ?, mtime_ns = ?, content_hash = ?, taken_at = ?, wall = ?,"
             " time_source = ?, width = ?, height = ?, status = 'pending', error = NULL,"
-            " thumbnail = NULL, model = NULL WHERE id = ?",
+            " thumbnail = NULL, model = NULL, file_digest = ? WHERE id = ?",
             (
                 entry.size,
                 entry.mtime_ns,
                 probe.content_hash,
                 *self._capture_columns(probe),
+                probe.file_digest,
                 photo_id,
             ),
         )
@@ -405,8 +480,8 @@ class AlbumSync(LibraryDatabase):
     def _move(self, db: sqlite3.Connection, old: _Found, probe: _Probe) -> None:
         entry = probe.entry
         db.execute(
-            "UPDATE photos SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
-            (path_text(entry.path), entry.size, entry.mtime_ns, old.id),
+            "UPDATE photos SET path = ?, size = ?, mtime_ns = ?, file_digest = ? WHERE id = ?",
+            (path_text(entry.path), entry.size, entry.mtime_ns, probe.file_digest, old.id),
         )
         if old.status == "failed":
             # the failure belongs to the old path (often a rename while the photo waited to be
@@ -440,9 +515,10 @@ def _probe(item: tuple[FileEntry, bool], moving: set[str]) -> _Probe:
     entry, is_change = item
     try:
         digest = content_hash(entry.path, entry.size)
+        whole = file_digest(entry.path)
     except OSError as error:
         reason = "vanished before it was read" if isinstance(error, FileNotFoundError) else None
         return _Probe(entry, None, None, reason or error.strerror or str(error))
     if digest in moving and not is_change:
-        return _Probe(entry, digest, None, None)
-    return _Probe(entry, digest, read_capture_time(entry.path, entry.mtime_ns), None)
+        return _Probe(entry, digest, None, None, whole)
+    return _Probe(entry, digest, read_capture_time(entry.path, entry.mtime_ns), None, whole)

@@ -100,7 +100,7 @@ def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> Non
     db.close()
 
     with Library.open(path) as library:
-        assert library.stats()["schema_version"] == SCHEMA_VERSION == 5
+        assert library.stats()["schema_version"] == SCHEMA_VERSION == 6
         assert library.record_for_path("/a.jpg") is not None
         assert [p.path for p in library.pending(since=datetime(2019, 1, 1))] == [Path("/a.jpg")]
     db = sqlite3.connect(path)
@@ -134,7 +134,7 @@ def test_schema_2_rows_are_converted_and_keep_their_exact_paths(tmp_path: Path) 
     db.close()
 
     with Library.open(path) as library:
-        assert library.stats()["schema_version"] == 5
+        assert library.stats()["schema_version"] == 6
         record = library.record_for_path(odd)
         assert record is not None and record.id == 1 and str(record.path) == odd
         assert [str(r.path) for r in library.records([1, 2])] == [odd, plain]

@@ -1,0 +1,154 @@
+"""Content identity: a stored embedding is reused for a moved or copied photo only when the
+whole file is the same, not merely its size and first and last 64 KiB (the content hash)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.encoder import ClipModel
+from core.indexer import index
+from core.library import Library
+from core.scan import scan
+from core.sync import HASH_CHUNK, SyncReport, content_hash
+
+DIM = 8
+SIDE = 256  # 256 x 256 RGB BMP: 192 KiB of pixels, rows of 768 bytes
+
+
+def _bmp(path: Path, seed: int) -> Path:
+    """An uncompressed BMP whose first and last 64 KiB do not depend on ``seed``."""
+    pixels = np.full((SIDE, SIDE, 3), 128, np.uint8)
+    pixels[: SIDE // 2 - 40] = np.arange(SIDE, dtype=np.uint8)[None, :, None]
+    band = np.random.default_rng(seed).integers(0, 256, (80, SIDE, 3), dtype=np.uint8)
+    pixels[SIDE // 2 - 40 : SIDE // 2 + 40] = band  # only middle rows differ
+    Image.fromarray(pixels).save(path, format="BMP")
+    return path
+
+
+def _twins(folder: Path) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    a, b = _bmp(folder / "a.bmp", 1), _bmp(folder / "b.bmp", 2)
+    assert a.stat().st_size == b.stat().st_size > 2 * HASH_CHUNK
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    assert data_a[:HASH_CHUNK] == data_b[:HASH_CHUNK]
+    assert data_a[-HASH_CHUNK:] == data_b[-HASH_CHUNK:]
+    assert data_a != data_b
+    assert content_hash(a) == content_hash(b)  # the collision
+    return a, b
+
+
+@pytest.fixture
+def library(clipsearch_home: Path) -> Iterator[Library]:
+    with Library.open() as opened:
+        yield opened
+
+
+def _index_all(library: Library) -> None:
+    library.use_model("fake", DIM)
+    todo = library.pending()
+    rows = np.random.default_rng(len(todo)).standard_normal((len(todo), DIM)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    with library.indexing_lock():
+        library.save_batch("fake", [p.id for p in todo], rows, [None] * len(todo))
+
+
+def _sync(library: Library, root: Path) -> SyncReport:
+    return library.sync(scan([root]), roots=[root])
+
+
+def test_a_different_file_with_the_same_content_hash_is_not_a_copy(
+    library: Library, tmp_path: Path
+) -> None:
+    root = tmp_path / "album"
+    a, b = _twins(tmp_path / "made")
+    root.mkdir()
+    a.rename(root / "a.bmp")
+    library.add_roots([root])
+    _sync(library, root)
+    _index_all(library)
+    b.rename(root / "b.bmp")
+    report = _sync(library, root)
+    assert (report.new, report.copied, report.moved) == (1, 0, 0)
+    assert [p.path for p in library.pending()] == [root / "b.bmp"]
+
+
+def test_a_different_file_with_the_same_content_hash_is_not_a_move(
+    library: Library, tmp_path: Path
+) -> None:
+    root = tmp_path / "album"
+    a, b = _twins(tmp_path / "made")
+    root.mkdir()
+    a.rename(root / "a.bmp")
+    library.add_roots([root])
+    _sync(library, root)
+    _index_all(library)
+    (root / "a.bmp").unlink()
+    b.rename(root / "b.bmp")
+    report = _sync(library, root)
+    assert (report.new, report.moved, report.deleted) == (1, 0, 1)
+    assert [p.path for p in library.pending()] == [root / "b.bmp"]
+
+
+def test_a_real_move_and_copy_keep_the_vector(library: Library, tmp_path: Path) -> None:
+    root = tmp_path / "album"
+    root.mkdir()
+    _bmp(root / "a.bmp", 1)
+    library.add_roots([root])
+    _sync(library, root)
+    _index_all(library)
+    ids, before = library.vectors("fake")
+    (root / "a.bmp").rename(root / "moved.bmp")
+    report = _sync(library, root)
+    assert (report.new, report.moved) == (0, 1)
+    assert library.pending() == []
+    ids_after, after = library.vectors("fake")
+    assert list(ids_after) == list(ids) and np.array_equal(after, before)
+    (root / "copy.bmp").write_bytes((root / "moved.bmp").read_bytes())
+    report = _sync(library, root)
+    assert (report.new, report.copied) == (0, 1)
+    assert library.pending() == []
+
+
+def test_a_library_without_digests_reads_the_old_file_or_treats_the_photo_as_new(
+    library: Library, tmp_path: Path
+) -> None:
+    root = tmp_path / "album"
+    root.mkdir()
+    _bmp(root / "a.bmp", 1)
+    _bmp(root / "c.bmp", 3)
+    library.add_roots([root])
+    _sync(library, root)
+    _index_all(library)
+    with sqlite3.connect(library.path) as db:  # as a library made before digests were kept
+        db.execute("UPDATE photos SET file_digest = NULL")
+    (root / "same.bmp").write_bytes((root / "a.bmp").read_bytes())
+    report = _sync(library, root)
+    assert report.copied == 1  # the old file is there: read and compared
+    (root / "c.bmp").rename(root / "c-moved.bmp")
+    with sqlite3.connect(library.path) as db:
+        db.execute("UPDATE photos SET file_digest = NULL")
+    report = _sync(library, root)
+    assert (report.moved, report.new, report.deleted) == (0, 1, 1)  # cannot confirm: new
+
+
+def test_colliding_photos_get_their_own_vectors(
+    library: Library, tiny_model: ClipModel, tmp_path: Path
+) -> None:
+    root = tmp_path / "album"
+    a, b = _twins(tmp_path / "made")
+    root.mkdir()
+    os.replace(a, root / "a.bmp")
+    index(library, tiny_model, [root], batch_size=2, decoders=1)
+    os.replace(b, root / "b.bmp")
+    summary = index(library, tiny_model, [root], batch_size=2, decoders=1)
+    assert summary.indexed == 1
+    ids, vectors = library.vectors(tiny_model.name)
+    assert len(ids) == 2
+    assert not np.allclose(vectors[0], vectors[1], atol=1e-4)
