@@ -320,6 +320,95 @@ def test_image_renderer_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         images.image_class("ascii")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("kitty(0.26.5)", "halfcell"),  # answers the graphics query, cannot draw placeholders
+        ("kitty 0.27.1", "halfcell"),
+        ("kitty(0.28.0)", "kitty"),
+        ("kitty(0.35.2)", "kitty"),
+        ("kitty(1.0.0)", "kitty"),
+        ("WezTerm 20240203-110809-5046fc22", "kitty"),  # not kitty: the detection stands
+        ("kitty", "kitty"),  # no version: the detection stands
+        (None, "kitty"),  # no answer: the detection stands
+    ],
+)
+def test_auto_falls_back_to_half_cell_on_kitty_before_0_28(
+    version: str | None, expected: str
+) -> None:
+    assert images.auto_mode("kitty", version) == expected
+
+
+def test_auto_keeps_sixel_and_half_cell_whatever_the_version() -> None:
+    assert images.auto_mode("sixel", "kitty(0.26.5)") == "sixel"
+    assert images.auto_mode("halfcell", "kitty(0.26.5)") == "halfcell"
+
+
+def test_auto_asks_the_version_when_the_terminal_answers_the_kitty_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from textual_image import renderable, widget
+
+    monkeypatch.delenv("TMUX", raising=False)
+    monkeypatch.setenv("TERM", "xterm-kitty")
+    monkeypatch.setattr(renderable, "Image", renderable.TGPImage)
+    monkeypatch.setattr(images, "terminal_version", lambda: "kitty(0.26.5)")
+    assert images.image_class("auto") is widget.HalfcellImage
+    monkeypatch.setattr(images, "terminal_version", lambda: "kitty(0.28.1)")
+    assert images.image_class("auto") is widget.TGPImage
+    monkeypatch.setattr(images, "terminal_version", lambda: None)
+    assert images.image_class("auto") is widget.TGPImage
+
+
+def test_terminal_version_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM_PROGRAM", "kitty")
+    monkeypatch.setenv("TERM_PROGRAM_VERSION", "0.26.5")
+    assert images.terminal_version() == "kitty 0.26.5"
+    assert images.auto_mode("kitty", images.terminal_version()) == "halfcell"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.parametrize(
+    ("answer", "expected"), [(b"\x1bP>|kitty(0.26.5)\x1b\\", "kitty(0.26.5)"), (None, "None")]
+)
+def test_terminal_version_asks_the_terminal(answer: bytes | None, expected: str) -> None:
+    """XTVERSION on a pseudo-terminal: kitty's answer is read; no answer means unknown."""
+    import pty
+    import select
+    import time
+
+    main_fd, child_fd = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TERM_PROGRAM")}
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from tui.widgets import images; print(images.terminal_version())"],
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(child_fd)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and not seen.rstrip().endswith(expected.encode()):
+            if not select.select([main_fd], [], [], 0.5)[0]:
+                continue
+            try:
+                chunk = os.read(main_fd, 1024)
+            except OSError:
+                break
+            seen += chunk
+            if answer is not None and b"\x1b[>q" in seen:
+                os.write(main_fd, answer)
+                answer = None
+    finally:
+        child.wait(timeout=60)
+        os.close(main_fd)
+    assert b"\x1b[>q" in seen
+    assert seen.rstrip().endswith(expected.encode())
+
+
 # --------------------------------------------------------------------------------------------
 # Native libraries' stderr
 

@@ -9,6 +9,8 @@ given small PIL images decoded in thread workers, never files to decode on the U
 from __future__ import annotations
 
 import os
+import re
+import sys
 
 from PIL import Image as PILImage
 from textual.widget import Widget
@@ -22,12 +24,60 @@ def _inside_multiplexer() -> bool:
     return bool(os.environ.get("TMUX")) or os.environ.get("TERM", "").startswith("screen")
 
 
+KITTY_PLACEHOLDERS = (0, 28)
+"""The first kitty version that draws Unicode placeholders, which textual-image draws through."""
+
+_KITTY_VERSION = re.compile(r"\s*kitty[\s(]*(\d+)\.(\d+)", re.IGNORECASE)
+
+
+def auto_mode(detected: ImageMode, version: str | None) -> ImageMode:
+    """What ``auto`` draws with, given textual-image's detection and the terminal's version.
+
+    ``version`` is the terminal's answer to the XTVERSION query (kitty answers
+    ``kitty(0.26.5)``), or ``"kitty 0.26.5"`` from ``TERM_PROGRAM``/``TERM_PROGRAM_VERSION``;
+    None when unknown. A kitty older than 0.28 answers the graphics query but cannot draw the
+    placeholders, so every image would be empty boxes: half-cell blocks are used instead. Any
+    other answer, or none, keeps the detection.
+    """
+    if detected == "kitty" and version is not None:
+        match = _KITTY_VERSION.match(version)
+        if match and (int(match[1]), int(match[2])) < KITTY_PLACEHOLDERS:
+            return "halfcell"
+    return detected
+
+
+def terminal_version() -> str | None:
+    """The terminal's name and version, or None when it does not say.
+
+    ``TERM_PROGRAM`` and ``TERM_PROGRAM_VERSION`` first; then the XTVERSION query (``CSI > q``),
+    answered within 0.1 s or not at all. Like textual-image's own queries, this must run before
+    Textual reads the terminal.
+    """
+    program = os.environ.get("TERM_PROGRAM", "")
+    program_version = os.environ.get("TERM_PROGRAM_VERSION", "")
+    if program and program_version:
+        return f"{program} {program_version}"
+    stdout = sys.__stdout__
+    if stdout is None or not stdout.isatty():
+        return None
+    from textual_image._terminal import capture_terminal_response
+
+    try:
+        with capture_terminal_response("\x1bP>|", "\x1b\\", 0.1) as response:
+            stdout.write("\x1b[>q")
+            stdout.flush()
+    except Exception:  # noqa: BLE001 - no answer, or not one we understand: the version is unknown
+        return None
+    return response.sequence[len("\x1bP>|") : -len("\x1b\\")] or None
+
+
 def image_class(mode: ImageMode) -> ImageWidget | None:
     """The image widget class for ``mode``; None for ``"none"``.
 
     ``auto`` takes textual-image's detection (Sixel, then the Kitty graphics protocol, then
     half-cell blocks on a terminal) except inside tmux or screen, where graphics protocols are
-    not passed through by default and half-cell blocks are used.
+    not passed through by default and half-cell blocks are used, and on a kitty older than 0.28
+    (see :func:`auto_mode`).
     """
     if mode not in IMAGE_MODES:
         raise ValueError(f"images must be one of {', '.join(IMAGE_MODES)}, not {mode!r}")
@@ -45,6 +95,8 @@ def image_class(mode: ImageMode) -> ImageWidget | None:
     if detected is renderable.SixelImage:
         return widget.SixelImage
     if detected is renderable.TGPImage:
+        if auto_mode("kitty", terminal_version()) == "halfcell":
+            return widget.HalfcellImage
         return widget.TGPImage
     # Half-cell blocks on a terminal without graphics; also when output is not a terminal.
     return widget.HalfcellImage
