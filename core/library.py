@@ -107,7 +107,12 @@ class PhotoRecord:
 
 
 class PendingPhoto(NamedTuple):
-    """A photo waiting to be encoded: its id, path and content hash."""
+    """A photo waiting to be encoded: its id, path and the name of its thumbnail.
+
+    ``content_hash`` is the digest of the whole file when the library has it, else the content
+    hash: the thumbnail is stored under it, so two different files whose content hashes collide
+    get their own thumbnails.
+    """
 
     id: int
     path: Path
@@ -241,7 +246,8 @@ class Library(AlbumSync):
         """
         sql, params = self._filters("pending", since, until, None)
         rows = self._query(
-            f"SELECT id, path, content_hash FROM photos WHERE {sql} ORDER BY wall DESC, id",
+            f"SELECT id, path, COALESCE(file_digest, content_hash) FROM photos WHERE {sql}"
+            " ORDER BY wall DESC, id",
             params,
         )
         folders = [str(absolute_path(r)) for r in roots] if roots is not None else None

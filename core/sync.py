@@ -379,7 +379,10 @@ class AlbumSync(LibraryDatabase):
             if gone:
                 self._bump(db)
         report.deleted = len(gone)
-        self._drop_orphan_thumbnails({found.content_hash for _, found in gone})
+        self._drop_orphan_thumbnails(
+            {found.content_hash for _, found in gone}
+            | {found.file_digest for _, found in gone if found.file_digest is not None}
+        )
         self.refresh_vector_file()
         return report
 
@@ -496,10 +499,21 @@ class AlbumSync(LibraryDatabase):
             )
 
     def _drop_orphan_thumbnails(self, hashes: set[str]) -> None:
-        """Delete the thumbnails of content no photo in the library has any more."""
-        for digest in hashes:
-            if self._query("SELECT 1 FROM photos WHERE content_hash = ? LIMIT 1", (digest,)):
-                continue
+        """Delete the thumbnails of content no photo in the library has any more.
+
+        A thumbnail is named after the photo's file digest, or its content hash where the
+        library has no digest (:meth:`core.library.Library.pending`).
+        """
+        if not hashes:
+            return
+        kept = {digest for (digest,) in self._query("SELECT content_hash FROM photos")}
+        kept.update(
+            digest
+            for (digest,) in self._query(
+                "SELECT file_digest FROM photos WHERE file_digest IS NOT NULL"
+            )
+        )
+        for digest in hashes - kept:
             remove_thumbnails(self.thumbnail_dir, digest)
 
     def refresh_vector_file(self, previous_generation: int | None = None) -> None:

@@ -152,3 +152,5 @@ def test_colliding_photos_get_their_own_vectors(
     ids, vectors = library.vectors(tiny_model.name)
     assert len(ids) == 2
     assert not np.allclose(vectors[0], vectors[1], atol=1e-4)
+    thumbnails = [record.thumbnail for record in library.records(list(ids))]
+    assert None not in thumbnails and thumbnails[0] != thumbnails[1]
