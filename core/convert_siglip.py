@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -96,27 +96,68 @@ def _split_rows(
 # image tower: timm ViT, no class token, attention-pooling head
 
 
-def _vision_block(g: Graph, x: str, w: _Weights, v: dict[str, Any], index: int) -> str:
-    width, eps, tanh = v["width"], float(v["norm_eps"]), _act(v, "image tower")
-    prefix = f"{VISION_PREFIX}.blocks.{index}"
+class _BlockKeys(NamedTuple):
+    """Where one tower keeps the parts of a transformer block, after ``{prefix}.``.
+
+    ``norms`` are the two LayerNorms' keys and the tags their ncnn layers get.
+    """
+
+    norms: tuple[tuple[str, str], tuple[str, str]]
+    qkv: tuple[str, str]
+    out: tuple[str, str]
+    mlp: tuple[str, str]
+
+
+_VISION_KEYS = _BlockKeys(
+    norms=(("norm1", "norm1"), ("norm2", "norm2")),
+    qkv=("attn.qkv.weight", "attn.qkv.bias"),
+    out=("attn.proj.weight", "attn.proj.bias"),
+    mlp=("mlp.fc1", "mlp.fc2"),
+)
+_TEXT_KEYS = _BlockKeys(
+    norms=(("ln_1", "ln1"), ("ln_2", "ln2")),
+    qkv=("attn.in_proj_weight", "attn.in_proj_bias"),
+    out=("attn.out_proj.weight", "attn.out_proj.bias"),
+    mlp=("mlp.c_fc", "mlp.c_proj"),
+)
+
+
+def _block(
+    g: Graph,
+    x: str,
+    w: _Weights,
+    cfg: dict[str, Any],
+    which: str,
+    prefix: str,
+    keys: _BlockKeys,
+    index: int,
+) -> str:
+    """One pre-norm transformer block without a mask, as both SigLIP towers have it."""
+    width, eps, tanh = cfg["width"], float(cfg["norm_eps"]), _act(cfg, which)
     tag = f"block{index}"
-    h = _layer_norm(g, x, f"{tag}_norm1", w, f"{prefix}.norm1", width, eps)
-    qkv = _split_rows(
-        w(f"{prefix}.attn.qkv.weight", (3 * width, width)),
-        w(f"{prefix}.attn.qkv.bias", (3 * width,)),
+    (norm1, norm1_tag), (norm2, norm2_tag) = keys.norms
+    h = _layer_norm(g, x, f"{tag}_{norm1_tag}", w, f"{prefix}.{norm1}", width, eps)
+    q, k, v_proj = _split_rows(
+        w(f"{prefix}.{keys.qkv[0]}", (3 * width, width)),
+        w(f"{prefix}.{keys.qkv[1]}", (3 * width,)),
         3,
     )
     out = (
-        w(f"{prefix}.attn.proj.weight", (width, width)),
-        w(f"{prefix}.attn.proj.bias", (width,)),
+        w(f"{prefix}.{keys.out[0]}", (width, width)),
+        w(f"{prefix}.{keys.out[1]}", (width,)),
     )
-    q, k, v_proj = qkv
-    h = _attention(g, [h], f"{tag}_attn", q, k, v_proj, out, v["heads"], masked=False)
+    h = _attention(g, [h], f"{tag}_attn", q, k, v_proj, out, cfg["heads"], masked=False)
     x = g.layer("BinaryOp", f"{tag}_add1", [x, h], {0: 0})
-    h = _layer_norm(g, x, f"{tag}_norm2", w, f"{prefix}.norm2", width, eps)
-    hidden = int(width * v.get("mlp_ratio", 4))
-    h = _mlp(g, h, w, (f"{prefix}.mlp.fc1", f"{prefix}.mlp.fc2"), width, hidden, tanh, f"{tag}_mlp")
+    h = _layer_norm(g, x, f"{tag}_{norm2_tag}", w, f"{prefix}.{norm2}", width, eps)
+    hidden = int(width * cfg.get("mlp_ratio", 4))
+    fc1, fc2 = (f"{prefix}.{name}" for name in keys.mlp)
+    h = _mlp(g, h, w, (fc1, fc2), width, hidden, tanh, f"{tag}_mlp")
     return g.layer("BinaryOp", f"{tag}_add2", [x, h], {0: 0})
+
+
+def _vision_block(g: Graph, x: str, w: _Weights, v: dict[str, Any], index: int) -> str:
+    prefix = f"{VISION_PREFIX}.blocks.{index}"
+    return _block(g, x, w, v, "image tower", prefix, _VISION_KEYS, index)
 
 
 def _build_vision(g: Graph, w: _Weights, arch: Architecture) -> None:
@@ -181,28 +222,8 @@ def _build_vision(g: Graph, w: _Weights, arch: Architecture) -> None:
 
 
 def _text_block(g: Graph, x: str, w: _Weights, t: dict[str, Any], index: int) -> str:
-    width, eps, tanh = t["width"], float(t["norm_eps"]), _act(t, "text tower")
     prefix = f"{TEXT_PREFIX}.transformer.resblocks.{index}"
-    tag = f"block{index}"
-    h = _layer_norm(g, x, f"{tag}_ln1", w, f"{prefix}.ln_1", width, eps)
-    qkv = _split_rows(
-        w(f"{prefix}.attn.in_proj_weight", (3 * width, width)),
-        w(f"{prefix}.attn.in_proj_bias", (3 * width,)),
-        3,
-    )
-    out = (
-        w(f"{prefix}.attn.out_proj.weight", (width, width)),
-        w(f"{prefix}.attn.out_proj.bias", (width,)),
-    )
-    q, k, v_proj = qkv
-    h = _attention(g, [h], f"{tag}_attn", q, k, v_proj, out, t["heads"], masked=False)
-    x = g.layer("BinaryOp", f"{tag}_add1", [x, h], {0: 0})
-    h = _layer_norm(g, x, f"{tag}_ln2", w, f"{prefix}.ln_2", width, eps)
-    hidden = int(width * t.get("mlp_ratio", 4))
-    h = _mlp(
-        g, h, w, (f"{prefix}.mlp.c_fc", f"{prefix}.mlp.c_proj"), width, hidden, tanh, f"{tag}_mlp"
-    )
-    return g.layer("BinaryOp", f"{tag}_add2", [x, h], {0: 0})
+    return _block(g, x, w, t, "text tower", prefix, _TEXT_KEYS, index)
 
 
 def _check_text_options(t: dict[str, Any]) -> None:
