@@ -193,6 +193,7 @@ def install_ours(name: str, model, workdir: Path) -> Path:
 
 def fresh_rclip_datadir(exported: Path, folder: Path) -> Path:
     """An empty rclip data folder whose model files link to the exported ones."""
+    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / RCLIP_SUBDIR).symlink_to(exported / RCLIP_SUBDIR, target_is_directory=True)
     (folder / "tokenizer").symlink_to(exported / "tokenizer", target_is_directory=True)
@@ -201,6 +202,7 @@ def fresh_rclip_datadir(exported: Path, folder: Path) -> Path:
 
 def fresh_home(models: Path, folder: Path) -> Path:
     """An empty ``CLIPSEARCH_HOME`` whose models folder links to the installed models."""
+    shutil.rmtree(folder, ignore_errors=True)
     (folder / "data").mkdir(parents=True)
     (folder / "data" / "models").symlink_to(models, target_is_directory=True)
     return folder
