@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ClipsearchError
-from tui.text import inert
+from tui.text import inert, pace, plural
 
 if TYPE_CHECKING:
     from core.indexer import IndexProgress
@@ -109,7 +109,9 @@ class ProgressBar:
     """Draws :class:`~core.indexer.IndexProgress` on a stream.
 
     On a terminal the bar is redrawn in place at most every 0.1 s; otherwise (a log file, a
-    pipe) a line is written when a stage begins and then at most every 10 s.
+    pipe) a line is written when a stage begins or a pause begins or ends, and then at most
+    every 10 s. The rate and ETA are the engine's, worded as the app words them
+    (:func:`tui.text.pace`).
     """
 
     WIDTH = 24
@@ -122,18 +124,19 @@ class ProgressBar:
         self._lock = threading.Lock()
         self._last = 0.0
         self._stage: str | None = None
-        self._state: tuple[str, int, int] | None = None
+        self._state: tuple[str, int, int, bool] | None = None
         self._drawn = False
 
     def __call__(self, progress: IndexProgress) -> None:
         with self._lock:
             now = time.monotonic()
-            state = (progress.stage, progress.done, progress.total)
+            state = (progress.stage, progress.done, progress.total, progress.paused)
             finished = progress.total > 0 and progress.done >= progress.total
             interval = self.TTY_INTERVAL_S if self.tty else self.LOG_INTERVAL_S
             due = (
                 progress.stage != self._stage
                 or (finished and state != self._state)
+                or (self._state is not None and progress.paused != self._state[3])
                 or now - self._last >= interval
             )
             if not due:
@@ -151,20 +154,20 @@ class ProgressBar:
                 pass
 
     def _line(self, p: IndexProgress) -> str:
-        if p.stage == "scanning" or p.total <= 0:
-            return f"{p.stage} {p.done} photos found" if p.stage == "scanning" else p.stage
+        if p.stage == "scanning":
+            return f"scanning {plural(p.done, 'photo')} found"
+        if p.stage == "loading":
+            return pace(p)
+        if p.total <= 0:
+            return p.stage
         fraction = min(1.0, p.done / p.total)
         filled = round(fraction * self.WIDTH)
         parts = [
             f"{p.stage:<8} [{'#' * filled}{'-' * (self.WIDTH - filled)}]",
             f"{p.done}/{p.total}",
             f"{fraction:4.0%}",
+            pace(p),
         ]
-        if p.rate_per_s > 0:
-            parts.append(f"{p.rate_per_s:.1f} photos/s")
-        if p.eta_s is not None:
-            minutes, seconds = divmod(round(p.eta_s), 60)
-            parts.append(f"ETA {minutes}:{seconds:02d}")
         if p.errors:
             parts.append(f"{p.errors} failed")
         return "  ".join(parts)

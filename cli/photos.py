@@ -16,6 +16,7 @@ from core.errors import ClipsearchError
 from core.languages import script_hint
 from core.precision import PRECISIONS
 from core.scoring import RULE_HELP
+from tui.text import plural
 
 if TYPE_CHECKING:
     from core.encoder import ClipModel
@@ -52,8 +53,8 @@ def add_index_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         description=(
             "Add album folders to the library and encode their new and changed photos. A "
             "progress bar goes to stderr; the summary (or, with --json, one JSON object) to "
-            "stdout. Ctrl-C stops after the current batch and keeps the photos done so far "
-            "(exit code 130)."
+            "stdout. Ctrl-C stops after the photos being encoded and keeps every photo done "
+            "so far (exit code 130); the next run encodes only the rest."
         ),
     )
     index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="album folder")
@@ -503,7 +504,8 @@ def _print_index_summary(summary: IndexSummary) -> None:
             for path, reason in items:
                 print_line(f"  {path}: {' '.join(reason.split())}", tty)
     if summary.remaining:
-        print(f"{summary.remaining} photos still pending (outside --since/--until, or cancelled)")
+        pending = plural(summary.remaining, "photo is", "photos are")
+        print(f"{pending} still pending (outside --since/--until, or cancelled)")
 
 
 @contextlib.contextmanager
@@ -518,7 +520,7 @@ def _interrupt_sets(cancel: threading.Event) -> Iterator[None]:
             raise KeyboardInterrupt
         cancel.set()
         print(
-            f"\n{PROG}: stopping after the current batch (Ctrl-C again to quit at once)",
+            f"\n{PROG}: stopping after the photos being encoded (Ctrl-C again to quit at once)",
             file=sys.stderr,
             flush=True,
         )

@@ -22,7 +22,8 @@ workers through the ``distributed`` client:
   recorded as failed, photo by photo, with the reason.
 
 At most ``2 * threads + 2`` shards are in flight (``threads``: the workers' threads together),
-so memory stays bounded however many photos are pending, and a cancel stops within one shard.
+so memory stays bounded however many photos are pending; a pause or a cancel takes effect when
+the next shard comes back (the shards in flight are cancelled on a cancel, and finish on a pause).
 
 This module imports ``distributed``; nothing else imports it unless a cluster is asked for.
 """
@@ -34,7 +35,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,9 +225,8 @@ def encode_on_cluster(
         The scheduler cannot be reached, or a worker cannot load the model.
     """
     request = ModelRequest.of(model)
-    started = time.monotonic()
     done = 0
-    run.report("encoding", 0, len(todo), started, force=True)
+    clock = run.start("encoding", len(todo))
     client = _connect(address)
     shards = _shards(todo, batch_size)
     sent: dict[object, tuple[Future[Any], list[PendingPhoto]]] = {}
@@ -267,7 +266,10 @@ def encode_on_cluster(
                 future.release()
             _commit(library, model, shard, result, run)
             done += len(shard)
-            run.report("encoding", done, len(todo), started, shard[-1].path, force=True)
+            run.report("encoding", done, len(todo), clock, shard[-1].path, force=True)
+            if cancel.is_set():
+                break
+            run.hold("encoding", done, len(todo), clock, shard[-1].path)
             if cancel.is_set():
                 break
             running.update(send())

@@ -189,6 +189,11 @@ class ClipModel:
                 self._visual = self._net("visual", self._net_threads, self.precision.image)
             return self._visual
 
+    def load_image_tower(self) -> None:
+        """Load the image network now rather than with the first image (seconds for a large
+        model), so that an indexing run can say it is loading and time its photos without it."""
+        self._visual_net()
+
     def _map(
         self, tower: str, fn: Callable[[Any], np.ndarray], items: Sequence[Any]
     ) -> list[np.ndarray]:

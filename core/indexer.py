@@ -6,15 +6,22 @@
    :func:`core.preprocess.load_image` (a JPEG at a reduced DCT scale when the model allows draft
    decoding; EXIF orientation applied), turns it into the model input, and from the same decoded
    image writes the photo's thumbnail, so no screen ever has to decode an original.
-2. **Batched inference.** Decoded photos are gathered into batches of ``batch_size`` and encoded
-   with :meth:`core.encoder.ClipModel.encode_pixels` while the pool decodes the next ones.
-3. **One writer.** Each batch is committed in one transaction, embeddings together with the
-   ``indexed`` or ``failed`` status (:meth:`core.library.Library.save_batch`), so a crash or a
-   kill leaves every photo either fully indexed or still pending, and the next run resumes.
+2. **Inference, photo by photo.** Decoded photos are encoded one per call of
+   :meth:`core.encoder.ClipModel.encode_pixels`, ``model.threads`` of them at a time, in the
+   order of the run, while the pool decodes the next ones. The model runs each photo of a batch
+   on its own extractor anyway, so a vector is bit for bit the one a batch would give; encoding
+   photo by photo lets a pause or a stop take effect between photos, and the progress count
+   each photo as it is done.
+3. **One writer.** Every ``batch_size`` photos are committed in one transaction, embeddings
+   together with the ``indexed`` or ``failed`` status (:meth:`core.library.Library.save_batch`),
+   so a crash or a kill leaves every photo either fully indexed or still pending, and the next
+   run resumes.
 
 A photo that cannot be read is recorded as ``failed`` with the reason and the run goes on; it is
-tried again only once its size or modification time changes. Setting ``cancel`` stops the run
-within one batch; what was committed stays.
+tried again only once its size or modification time changes. Setting ``pause`` or ``cancel``
+takes effect between photos: no photo is started after it, the photos already being encoded
+(at most ``model.threads``) are finished, and everything encoded is committed, so a stopped run
+loses nothing and the next run encodes only the rest.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from core.encoder import ClipModel
 from core.errors import ClipsearchError
 from core.library import Library, PendingPhoto
 from core.preprocess import load_image, preprocess, resize_for
+from core.progress import StageClock
 from core.scan import Skipped, scan
 from core.sync import SyncReport
 from core.thumbnails import THUMBNAIL_MAX_SIDE, save_thumbnail
@@ -48,15 +56,17 @@ __all__ = [
     "IndexSummary",
     "decode_photo",
     "encode_batch",
+    "encode_photo",
     "index",
     "sync_album",
     "save_results",
 ]
 
 DEFAULT_DECODERS = max(1, min(4, os.cpu_count() or 1))
-PROGRESS_INTERVAL_S = 0.1  # at most this often while scanning and reading capture times
+PROGRESS_INTERVAL_S = 0.1  # at most this often, besides the reports that always go out
+PAUSE_POLL_S = 0.05  # how often a paused run looks whether it was resumed or cancelled
 
-Stage = Literal["scanning", "reading", "encoding"]
+Stage = Literal["scanning", "reading", "loading", "encoding"]
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +83,20 @@ class IndexProgress:
     total
         Photos this run will handle (0 while scanning, when it is not known yet).
     rate_per_s
-        Photos handled per second since this stage began.
+        Photos handled per second of work since this stage began (paused time left out); 0.0
+        until the first one is done.
     eta_s
-        Estimated seconds left in this stage; None when not known.
+        Estimated seconds left in this stage; None when not known: before the first photo is
+        done, while paused, or while the total is not known.
     current
         The last photo handled, if any.
     errors
         Photos that failed so far in this run.
     stage
         ``scanning`` the folders, ``reading`` new and changed photos (content hash, capture
-        time), or ``encoding``.
+        time), ``loading`` the model's image network, or ``encoding``.
+    paused
+        True while the run waits to be resumed (``done`` is then what was committed).
     """
 
     done: int
@@ -92,6 +106,7 @@ class IndexProgress:
     current: Path | None
     errors: int
     stage: Stage = "encoding"
+    paused: bool = False
 
 
 @dataclass(slots=True)
@@ -154,43 +169,97 @@ class IndexSummary:
 
 @dataclass(slots=True)
 class _Decoded:
-    """One photo after the decode pool: model input and thumbnail, or why it failed."""
+    """One photo on its way: model input and thumbnail, then its vector; or why it failed."""
 
     photo: PendingPhoto
     pixels: np.ndarray | None = None
     thumbnail: str | None = None
     error: str | None = None
+    vector: np.ndarray | None = None
 
 
 @dataclass(slots=True)
 class RunCounters:
-    """Counters of one run, and the progress callback."""
+    """Counters of one run, its progress callback, and the events that pause and cancel it.
+
+    ``clock`` is :func:`time.monotonic` unless a test passes a fake one.
+    """
 
     progress: Callable[[IndexProgress], None] | None
+    pause: threading.Event | None = None
+    cancel: threading.Event | None = None
+    clock: Callable[[], float] = time.monotonic
     indexed: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
-    last_report: float = 0.0
+    last_report: float = float("-inf")
+
+    def start(self, stage: Stage, total: int = 0) -> StageClock:
+        """Begin timing ``stage`` and report it (nothing done yet)."""
+        stage_clock = StageClock(self.clock)
+        self.report(stage, 0, total, stage_clock, force=True)
+        return stage_clock
 
     def report(
         self,
         stage: Stage,
         done: int,
         total: int,
-        started: float,
+        stage_clock: StageClock,
         current: Path | None = None,
         *,
         force: bool = False,
+        errors: int | None = None,
     ) -> None:
+        """Call the progress callback, at most every :data:`PROGRESS_INTERVAL_S` unless
+        ``force``; ``errors`` defaults to the failures committed so far."""
         if self.progress is None:
             return
-        now = time.monotonic()
+        now = self.clock()
         if not force and now - self.last_report < PROGRESS_INTERVAL_S:
             return
         self.last_report = now
-        elapsed = now - started
-        rate = done / elapsed if elapsed > 0 and done else 0.0
-        eta = (total - done) / rate if rate > 0 and total else None
-        self.progress(IndexProgress(done, total, rate, eta, current, len(self.failed), stage))
+        rate = stage_clock.rate(done)
+        eta = stage_clock.eta(done, total)
+        failures = len(self.failed) if errors is None else errors
+        self.progress(
+            IndexProgress(done, total, rate, eta, current, failures, stage, stage_clock.paused)
+        )
+
+    def step(self, stage: Stage, done: int, total: int, stage_clock: StageClock) -> None:
+        """One more file scanned or read: wait here while paused, then report."""
+        self.hold(stage, done, total, stage_clock)
+        self.report(stage, done, total, stage_clock)
+
+    def hold(
+        self,
+        stage: Stage,
+        done: int,
+        total: int,
+        stage_clock: StageClock,
+        current: Path | None = None,
+    ) -> None:
+        """While ``pause`` is set (and ``cancel`` is not), wait, with the clock stopped.
+
+        Reports the pause when it begins (``paused`` True, no ETA) and the resumption when it
+        ends, so that whoever shows the progress never shows a stale figure.
+        """
+        pause, cancel = self.pause, self.cancel or threading.Event()
+        if pause is None or not pause.is_set() or cancel.is_set():
+            return
+        stage_clock.pause()
+        self.report(stage, done, total, stage_clock, current, force=True)
+        while pause.is_set() and not cancel.wait(PAUSE_POLL_S):
+            pass
+        stage_clock.resume()
+        self.report(stage, done, total, stage_clock, current, force=True)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the run should start no more photos now: paused or cancelled."""
+        return bool(
+            (self.pause is not None and self.pause.is_set())
+            or (self.cancel is not None and self.cancel.is_set())
+        )
 
 
 def decode_photo(
@@ -232,6 +301,19 @@ def _decode(photo: PendingPhoto, model: ClipModel, min_side: int | None, folder:
     return _Decoded(photo, pixels, save_thumbnail(source, folder, photo.content_hash))
 
 
+def encode_photo(model: ClipModel, pixels: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Embed one photo's model input ``[3, S, S] float32``; never raises for a bad photo.
+
+    Returns the ``[D] float32`` vector, or None and the error text when the model failed on it.
+    The vector is bit for bit the photo's row of a batch (each photo of a batch runs on its own
+    extractor, and rows are normalised one by one).
+    """
+    try:
+        return model.encode_pixels(pixels[None])[0], ""
+    except ClipsearchError as error:
+        return None, str(error)
+
+
 def encode_batch(model: ClipModel, pixels: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
     """Embed a batch; when the batch fails, each photo alone, so only the bad ones fail.
 
@@ -258,63 +340,105 @@ def _pipeline(
     model: ClipModel,
     todo: Sequence[PendingPhoto],
     run: RunCounters,
-    cancel: threading.Event,
     batch_size: int,
     decoders: int,
 ) -> bool:
-    """Decode, encode and commit ``todo``; returns True when it was cancelled."""
+    """Decode, encode and commit ``todo``; returns True when it was cancelled before the end.
+
+    ``run.pause`` and ``run.cancel`` are looked at between photos: the photos already being
+    encoded (at most ``model.threads``) are finished and everything encoded is committed before
+    the run waits or stops.
+    """
+    cancel = run.cancel or threading.Event()
     min_side = 2 * model.spec.preprocess.size if model.draft else None
     folder = library.thumbnail_dir
     read_ahead = 2 * batch_size + decoders
+    in_flight = max(1, model.threads)
+    total = len(todo)
     pending: Iterator[PendingPhoto] = iter(todo)
-    queue: deque[Future[_Decoded]] = deque()
-    started = time.monotonic()
+    decoding: deque[Future[_Decoded]] = deque()
+    encoding: deque[tuple[_Decoded, Future[tuple[np.ndarray | None, str]] | None]] = deque()
+    window: list[_Decoded] = []
     done = 0
-    run.report("encoding", 0, len(todo), started, force=True)
+    last: Path | None = None
 
-    with ThreadPoolExecutor(decoders, thread_name_prefix="clipsearch-decode") as pool:
+    if todo:
+        run.start("loading", total)
+        model.load_image_tower()  # seconds for a large model: not counted in the rate
+    clock = run.start("encoding", total)
+
+    def commit() -> None:
+        if window:
+            _commit(library, model, window, run)
+            window.clear()
+
+    with (
+        ThreadPoolExecutor(decoders, thread_name_prefix="clipsearch-decode") as decode_pool,
+        ThreadPoolExecutor(in_flight, thread_name_prefix="clipsearch-encode") as encode_pool,
+    ):
 
         def fill() -> None:
-            while len(queue) < read_ahead and not cancel.is_set():
+            while len(decoding) < read_ahead and not cancel.is_set():
                 photo = next(pending, None)
                 if photo is None:
                     return
-                queue.append(pool.submit(_decode, photo, model, min_side, folder))
+                decoding.append(decode_pool.submit(_decode, photo, model, min_side, folder))
 
         try:
             fill()
-            while queue and not cancel.is_set():
-                window: list[_Decoded] = []
-                while queue and len(window) < batch_size and not cancel.is_set():
-                    window.append(queue.popleft().result())
+            while decoding or encoding:
+                while decoding and len(encoding) < in_flight and not run.stopping:
+                    item = decoding.popleft().result()
                     fill()
+                    encoded: Future[tuple[np.ndarray | None, str]] | None = None
+                    if item.pixels is not None:
+                        encoded = encode_pool.submit(encode_photo, model, item.pixels)
+                    encoding.append((item, encoded))
+                if encoding:
+                    item, future = encoding.popleft()
+                    if future is not None:
+                        item.vector, error = future.result()
+                        item.error = error or None
+                    item.pixels = None  # the input is not needed any more
+                    window.append(item)
+                    done += 1
+                    last = item.photo.path
+                    full = len(window) >= batch_size
+                    if full:
+                        commit()
+                    run.report(
+                        "encoding",
+                        done,
+                        total,
+                        clock,
+                        item.photo.path,
+                        force=full or done in (1, total),
+                        errors=len(run.failed) + sum(w.vector is None for w in window),
+                    )
+                    continue
+                # nothing is being encoded: paused or cancelled with photos left
+                commit()
                 if cancel.is_set():
                     break
-                _commit(library, model, window, run)
-                done += len(window)
-                run.report("encoding", done, len(todo), started, window[-1].photo.path, force=True)
+                run.hold("encoding", done, total, clock, last)
+            commit()
         finally:
-            for future in queue:
-                future.cancel()
-    return cancel.is_set() and done < len(todo)
+            for waiting in decoding:
+                waiting.cancel()
+    if done and done < total:  # the count at which the run really stopped
+        run.report("encoding", done, total, clock, last, force=True)
+    return cancel.is_set() and done < total
 
 
 def _commit(library: Library, model: ClipModel, window: list[_Decoded], run: RunCounters) -> None:
-    """Encode the decoded photos of one window and commit them with the failures."""
-    good = [item for item in window if item.pixels is not None]
-    failed = [(item.photo, item.error or "unreadable") for item in window if item.pixels is None]
-    ids: list[int] = []
-    thumbnails: list[str | None] = []
+    """Commit the encoded photos of one window with the failures, in one transaction."""
+    good = [item for item in window if item.vector is not None]
+    failed = [(item.photo, item.error or "unreadable") for item in window if item.vector is None]
     vectors = np.zeros((0, model.embed_dim), np.float32)
     if good:
-        matrix, errors = encode_batch(
-            model, [item.pixels for item in good if item.pixels is not None]
-        )
-        keep = [i for i, error in enumerate(errors) if not error]
-        failed.extend((good[i].photo, error) for i, error in enumerate(errors) if error)
-        ids = [good[i].photo.id for i in keep]
-        thumbnails = [good[i].thumbnail for i in keep]
-        vectors = matrix[keep]
+        vectors = np.stack([item.vector for item in good if item.vector is not None])
+    ids = [item.photo.id for item in good]
+    thumbnails = [item.thumbnail for item in good]
     save_results(library, model.name, ids, vectors, thumbnails, failed, run)
 
 
@@ -351,12 +475,13 @@ def sync_album(
     *,
     cancel: threading.Event | None = None,
     progress: Callable[[IndexProgress], None] | None = None,
+    pause: threading.Event | None = None,
 ) -> tuple[SyncReport, int]:
     """Scan the album folders and bring the library in line with them, encoding nothing.
 
     The first two stages of :func:`index` (``scanning`` and ``reading``, reported to
     ``progress`` with the same rate and ETA), for a caller that wants the timeline to know the
-    new photos before any is encoded.
+    new photos before any is encoded. While ``pause`` is set it waits between files.
 
     Parameters
     ----------
@@ -368,31 +493,32 @@ def sync_album(
     tuple[SyncReport, int]
         What the sync changed, and how many photo files the scan found.
     """
-    run = RunCounters(progress)
+    run = RunCounters(progress, pause, cancel or threading.Event())
     with library.indexing_lock():
         folders = library.add_roots(roots) if roots else library.roots()
-        return _scan_and_sync(library, folders, run, cancel or threading.Event())
+        return _scan_and_sync(library, folders, run)
 
 
 def _scan_and_sync(
-    library: Library, folders: Sequence[Path], run: RunCounters, cancel: threading.Event
+    library: Library, folders: Sequence[Path], run: RunCounters
 ) -> tuple[SyncReport, int]:
     """Scan ``folders`` (a missing one keeps its photos) and sync the library with the scan."""
+    cancel = run.cancel or threading.Event()
     present, missing = _split_roots(folders)
-    scan_start = time.monotonic()
+    scanning = run.start("scanning")
     found = scan(
         present,
         cancel=cancel,
-        progress=lambda count: run.report("scanning", count, 0, scan_start),
+        progress=lambda count: run.step("scanning", count, 0, scanning),
     )
     files = len(found.files)
     found.errors.extend(missing)
-    read_start = time.monotonic()
+    reading = StageClock(run.clock)
     synced = library.sync(
         found,
         roots=folders,
         cancel=cancel,
-        progress=lambda done, total: run.report("reading", done, total, read_start),
+        progress=lambda done, total: run.step("reading", done, total, reading),
     )
     return synced, files
 
@@ -406,6 +532,7 @@ def index(
     until: datetime | None = None,
     progress: Callable[[IndexProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    pause: threading.Event | None = None,
     batch_size: int = 16,
     decoders: int | None = None,
     cluster: str | None = None,
@@ -427,12 +554,19 @@ def index(
         Encode only pending photos whose wall-clock capture time is in ``[since, until)``; the
         others stay pending (the scan and the timeline still cover every photo).
     progress
-        Called from this thread with an :class:`IndexProgress` after every batch (and at most
-        every 0.1 s while scanning and reading).
+        Called from this thread with an :class:`IndexProgress` as photos are done: at most
+        every 0.1 s, and always for the first photo, after each batch is committed, when a
+        pause begins and ends, and for the last photo (or the one the run stopped at).
     cancel
-        When set, the run stops within one batch; committed batches stay.
+        When set, the run stops between photos: the photos being encoded (at most
+        ``model.threads``) are finished and committed with the rest of their batch, so nothing
+        encoded is lost and the next run encodes only the photos left.
+    pause
+        While set, the run waits between photos (between files while scanning and reading),
+        after committing what was encoded; the time paused is not counted in the rate, and
+        the progress says ``paused`` with no ETA.
     batch_size
-        Photos per encoder call and per transaction.
+        Photos per transaction.
     decoders
         Threads in the decode pool (default: the CPU count, at most 4).
     cluster
@@ -458,7 +592,7 @@ def index(
     started = time.monotonic()
     cancel = cancel or threading.Event()
     workers = max(1, decoders or DEFAULT_DECODERS)
-    run = RunCounters(progress)
+    run = RunCounters(progress, pause, cancel)
     with library.indexing_lock():
         library.use_model(model.name, model.embed_dim)
         folders = library.add_roots(roots) if roots else library.roots()
@@ -466,12 +600,12 @@ def index(
             raise ClipsearchError(
                 "no photo folders to index: give one (clipsearch-tui index FOLDER)"
             )
-        synced, _ = _scan_and_sync(library, folders, run, cancel)
+        synced, _ = _scan_and_sync(library, folders, run)
         cancelled = synced.cancelled
         if not cancelled:
             todo = library.pending(since=since, until=until, roots=folders)
             if cluster is None:
-                cancelled = _pipeline(library, model, todo, run, cancel, batch_size, workers)
+                cancelled = _pipeline(library, model, todo, run, batch_size, workers)
             else:
                 try:
                     from core.distributed import encode_on_cluster

@@ -20,7 +20,7 @@ import pytest
 from cli import main as cli
 from cli import output, photos
 from core.capture_time import wall_time
-from core.encoder import ClipModel
+from core.encoder import DEFAULT_THREADS, ClipModel
 from core.indexer import IndexProgress
 from core.library import Library
 from tests.conftest import ALBUM_PHOTOS, BROKEN_PHOTOS, SKIPPED_FILES
@@ -132,25 +132,29 @@ def test_index_json_is_one_object_on_stdout(
 def test_ctrl_c_cancels_cleanly_and_keeps_the_work_done(
     home: Path, album: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class InterruptAfterFirstBatch(output.ProgressBar):
+    class InterruptAfterFirstPhoto(output.ProgressBar):
         def __call__(self, progress: IndexProgress) -> None:
             super().__call__(progress)
-            if progress.stage == "encoding" and progress.done > 0:
-                os.kill(os.getpid(), signal.SIGINT)
+            if progress.stage == "encoding" and progress.done > 0 and not sent:
+                sent.append(progress.done)
+                os.kill(os.getpid(), signal.SIGINT)  # one Ctrl-C (a second one quits at once)
 
-    monkeypatch.setattr(photos, "ProgressBar", InterruptAfterFirstBatch)
+    sent: list[int] = []
+    monkeypatch.setattr(photos, "ProgressBar", InterruptAfterFirstPhoto)
     previous = signal.getsignal(signal.SIGINT)
     code, out, err = _run(capsys, "index", str(album), "--model", "tiny", "--json")
     assert signal.getsignal(signal.SIGINT) is previous  # the handler is put back
     assert code == output.EXIT_INTERRUPTED
     summary = json.loads(out)
     assert summary["cancelled"] is True and summary["remaining"] > 0
-    assert 0 < summary["indexed"] + len(summary["failed"]) <= 16  # one batch was committed
-    assert "stopping after the current batch" in err and "cancelled" in err
+    # the photo reported, and those being encoded then (at most one per encoder thread), are kept
+    assert sent == [1]
+    assert 0 < summary["indexed"] + len(summary["failed"]) <= 1 + DEFAULT_THREADS
+    assert "stopping after the photos being encoded" in err and "cancelled" in err
     with Library.open() as library:
         assert library.stats()["indexed"] == summary["indexed"]
 
-    monkeypatch.setattr(photos, "ProgressBar", InterruptAfterFirstBatch.__mro__[1])
+    monkeypatch.setattr(photos, "ProgressBar", InterruptAfterFirstPhoto.__mro__[1])
     code, out, _ = _run(capsys, "index", str(album), "--json")
     resumed = json.loads(out)
     assert code == 0 and resumed["remaining"] == 0
@@ -503,6 +507,24 @@ def test_progress_bar_redraws_in_place_on_a_terminal_only() -> None:
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()
     assert len(lines) == 3 and lines[1].startswith("encoding") and " 40/40 " in lines[2]
+
+
+def test_progress_bar_says_loading_starting_and_paused_rather_than_a_rate_of_zero() -> None:
+    log = io.StringIO()
+    bar = output.ProgressBar(log)
+    bar(IndexProgress(0, 0, 0.0, None, None, 0, "scanning"))
+    bar(IndexProgress(1, 0, 0.0, None, None, 0, "scanning"))
+    bar(IndexProgress(0, 40, 0.0, None, None, 0, "loading"))
+    bar(IndexProgress(0, 40, 0.0, None, None, 0, "encoding"))
+    bar(IndexProgress(10, 40, 2.0, None, None, 0, "encoding", paused=True))
+    bar(IndexProgress(10, 40, 2.0, 15.0, None, 0, "encoding"))
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "scanning 0 photos found"
+    assert lines[1] == "loading the model"
+    assert lines[2].endswith("0/40    0%  starting...")
+    assert lines[3].endswith("10/40   25%  paused")
+    assert lines[4].endswith("10/40   25%  2.0 photos/s  ETA 0:15")
+    assert "0.0 photos/s" not in log.getvalue() and "ETA" not in "".join(lines[:4])
 
 
 @pytest.fixture(autouse=True)

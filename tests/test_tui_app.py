@@ -187,6 +187,55 @@ def tui_slow_index(monkeypatch: pytest.MonkeyPatch) -> Iterator[_SlowIndex]:
     release.set()
 
 
+class _PhotoGate:
+    """Lets photos through the image encoder as permits are given; counts those let through."""
+
+    def __init__(self) -> None:
+        self.permits = threading.Semaphore(0)
+        self.passed = 0
+        self._lock = threading.Lock()
+
+    def let_through(self, photos: int) -> None:
+        for _ in range(photos):
+            self.permits.release()
+
+
+@pytest.fixture
+def tui_photo_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[_PhotoGate]:
+    """Make every photo wait at the image encoder for a permit of the returned gate (120 s at
+    most), so that a test knows how many photos an indexing run has encoded."""
+    gate = _PhotoGate()
+    real = ClipModel.encode_pixels
+
+    def gated(self: ClipModel, pixels):  # type: ignore[no-untyped-def]
+        for _ in range(len(pixels)):
+            gate.permits.acquire(timeout=120.0)
+        with gate._lock:
+            gate.passed += len(pixels)
+        return real(self, pixels)
+
+    monkeypatch.setattr(ClipModel, "encode_pixels", gated)
+    yield gate
+    gate.let_through(1000)
+
+
+def handled_photos() -> tuple[int, int]:
+    """Photos of the test's library indexed, and failed, read through a connection of its own."""
+    from core.library import Library
+
+    with Library.open() as library:
+        stats = library.stats()
+    return int(stats["indexed"]), int(stats["failed"])
+
+
+def region_text(app: ClipSearchApp, widget: object) -> str:
+    """The screen text inside ``widget``'s region, its border and scroll bar taken off."""
+    region = widget.region  # type: ignore[attr-defined]
+    rows = screen_text(app).splitlines()[region.y : region.y + region.height]
+    frame = "".join(chr(code) for code in range(0x2500, 0x25A0)) + " "
+    return "\n".join(row[region.x : region.x + region.width].strip(frame) for row in rows)
+
+
 async def search_for(pilot: object, app: ClipSearchApp, query: str) -> None:
     """Type ``query`` in the query box, press Enter and wait for the results."""
     generation = app.searches_started
@@ -262,7 +311,8 @@ async def test_index_a_bucket_in_the_background(
         await settle(pilot, lambda: (0, 7) in seen)
         assert app.indexing
         assert "Indexing 2008" in screen_text(app)
-        assert "0/7" in screen_text(app)
+        # photos are counted as they are encoded; the first batch of 2 waits to be committed
+        assert re.search(r"\b[0-2]/7  ", screen_text(app))
         tui_slow_index.set()
         await settle(pilot, ready(app))
         await pilot.pause(0.2)
@@ -581,8 +631,10 @@ async def test_names_and_exif_text_reach_the_screen_inert(tui_indexed_home: Path
 
 
 async def test_error_list_shows_the_photos_that_failed(tui_indexed_home: Path, tui_album: Path):
+    from textual.widgets import OptionList
+
     app = make_app([tui_album], images="none", config=tui_config())
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, ready(app))
         app.query_one(TimelineTree).focus()
         await pilot.press("e")
@@ -592,8 +644,12 @@ async def test_error_list_shows_the_photos_that_failed(tui_indexed_home: Path, t
         assert [Path(path).name for path, _ in screen.failures] == [BROKEN_NAME]
         await pilot.pause(0.1)
         text = screen_text(app)
-        assert "1 photos could not be indexed" in text
-        assert BROKEN_NAME in text
+        assert "1 photo could not be indexed" in text and "1 photos" not in text
+        # at 80 columns the path and the whole reason are on the screen, wrapped
+        shown = "".join(region_text(app, screen.query_one(OptionList)).split())
+        path, reason = screen.failures[0]
+        assert "".join(path.split()) in shown
+        assert "".join(reason.split()) in shown
         await pilot.press("escape")
         assert not isinstance(app.screen, ErrorsScreen)
 
@@ -832,27 +888,68 @@ async def test_quit_during_indexing_asks_then_stops_cleanly(
     assert stats["indexed"] < len(TUI_PHOTOS) + 1
 
 
-async def test_pause_and_resume_indexing(
-    tui_home: Path, tui_album: Path, tui_slow_index: threading.Event
-):
-    from core.library import Library
+STOP_AFTER = 3
+"""Photos let through the encoder before a test pauses or stops a run of one batch of 20."""
 
-    app = make_app([tui_album], images="none", config=tui_config(batch_size=1))
+
+async def test_pause_takes_effect_between_photos_and_says_where(
+    tui_home: Path, tui_album: Path, tui_photo_gate: _PhotoGate
+):
+    app = make_app([tui_album], images="none", config=tui_config(batch_size=20))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, ready(app))
+        assert app.model is not None
+        in_flight = app.model.threads
         await select_bucket(pilot, app, "all")
         await pilot.press("i")
-        await settle(pilot, lambda: "Indexing All photos" in screen_text(app))
+        tui_photo_gate.let_through(STOP_AFTER)
+        await settle(pilot, lambda: tui_photo_gate.passed == STOP_AFTER)
         await pilot.press("p")
+        await settle(pilot, lambda: "Pausing All photos..." in screen_text(app))
+        tui_photo_gate.let_through(in_flight)  # the photos already being encoded finish
         await settle(pilot, lambda: "Paused: All photos" in screen_text(app))
-        tui_slow_index.set()
-        await pilot.pause(1.0)
+        tui_photo_gate.let_through(20)  # encoded, were the run not paused
+        await pilot.pause(0.5)
+        indexed, failed = handled_photos()
+        # everything encoded is committed, although the batch of 20 is not full
+        assert indexed == tui_photo_gate.passed
+        assert STOP_AFTER <= indexed <= STOP_AFTER + in_flight
+        assert f"{indexed + failed}/14  paused" in screen_text(app)
         assert app.indexing
-        with Library.open() as library:
-            assert library.stats()["indexed"] <= 2  # the batch under way when paused, at most
         await pilot.press("p")
         await settle(pilot, ready(app))
         await settle(pilot, lambda: app.query_one(TimelineTree).bucket("all").indexed == 13)
+        assert tui_photo_gate.passed == 13  # no photo encoded twice
+
+
+async def test_stop_takes_effect_between_photos_and_the_next_run_does_the_rest(
+    tui_home: Path, tui_album: Path, tui_photo_gate: _PhotoGate
+):
+    app = make_app([tui_album], images="none", config=tui_config(batch_size=20))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        assert app.model is not None
+        in_flight = app.model.threads
+        await select_bucket(pilot, app, "all")
+        await pilot.press("i")
+        tui_photo_gate.let_through(STOP_AFTER)
+        await settle(pilot, lambda: tui_photo_gate.passed == STOP_AFTER)
+        await pilot.press("x")
+        await settle(pilot, lambda: "Stopping All photos..." in screen_text(app))
+        tui_photo_gate.let_through(in_flight)
+        await settle(pilot, ready(app))
+        indexed, failed = handled_photos()
+        assert indexed == tui_photo_gate.passed
+        assert STOP_AFTER <= indexed <= STOP_AFTER + in_flight
+        text = screen_text(app)
+        assert "Stopped: All photos" in text
+        assert f"{indexed + failed}/14: {indexed} indexed" in text  # where it really stopped
+        tui_photo_gate.let_through(20)
+        app.query_one(TimelineTree).focus()
+        await pilot.press("I")
+        await settle(pilot, lambda: "Done: All photos" in screen_text(app))
+        await settle(pilot, lambda: app.query_one(TimelineTree).bucket("all").indexed == 13)
+        assert tui_photo_gate.passed == 13  # the second run encoded only the rest
 
 
 async def test_stop_indexing_keeps_what_was_indexed(

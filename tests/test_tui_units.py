@@ -21,7 +21,7 @@ from core.ranking import Hit
 from core.timeline import Bucket, build_timeline
 from tui.config import DEFAULT_LABELS, ConfigError, TuiConfig, load_config
 from tui.engine import bucket_bounds
-from tui.text import duration, file_size, inert, percent
+from tui.text import duration, file_size, inert, pace, percent, plural
 from tui.widgets import images
 from tui.widgets.results import ResultRow, ResultsList
 from tui.widgets.timeline import TimelineTree, bucket_label
@@ -71,6 +71,22 @@ def test_number_formats() -> None:
     assert duration(None) == duration(float("nan")) == duration(float("inf")) == "--:--"
     assert file_size(2_345_678) == "2.3 MB"
     assert file_size(999) == "999 B"
+    assert [plural(n, "file") for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]
+    assert plural(1, "file was", "files were") == "1 file was"
+    assert plural(3, "file was", "files were") == "3 files were"
+
+
+def test_pace_never_shows_a_rate_of_zero_or_a_stale_eta() -> None:
+    from core.indexer import IndexProgress
+
+    def at(done: int, rate: float, eta: float | None, **kw: object) -> str:
+        return pace(IndexProgress(done, 60, rate, eta, None, 0, **kw), unit="/s")  # type: ignore[arg-type]
+
+    assert at(0, 0.0, None, stage="loading") == "loading the model"
+    assert at(0, 0.0, None) == "starting..."
+    assert at(12, 2.5, 19.2) == "2.5/s  ETA 0:19"
+    assert at(12, 2.5, None, paused=True) == "paused"
+    assert at(60, 250.0, 0.0) == "250/s  ETA 0:00"
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,22 +6,20 @@ thumbnails) runs in thread workers, which report back only through the messages 
 :mod:`tui.messages`; the UI thread never decodes a photo or waits on the database for long.
 
 Writing to the library (a sync of the album, an indexing run) goes through one queue of
-:class:`~tui.engine.Job`, run one at a time on a library connection of its own, while searches
-read through another; indexing therefore keeps running while the user searches.
+:class:`~tui.engine.Job` (:mod:`tui.indexing_job`), run one at a time on a library connection of
+its own, while searches read through another; indexing therefore keeps running while the user
+searches.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from rich.text import Text
 from textual import on, work
@@ -39,16 +37,10 @@ from core.languages import multilingual_model_name, script_hint
 from core.library import Library
 from core.paths import cache_dir
 from core.ranking import Hit, search, search_pages, similar
-from core.sync import SyncReport
 from tui.commands import ClipSearchCommands, ModelCommands
 from tui.config import ConfigError, ImageMode, TuiConfig, config_path, load_config
-from tui.engine import (
-    Job,
-    bucket_bounds,
-    choose_model_name,
-    gallery_folder,
-    run_in_low_priority_thread,
-)
+from tui.engine import bucket_bounds, choose_model_name, gallery_folder
+from tui.indexing_job import IndexingJobs
 from tui.messages import (
     EngineReady,
     FailuresLoaded,
@@ -66,15 +58,12 @@ from tui.screens.errors import ErrorsScreen
 from tui.screens.help import HelpScreen, binding_rows
 from tui.screens.install import InstallScreen
 from tui.terminal import LOG_NAME, divert_native_stderr
-from tui.text import inert
+from tui.text import inert, plural
 from tui.widgets.images import ImageWidget, image_class
 from tui.widgets.indexing import IndexingPanel
 from tui.widgets.query import QueryInput
 from tui.widgets.results import ResultsList
 from tui.widgets.timeline import TimelineTree
-
-if TYPE_CHECKING:
-    from core.indexer import IndexProgress
 
 SearchKind = Literal["text", "similar"]
 
@@ -142,18 +131,8 @@ class ClipSearchApp(App[int]):
         self.search_complete = False
         """Whether the latest search's whole result list has arrived."""
         self._shown_generation = 0
-        self._jobs: deque[Job] = deque()
+        self._jobs = IndexingJobs(self)
         self._notices: deque[str] = deque(maxlen=NOTICES_KEPT)
-        self._job: Job | None = None
-        self._job_numbers = 0
-        # set while no job thread runs; a count, because a finished job's thread may still be
-        # returning when the next job has started
-        self._job_done = threading.Event()
-        self._job_done.set()
-        self._job_threads = 0
-        self._job_threads_lock = threading.Lock()
-        self._resume = threading.Event()
-        self._resume.set()
         self._last_timeline = 0.0
         self._search_generation = 0
         self._query: tuple[SearchKind, str] | None = None
@@ -280,7 +259,7 @@ class ClipSearchApp(App[int]):
         if message.offer_gallery:
             self.action_gallery()
         elif self.roots:
-            self._enqueue(Job(self._next_job_number(), "sync", None, "album scan"))
+            self._jobs.enqueue(self._jobs.new("sync", None, "album scan"))
         else:
             self._hint("No album folder yet: start with clipsearch-tui PATH.")
 
@@ -301,7 +280,44 @@ class ClipSearchApp(App[int]):
     @property
     def indexing(self) -> bool:
         """Whether a sync or an indexing run is in progress."""
-        return self._job is not None
+        return self._jobs.running is not None
+
+    def on_index_progressed(self, message: IndexProgressed) -> None:
+        if not self.is_running or not self._jobs.current(message.job):
+            return
+        self._panel().progressed(message.progress, len(self._jobs.waiting))
+        now = time.monotonic()
+        if now - self._last_timeline >= TIMELINE_REFRESH_S:
+            self._last_timeline = now
+            self._load_timeline()
+
+    def on_index_finished(self, message: IndexFinished) -> None:
+        if not self.is_running:
+            return
+        job = self._jobs.finished(message.job)
+        if job is None:
+            return
+        if self._quitting:
+            self.exit()
+            return
+        if message.roots is not None:
+            self.roots = message.roots
+        self._panel().finished(message, job.name, len(self._jobs.waiting))
+        if message.error is not None and not message.unexpected:
+            self.notify(
+                inert(message.error), title=f"{job.name} failed", severity="error", markup=False
+            )
+        elif job.kind == "index" and not message.cancelled:
+            text = f"{plural(message.indexed, 'photo')} indexed"
+            if message.errors:
+                text += f", {message.errors} could not be read (e lists them)"
+            self.notify(text, title=f"Indexed {job.name}", markup=False)
+        self._load_timeline()
+        self.refresh_bindings()
+        self._jobs.start_next()
+
+    def _panel(self) -> IndexingPanel:
+        return self.query_one(IndexingPanel)
 
     # -- a small read-only surface for tests and scripts that drive the app ---------------------
 
@@ -313,12 +329,12 @@ class ClipSearchApp(App[int]):
     @property
     def jobs_waiting(self) -> int:
         """Sync and indexing jobs queued behind the running one."""
-        return len(self._jobs)
+        return len(self._jobs.waiting)
 
     @property
     def job_thread_running(self) -> bool:
-        """Whether a job's thread is still at work (it may outlive the job by one batch)."""
-        return not self._job_done.is_set()
+        """Whether a job's thread is still at work (it may outlive the job a moment)."""
+        return self._jobs.thread_running
 
     @property
     def notices(self) -> tuple[str, ...]:
@@ -346,188 +362,6 @@ class ClipSearchApp(App[int]):
         """Textual's notification (thread-safe, as Textual's), also kept in :attr:`notices`."""
         self._notices.append(message)
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
-
-    def _next_job_number(self) -> int:
-        self._job_numbers += 1
-        return self._job_numbers
-
-    def _enqueue(self, job: Job) -> None:
-        if self._job is not None and self._job.same_work(job):
-            self.notify(f"Already running: {job.name}", markup=False)
-            return
-        if any(queued.same_work(job) for queued in self._jobs):
-            return
-        self._jobs.append(job)
-        if self._job is None:
-            self._run_next_job()
-        else:
-            self.notify(f"{job.name}: queued after {self._job.name}", markup=False)
-            self._panel().set_queued(len(self._jobs))
-
-    def _run_next_job(self) -> None:
-        if self._job is not None or not self._jobs or self.model is None:
-            return
-        job = self._jobs.popleft()
-        self._job = job
-        with self._job_threads_lock:
-            self._job_threads += 1
-            self._job_done.clear()
-        self._resume.set()
-        self._panel().started(job.name, len(self._jobs))
-        self.refresh_bindings()
-        self._run_job(job)
-
-    @work(thread=True, group="index", exit_on_error=False)
-    def _run_job(self, job: Job) -> None:
-        """Run one job in a thread of low CPU priority, so that searching stays quick."""
-        worker = get_current_worker()
-        try:
-            run_in_low_priority_thread(self._job_body, job, worker.cancelled_event)
-        finally:
-            with self._job_threads_lock:
-                self._job_threads -= 1
-                if self._job_threads == 0:
-                    self._job_done.set()
-
-    def _job_body(self, job: Job, cancel: threading.Event) -> None:
-        """Run one job on a library connection of its own; always posts IndexFinished."""
-        library: Library | None = None
-        try:
-            library = Library.open(self.library.path if self.library else None)
-            if job.kind == "sync":
-                report, found = self._sync(library, job, cancel)
-                summary = f"{found} photos"
-                if report.new or report.changed:
-                    summary += f", {report.new + report.changed} new or changed"
-                if report.deleted:
-                    summary += f", {report.deleted} gone"
-                self.post_message(
-                    IndexFinished(
-                        job.number,
-                        "",
-                        0,
-                        0,
-                        report.cancelled,
-                        summary=summary,
-                        roots=library.roots(),
-                    )
-                )
-            else:
-                from core.indexer import index
-
-                assert self.model is not None and job.key is not None
-                since, until = bucket_bounds(job.key)
-                summary = index(
-                    library,
-                    self.model,
-                    since=since,
-                    until=until,
-                    progress=self._reporter(job, cancel),
-                    cancel=cancel,
-                    batch_size=self.config.batch_size,
-                    cluster=self.config.cluster,
-                )
-                failed = len(summary.failed)
-                line = f"{summary.indexed} indexed"
-                if failed:
-                    line += f", {failed} failed"
-                self.post_message(
-                    IndexFinished(
-                        job.number,
-                        job.key,
-                        summary.indexed,
-                        failed,
-                        summary.cancelled,
-                        summary=line,
-                    )
-                )
-        except ClipsearchError as error:
-            self.post_message(IndexFinished(job.number, job.key or "", 0, 0, False, str(error)))
-        except BaseException as error:
-            text = f"{type(error).__name__}: {error}"
-            self.post_message(
-                IndexFinished(job.number, job.key or "", 0, 0, False, text, unexpected=True)
-            )
-            raise  # shown by on_worker_state_changed, with its traceback in the log
-        finally:
-            if library is not None:
-                library.close()
-
-    def _sync(self, library: Library, job: Job, cancel: threading.Event) -> tuple[SyncReport, int]:
-        """Scan the album and record new and changed photos, so the timeline knows them."""
-        from core.indexer import sync_album
-
-        return sync_album(
-            library, job.roots or None, cancel=cancel, progress=self._reporter(job, cancel)
-        )
-
-    def _reporter(self, job: Job, cancel: threading.Event) -> Callable[[IndexProgress], None]:
-        """The engine's progress of ``job``, posted as :class:`IndexProgressed` messages."""
-
-        def report(progress: IndexProgress) -> None:
-            stage = progress.stage
-            current = str(progress.current) if progress.current else stage
-            self._progress(
-                IndexProgressed(
-                    job.number,
-                    progress.done,
-                    progress.total,
-                    progress.rate_per_s,
-                    progress.eta_s,
-                    current if stage == "encoding" else stage,
-                    progress.errors,
-                ),
-                cancel,
-            )
-
-        return report
-
-    def _progress(self, message: IndexProgressed, cancel: threading.Event) -> None:
-        """Post progress, then wait here while paused (this runs in the job's thread)."""
-        self.post_message(message)
-        while not self._resume.wait(0.1) and not cancel.is_set():
-            pass
-
-    def on_index_progressed(self, message: IndexProgressed) -> None:
-        if not self.is_running:
-            return
-        if self._job is None or message.job != self._job.number:
-            return
-        self._panel().progressed(message, len(self._jobs))
-        now = time.monotonic()
-        if now - self._last_timeline >= TIMELINE_REFRESH_S:
-            self._last_timeline = now
-            self._load_timeline()
-
-    def on_index_finished(self, message: IndexFinished) -> None:
-        if not self.is_running:
-            return
-        job = self._job
-        if job is None or message.job != job.number:
-            return
-        self._job = None
-        if self._quitting:
-            self.exit()
-            return
-        if message.roots is not None:
-            self.roots = message.roots
-        self._panel().finished(message, job.name, len(self._jobs))
-        if message.error is not None and not message.unexpected:
-            self.notify(
-                inert(message.error), title=f"{job.name} failed", severity="error", markup=False
-            )
-        elif job.kind == "index" and not message.cancelled:
-            noun = "photo" if message.indexed == 1 else "photos"
-            text = f"{message.indexed} {noun} indexed"
-            if message.errors:
-                text += f", {message.errors} could not be read (e lists them)"
-            self.notify(text, title=f"Indexed {job.name}", markup=False)
-        self._load_timeline()
-        self.refresh_bindings()
-        self._run_next_job()
-
-    def _panel(self) -> IndexingPanel:
-        return self.query_one(IndexingPanel)
 
     # -- searching ---------------------------------------------------------------------------
 
@@ -686,13 +520,13 @@ class ClipSearchApp(App[int]):
             self.notify("Pick a period in the timeline first", severity="warning")
             return
         name = bucket.label if bucket.kind == "relative" else bucket.key
-        self._enqueue(Job(self._next_job_number(), "index", bucket.key, name))
+        self._jobs.enqueue(self._jobs.new("index", bucket.key, name))
 
     def action_index_all(self) -> None:
-        self._enqueue(Job(self._next_job_number(), "index", "all", "All photos"))
+        self._jobs.enqueue(self._jobs.new("index", "all", "All photos"))
 
     def action_rescan(self) -> None:
-        self._enqueue(Job(self._next_job_number(), "sync", None, "album scan"))
+        self._jobs.enqueue(self._jobs.new("sync", None, "album scan"))
 
     def action_filter_bucket(self) -> None:
         bucket = self.query_one(TimelineTree).selected_bucket
@@ -715,31 +549,10 @@ class ClipSearchApp(App[int]):
             self.run_search(*self._query)
 
     def action_pause(self) -> None:
-        if self._job is None:
-            return
-        paused = self._resume.is_set()
-        if paused:
-            self._resume.clear()
-        else:
-            self._resume.set()
-        self._panel().paused(paused)
+        self._jobs.toggle_pause()
 
     def action_stop_indexing(self) -> None:
-        if self._job is None:
-            return
-        self._jobs.clear()
-        self.workers.cancel_group(self, "index")
-        self._resume.set()
-        self._panel().cancelling()
-
-    async def _wait_for_job_thread(self, timeout: float = STOP_WAIT_S) -> bool:
-        """Cancel the indexing run and wait until its thread has left the engine."""
-        self.workers.cancel_group(self, "index")
-        self._resume.set()
-        deadline = time.monotonic() + timeout
-        while not self._job_done.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        return self._job_done.is_set()
+        self._jobs.stop()
 
     def action_errors(self) -> None:
         self._load_failures()
@@ -810,7 +623,7 @@ class ClipSearchApp(App[int]):
 
     def _add_root(self, folder: Path) -> None:
         """Add an album folder and scan it (both in the indexing worker)."""
-        self._enqueue(Job(self._next_job_number(), "sync", None, "album scan", [folder]))
+        self._jobs.enqueue(self._jobs.new("sync", None, "album scan", [folder]))
 
     def action_help(self) -> None:
         sections = [
@@ -832,7 +645,7 @@ class ClipSearchApp(App[int]):
         if self.library is None or self.model is None:
             self._hint("The model is not loaded yet.")
             return
-        if self._job is not None:
+        if self.indexing:
             self.notify("Stop indexing first (x), then switch the model", severity="warning")
             return
         question = Text(
@@ -886,18 +699,19 @@ class ClipSearchApp(App[int]):
         self.action_index_all()
 
     def action_quit(self) -> None:
-        if self._job is None:
+        running = self._jobs.running
+        if running is None:
             self.exit()
             return
         question = Text(
-            f"Indexing {self._job.name} is still running. Stop it and quit? "
+            f"Indexing {running.name} is still running. Stop it and quit? "
             "Photos indexed so far are kept; the rest can be indexed later."
         )
 
         def answered(yes: bool | None) -> None:
             if not yes:
                 return
-            if self._job is None:
+            if not self.indexing:
                 self.exit()
                 return
             self._quitting = True
@@ -939,8 +753,8 @@ class ClipSearchApp(App[int]):
         )
 
     async def on_unmount(self) -> None:
-        if not self._job_done.is_set():
-            await self._wait_for_job_thread()
+        if self._jobs.thread_running:
+            await self._jobs.wait_for_thread(STOP_WAIT_S)
         if self.model is not None:
             self.model.close()
         if self.library is not None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from core.encoder import ClipModel
+    from core.indexer import IndexProgress
     from core.library import Library, PhotoRecord
     from core.ranking import Hit, Label
     from core.timeline import Timeline
@@ -59,15 +60,10 @@ class TimelineLoaded(Message):
 
 @dataclass
 class IndexProgressed(Message):
-    """How far the indexing of one timeline bucket has got."""
+    """How far a sync or indexing job has got, in the engine's own figures."""
 
     job: int
-    done: int
-    total: int
-    rate_per_s: float
-    eta_s: float | None
-    current: str | None
-    errors: int
+    progress: IndexProgress
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, IndexProgressed) and message.job == self.job

@@ -14,6 +14,10 @@ from __future__ import annotations
 import math
 import unicodedata
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.indexer import IndexProgress
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 """Control (C0, DEL, C1), format (bidirectional controls, zero-width characters, the byte-order
@@ -88,3 +92,33 @@ def taken(moment: datetime | None) -> str:
     if moment is None:
         return "no date"
     return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def plural(number: int, noun: str, many: str | None = None) -> str:
+    """``plural(1, "file")`` -> ``"1 file"``; ``plural(2, "file")`` -> ``"2 files"``.
+
+    ``many`` is for a noun that does not just take an ``s``:
+    ``plural(2, "photo is", "photos are")`` -> ``"2 photos are"``.
+    """
+    return f"{number} {noun if number == 1 else many or noun + 's'}"
+
+
+def pace(progress: IndexProgress, *, unit: str = " photos/s") -> str:
+    """How fast an indexing run goes and when it ends, as both front ends show it.
+
+    The figures are the engine's own (:class:`core.indexer.IndexProgress`): ``"paused"`` while
+    paused, ``"loading the model"`` while it loads, ``"starting..."`` until the first photo of
+    the stage is done (rather than a rate of 0), then ``"12.5 photos/s  ETA 1:02"``.
+    """
+    if progress.paused:
+        return "paused"
+    if progress.stage == "loading":
+        return "loading the model"
+    if progress.rate_per_s <= 0:
+        return "starting..."
+    rate = progress.rate_per_s
+    figure = f"{rate:.1f}" if rate < 100 else f"{rate:.0f}"
+    text = f"{figure}{unit}"
+    if progress.total > 0:
+        text += f"  ETA {duration(progress.eta_s)}"
+    return text

@@ -9,13 +9,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import OptionList, Static
 
-from tui.text import inert
+from tui.text import inert, plural
 
 
 class ErrorsScreen(ModalScreen[None]):
-    """A table of ``path, reason``: failures first (red), then skipped files (dim)."""
+    """Failures first (red), then skipped files (dim): each as its path, and below it the
+    reason, both wrapped to the dialog's width, so that a long reason is read whole at 80
+    columns."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,e", "dismiss", "Close")]
 
@@ -28,20 +30,25 @@ class ErrorsScreen(ModalScreen[None]):
         with Vertical(classes="dialog wide") as dialog:
             dialog.border_title = "Indexing errors"
             dialog.border_subtitle = "Esc closes"
-            summary = Text(
-                f"{len(self.failures)} photos could not be indexed; "
-                f"{len(self.skipped)} files were skipped."
-            )
+            failed = plural(len(self.failures), "photo")
+            skipped = plural(len(self.skipped), "file was", "files were")
+            summary = Text(f"{failed} could not be indexed; {skipped} skipped.")
             yield Static(summary, classes="dialog-text")
-            yield DataTable(id="error-table", cursor_type="row", zebra_stripes=True)
+            entries = [
+                *(_entry("failed", "red", path, reason) for path, reason in self.failures),
+                *(_entry("skipped", "dim", path, reason) for path, reason in self.skipped),
+            ]
+            yield OptionList(*entries, id="error-list")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_column("Problem", key="kind")
-        table.add_column("File", key="path")
-        table.add_column("Why", key="reason")
-        for path, reason in self.failures:
-            table.add_row(Text("failed", style="red"), Text(inert(path)), Text(inert(reason)))
-        for path, reason in self.skipped:
-            table.add_row(Text("skipped", style="dim"), Text(inert(path)), Text(inert(reason)))
-        table.focus()
+        self.query_one(OptionList).focus()
+
+
+def _entry(kind: str, style: str, path: str, reason: str) -> Text:
+    """One problem: ``failed  PATH`` on the first line, the reason indented below it."""
+    text = Text()
+    text.append(f"{kind:<8}", style=style)
+    text.append(inert(path))
+    text.append("\n")
+    text.append(" " * 8 + inert(" ".join(reason.split())), style="italic")
+    return text
