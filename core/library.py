@@ -314,7 +314,8 @@ class Library(AlbumSync):
             )
             db.executemany(
                 "UPDATE photos SET status = 'failed', error = ?, model = NULL WHERE id = ?",
-                [(error, int(i)) for i, error in failed],
+                # a reason may quote a name that is not UTF-8: stored as names are
+                [(path_text(error), int(i)) for i, error in failed],
             )
         self.refresh_vector_file(before)
 
@@ -688,7 +689,7 @@ class Library(AlbumSync):
             width=width,
             height=height,
             status=status,
-            error=error,
+            error=path_from_text(error) if error is not None else None,
             thumbnail=thumbnail,
         )
 
@@ -742,7 +743,7 @@ class Library(AlbumSync):
     def skipped(self) -> list[tuple[Path, str]]:
         """Files and folders the last scans did not index, with the reason, by path."""
         rows = self._query("SELECT path, reason FROM skipped")
-        found = sorted((path_from_text(text), reason) for text, reason in rows)
+        found = sorted((path_from_text(text), path_from_text(reason)) for text, reason in rows)
         return [(Path(path), reason) for path, reason in found]
 
     def timeline(self, now: datetime | None = None, *, folder: Path | None = None) -> Timeline:

@@ -373,7 +373,7 @@ class AlbumSync(LibraryDatabase):
                 )
             db.executemany(
                 "INSERT OR REPLACE INTO skipped (path, reason) VALUES (?, ?)",
-                [(path_text(path), reason) for path, reason in report.skipped],
+                [(path_text(path), path_text(reason)) for path, reason in report.skipped],
             )
             db.executemany("DELETE FROM photos WHERE id = ?", [(f.id,) for _, f in gone])
             if gone:

@@ -495,3 +495,19 @@ def test_a_failure_stays_with_its_path_and_is_counted_every_run(
     shutil.copyfile(SAMPLES / "jpg/Nikon_D70.jpg", album / "renamed.jpg")
     fixed = index(library, tiny_model, [album])
     assert fixed.indexed == 1 and fixed.failed == [] and library.failures() == []
+
+
+def test_a_failed_photo_whose_name_is_not_utf8_is_recorded_with_its_reason(
+    library: Library, tiny_model: ClipModel, tmp_path: Path
+) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    broken = album / os.fsdecode(b"caf\xe9.jpg")
+    broken.write_text("this is not a JPEG\n")
+    shutil.copy2(SAMPLES / "jpg/Canon_40D.jpg", album / "fine.jpg")
+    summary = index(library, tiny_model, [album])  # the reason quotes the name: it is stored
+    assert summary.indexed == 1 and [path for path, _ in summary.failed] == [broken]
+    (record,) = library.failures()
+    assert record.path == broken and record.error is not None and str(broken) in record.error
+    again = index(library, tiny_model)
+    assert again.indexed == 0 and dict(again.failed)[broken] == record.error
