@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.output import PROG, isatty, print_json, print_line, usage_error
+from core.names import path_fields
 from tui.text import file_size
 
 
@@ -39,7 +40,8 @@ def add_duplicates_commands(commands: argparse._SubParsersAction[argparse.Argume
         "--json",
         action="store_true",
         help="print a JSON list of groups: similarity, photos (path, size, width, height, "
-        "taken_at)",
+        "taken_at; a name that is not valid UTF-8 has U+FFFD in path and its exact bytes in "
+        "base64 in path_bytes)",
     )
     duplicates.set_defaults(handler=_duplicates, parser=duplicates)
 
@@ -94,7 +96,7 @@ def _duplicates(args: argparse.Namespace) -> int:
 
 def _photo(photo: Any) -> dict[str, Any]:
     return {
-        "path": str(photo.path),
+        **path_fields(photo.path),
         "size": photo.size,
         "width": photo.width,
         "height": photo.height,

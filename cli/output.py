@@ -4,13 +4,12 @@ Every human-readable line goes through :func:`tui.text.inert` (the one escaping 
 front ends), on a terminal or not, argparse's own messages included, so a file name holding an
 escape sequence or a newline is shown, never run, and stays on one line of a log. Scripts that
 need the exact names use ``search -0`` (NUL-separated bytes) or ``--json`` (see
-:func:`path_fields`).
+:func:`core.names.path_fields`).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import sys
@@ -77,23 +76,6 @@ def print_null_separated(paths: list[str]) -> None:
     for path in paths:
         out.write(os.fsencode(path) + b"\0")
     out.flush()
-
-
-def path_fields(path: str) -> dict[str, str]:
-    """``{"path": ...}`` for JSON, losslessly for any file name.
-
-    ``path`` is the name as text; a name that is not valid UTF-8 (its undecodable bytes reach
-    Python as lone surrogates) has each such byte replaced by U+FFFD there, and ``path_bytes``
-    beside it holds the exact bytes of the name in base64.
-    """
-    raw = os.fsencode(path)
-    try:
-        return {"path": raw.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {
-            "path": raw.decode("utf-8", "replace"),
-            "path_bytes": base64.b64encode(raw).decode("ascii"),
-        }
 
 
 class SafeArgumentParser(argparse.ArgumentParser):

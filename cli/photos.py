@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ClipsearchError
 from core.languages import script_hint
+from core.names import path_fields
 from core.precision import PRECISIONS
 from core.scoring import RULE_HELP
 from tui.text import plural
@@ -30,7 +31,6 @@ from cli.output import (
     PROG,
     ProgressBar,
     isatty,
-    path_fields,
     print_json,
     print_line,
     print_null_separated,
@@ -75,7 +75,12 @@ def add_index_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="the library holds another model's embeddings: drop them and encode every photo "
         "again with --model",
     )
-    index.add_argument("--json", action="store_true", help="print the summary as JSON")
+    index.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as JSON (a name that is not valid UTF-8 has U+FFFD in path and "
+        "its exact bytes in base64 in path_bytes)",
+    )
     index.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -45,6 +45,7 @@ from core import ann
 from core.encoder import ClipModel
 from core.errors import ClipsearchError
 from core.library import Library, PendingPhoto
+from core.names import path_fields, readable
 from core.preprocess import load_image, preprocess, resize_for
 from core.progress import StageClock
 from core.scan import Skipped, scan
@@ -150,7 +151,8 @@ class IndexSummary:
     remaining: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: paths as strings, ``skipped`` and ``failed`` as ``{"path", "reason"}``."""
+        """JSON-ready: ``skipped`` and ``failed`` as ``{"path", "reason"}``, with ``path_bytes``
+        beside ``path`` for a name that is not valid UTF-8 (:func:`core.names.path_fields`)."""
         return {
             "indexed": self.indexed,
             "unchanged": self.unchanged,
@@ -160,8 +162,8 @@ class IndexSummary:
             "copied": self.copied,
             "deleted": self.deleted,
             "remaining": self.remaining,
-            "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped],
-            "failed": [{"path": str(p), "reason": r} for p, r in self.failed],
+            "skipped": [{**path_fields(p), "reason": readable(r)} for p, r in self.skipped],
+            "failed": [{**path_fields(p), "reason": readable(r)} for p, r in self.failed],
             "cancelled": self.cancelled,
             "elapsed_s": round(self.elapsed_s, 3),
         }

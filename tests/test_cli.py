@@ -469,6 +469,33 @@ def test_null_and_json_give_exact_names_even_when_not_utf8_or_multiline(
     assert plain["path"] == str(album / "two\nlines.jpg")
 
 
+def test_index_and_duplicates_json_carry_names_that_are_not_utf8(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    photo, copy, broken = (os.fsdecode(n) for n in (b"caf\xe9.jpg", b"caf\xe9 2.jpg", b"x\xff.jpg"))
+    shutil.copy2(SAMPLES / "Canon_40D.jpg", album / photo)
+    shutil.copy2(SAMPLES / "Canon_40D.jpg", album / copy)
+    (album / broken).write_text("this is not a JPEG\n")
+
+    code, out, _ = _run(capsys, "index", str(album), "--model", "tiny", "--json")
+    assert code == 0 and "\\udc" not in out  # no lone surrogate escapes: valid UTF-8 JSON
+    (failed,) = json.loads(out)["failed"]
+    assert base64.b64decode(failed["path_bytes"]) == os.fsencode(str(album / broken))
+    assert failed["path"] == f"{album}/x\ufffd.jpg" and failed["reason"]
+
+    code, out, _ = _run(capsys, "duplicates", "--threshold", "0.99", "--json")
+    assert code == 0 and "\\udc" not in out
+    (group,) = json.loads(out)
+    names = {base64.b64decode(item["path_bytes"]) for item in group["photos"]}
+    assert names == {os.fsencode(str(album / photo)), os.fsencode(str(album / copy))}
+    assert {item["path"] for item in group["photos"]} == {
+        f"{album}/caf\ufffd.jpg",
+        f"{album}/caf\ufffd 2.jpg",
+    }
+
+
 def test_argparse_messages_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run(capsys, "search", "x", "--bogus\x1b]0;pwned\x07")
     assert code == 2 and "\x1b" not in err and "\x07" not in err
