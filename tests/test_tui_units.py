@@ -259,7 +259,7 @@ class _ResultsApp(App[None]):
     def compose(self) -> ComposeResult:
         yield ResultsList(self.image_class, page_size=30, id="results")
 
-    def on_results_list_opened(self, message: ResultsList.Opened) -> None:
+    def on_results_opened(self, message: ResultsList.Opened) -> None:
         self.opened.append(message.hit)
 
 

@@ -59,10 +59,11 @@ from tui.screens.help import HelpScreen, binding_rows
 from tui.screens.install import InstallScreen
 from tui.terminal import LOG_NAME, divert_native_stderr
 from tui.text import inert, plural
+from tui.widgets.grid import ResultsGrid
 from tui.widgets.images import ImageWidget, image_class
 from tui.widgets.indexing import IndexingPanel
 from tui.widgets.query import QueryInput
-from tui.widgets.results import ResultsList
+from tui.widgets.results import PagedResults, ResultsList
 from tui.widgets.timeline import TimelineTree
 
 SearchKind = Literal["text", "similar"]
@@ -94,6 +95,7 @@ class ClipSearchApp(App[int]):
         Binding("p", "pause", "Pause"),
         Binding("x", "stop_indexing", "Stop"),
         Binding("e", "errors", "Errors"),
+        Binding("g", "toggle_grid", "Grid"),
         Binding("D", "duplicates", "Duplicates", show=False),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -153,12 +155,17 @@ class ClipSearchApp(App[int]):
                 yield Static(
                     Text("Opening the library...", style="dim"), id="results-hint", markup=False
                 )
-                yield ResultsList(self.image_class, self.config.page_size, id="results")
+                results = ResultsList(self.image_class, self.config.page_size, id="results")
+                grid = ResultsGrid(self.image_class, self.config.page_size, id="results-grid")
+                grid.display = self.config.view == "grid"
+                results.display = not grid.display
+                yield results
+                yield grid
         yield QueryInput(
             placeholder="Search your photos: beach + sunset - people   (Enter)",
             id="query",
         )
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         if self.config.theme:
@@ -176,16 +183,19 @@ class ClipSearchApp(App[int]):
 
     def _remember_theme(self, theme: Theme) -> None:
         """Write a theme chosen in the app to the settings, so that the next start uses it."""
-        if theme.name == self.config.theme:
-            return
-        from tui.config import save_theme
+        if theme.name != self.config.theme and self._save_setting("theme", theme.name):
+            self.config = dataclasses.replace(self.config, theme=theme.name)
+
+    def _save_setting(self, name: str, value: str) -> bool:
+        """Write a setting changed in the app to ``config.toml``; False (said) when it fails."""
+        from tui.config import save_setting
 
         try:
-            save_theme(theme.name)
+            save_setting(name, value)
         except (OSError, ValueError) as error:
-            self.notify(f"The theme is not saved: {error}", severity="warning", markup=False)
-            return
-        self.config = dataclasses.replace(self.config, theme=theme.name)
+            self.notify(f"The {name} is not saved: {error}", severity="warning", markup=False)
+            return False
+        return True
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -427,7 +437,7 @@ class ClipSearchApp(App[int]):
     async def on_search_finished(self, message: SearchFinished) -> None:
         if not self.is_running or message.generation != self._search_generation:
             return
-        results = self.query_one(ResultsList)
+        results = self._results()
         if self._shown_generation == message.generation:
             results.extend(message.hits)  # the rest of the list behind the first page
         else:
@@ -465,7 +475,11 @@ class ClipSearchApp(App[int]):
 
     # -- results -----------------------------------------------------------------------------
 
-    def on_results_list_opened(self, message: ResultsList.Opened) -> None:
+    def _results(self) -> PagedResults:
+        """The results view shown now: the list, or the grid (``g`` switches)."""
+        return self.query_one(ResultsGrid if self.config.view == "grid" else ResultsList)
+
+    def on_results_opened(self, message: PagedResults.Opened) -> None:
         self._open_detail(message.hit)
 
     def _open_detail(self, hit: Hit, *, describe: bool = False) -> None:
@@ -486,7 +500,7 @@ class ClipSearchApp(App[int]):
 
     def _step_result(self, offset: int) -> Hit | None:
         """Move the results' cursor by ``offset`` (for the detail view); the hit now under it."""
-        results = self.query_one(ResultsList)
+        results = self._results()
         target = results.cursor + offset
         if not 0 <= target < len(results.hits):
             return None
@@ -508,7 +522,7 @@ class ClipSearchApp(App[int]):
 
     def action_focus_results(self) -> None:
         """Leave the query box for the results, or for the timeline while there are none."""
-        results = self.query_one(ResultsList)
+        results = self._results()
         if results.hits:
             results.focus()
         else:
@@ -571,22 +585,22 @@ class ClipSearchApp(App[int]):
         self.push_screen(ErrorsScreen(message.failures, message.skipped))
 
     def action_open_result(self) -> None:
-        hit = self.query_one(ResultsList).highlighted
+        hit = self._results().highlighted
         if hit is not None:
             self._open_detail(hit)
 
     def action_similar(self) -> None:
-        hit = self.query_one(ResultsList).highlighted
+        hit = self._results().highlighted
         if hit is not None:
             self.run_search("similar", str(hit.photo.path))
 
     def action_describe(self) -> None:
-        hit = self.query_one(ResultsList).highlighted
+        hit = self._results().highlighted
         if hit is not None:
             self._open_detail(hit, describe=True)
 
     def action_copy_path(self) -> None:
-        hit = self.query_one(ResultsList).highlighted
+        hit = self._results().highlighted
         if hit is not None:
             self.copy_to_clipboard(str(hit.photo.path))
             self.notify(inert(str(hit.photo.path)), title="Path copied", markup=False)
@@ -601,6 +615,19 @@ class ClipSearchApp(App[int]):
         self.push_screen(
             DuplicatesScreen(self.library.path, self.config.duplicate_threshold, self.image_class)
         )
+
+    async def action_toggle_grid(self) -> None:
+        """Show the results as a grid of thumbnails, or as a list again; remembered."""
+        shown = self._results()
+        view = "list" if self.config.view == "grid" else "grid"
+        self.config = dataclasses.replace(self.config, view=view)
+        self._save_setting("view", view)
+        results = self._results()
+        had_focus = shown.has_focus
+        shown.display, results.display = False, True
+        await results.show(shown.hits, cursor=shown.cursor)
+        if had_focus:
+            results.focus()
 
     def action_gallery(self) -> None:
         folder = gallery_folder()
@@ -629,6 +656,7 @@ class ClipSearchApp(App[int]):
         sections = [
             ("Everywhere", binding_rows(self.BINDINGS)),
             ("Results", binding_rows(ResultsList.BINDINGS)),
+            ("Results grid (g)", binding_rows(ResultsGrid.BINDINGS)),
             ("Result detail", binding_rows(DetailScreen.BINDINGS)),
             (
                 "Timeline",

@@ -24,6 +24,7 @@ APP_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("Find similar photos", "Photos like the selected result", "similar"),
     ("Describe the selected result", "Rank the configured labels for it", "describe"),
     ("Copy the selected result's path", "To the clipboard", "copy_path"),
+    ("Grid or list of results", "Thumbnails side by side, or one row each (g)", "toggle_grid"),
     (
         "Find near-duplicates",
         "Groups of nearly identical photos, to pick what to keep",

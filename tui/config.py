@@ -27,6 +27,9 @@ setting is optional::
     # Colour theme of the app (any Textual theme: "textual-dark", "nord", "gruvbox", ...).
     # Choosing one in the app (Ctrl+P, "Change theme") writes it here.
     theme = "textual-dark"
+    # How results are shown: "list" (one row each) or "grid" (thumbnails side by side).
+    # The g key of the app switches between them and writes the choice here.
+    view = "list"
     # Cosine similarity from which two photos count as near-duplicates (the Duplicates view).
     duplicate_threshold = 0.95
     # Texts that "describe" ranks for a photo (image -> text).
@@ -54,6 +57,9 @@ from core.precision import PRECISIONS
 
 ImageMode = Literal["auto", "kitty", "sixel", "halfcell", "none"]
 IMAGE_MODES: tuple[str, ...] = get_args(ImageMode)
+
+ResultsView = Literal["list", "grid"]
+RESULTS_VIEWS: tuple[str, ...] = get_args(ResultsView)
 
 CONFIG_NAMES = ("config.toml", "config.json")
 SECTION = "tui"
@@ -115,6 +121,8 @@ class TuiConfig:
         None encodes in this process.
     theme
         Name of the Textual colour theme; None keeps Textual's default.
+    view
+        How results are shown: ``list`` (a row per photo) or ``grid`` (thumbnails side by side).
     duplicate_threshold
         Cosine similarity from which two photos count as near-duplicates (above 0, at most 1).
     """
@@ -130,6 +138,7 @@ class TuiConfig:
     cluster: str | None = None
     duplicate_threshold: float = 0.95
     theme: str | None = None
+    view: ResultsView = "list"
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str = "settings") -> TuiConfig:
@@ -193,6 +202,13 @@ class TuiConfig:
             if not isinstance(theme, str) or not theme.strip():
                 raise ConfigError(f"{source}: [tui] theme must be the name of a theme")
             values["theme"] = theme.strip()
+        if "view" in data:
+            if data["view"] not in RESULTS_VIEWS:
+                raise ConfigError(
+                    f"{source}: [tui] view must be one of {', '.join(RESULTS_VIEWS)}, "
+                    f"not {data['view']!r}"
+                )
+            values["view"] = cast(ResultsView, data["view"])
         if "duplicate_threshold" in data:
             value = data["duplicate_threshold"]
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
@@ -248,25 +264,36 @@ def load_config(path: Path | None = None) -> TuiConfig:
     return TuiConfig.from_mapping(section, str(path))
 
 
-_THEME_LINE = re.compile(r"^\s*theme\s*=.*$", re.MULTILINE)
 _SECTION_LINE = re.compile(r"^\s*\[([^\]]+)\]\s*(?:#.*)?$", re.MULTILINE)
+
+SAVED_SETTINGS = ("theme", "view")
+"""Settings that the app writes back when they are changed in it."""
 
 
 def save_theme(theme: str, path: Path | None = None) -> Path:
-    """Record ``theme`` in the ``[tui]`` table of ``config.toml``, keeping everything else.
+    """Record ``theme`` in the ``[tui]`` table of ``config.toml``: see :func:`save_setting`."""
+    return save_setting("theme", theme, path)
 
-    The file is made if missing; an existing ``theme = ...`` line of the table is replaced, else
-    one is added at the table's start. A ``config.json`` is rewritten as JSON.
+
+def save_setting(name: str, value: str, path: Path | None = None) -> Path:
+    """Record ``name = value`` in the ``[tui]`` table of ``config.toml``, keeping everything else.
+
+    ``name`` is one of :data:`SAVED_SETTINGS`. The file is made if missing; an existing
+    ``name = ...`` line of the table is replaced, else one is added at the table's start. A
+    ``config.json`` is rewritten as JSON.
     """
+    if name not in SAVED_SETTINGS:
+        raise ValueError(f"{name!r} is not a setting the app saves")
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     if path.suffix == ".json":
         data = json.loads(text) if text.strip() else {}
-        data.setdefault(SECTION, {})["theme"] = theme
+        data.setdefault(SECTION, {})[name] = value
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         return path
-    line = f"theme = {json.dumps(theme)}"
+    line = f"{name} = {json.dumps(value)}"
+    setting_line = re.compile(rf"^[ \t]*{name}[ \t]*=.*$", re.MULTILINE)
     sections = list(_SECTION_LINE.finditer(text))
     start = next((m for m in sections if m.group(1).strip() == SECTION), None)
     if start is None:
@@ -275,8 +302,8 @@ def save_theme(theme: str, path: Path | None = None) -> Path:
         after = [m for m in sections if m.start() > start.start()]
         end = after[0].start() if after else len(text)
         body = text[start.end() : end]
-        if _THEME_LINE.search(body):
-            body = _THEME_LINE.sub(line, body, count=1)
+        if setting_line.search(body):
+            body = setting_line.sub(lambda _: line, body, count=1)
         else:
             body = "\n" + line + body
         text = text[: start.end()] + body + text[end:]

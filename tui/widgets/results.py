@@ -1,10 +1,15 @@
-"""The results pane: a ranked stream of photos, shown a page at a time.
+"""The results pane: a ranked stream of photos, shown a page at a time, as a list or a grid.
 
-Textual slows down with hundreds of widgets, so :class:`ResultsList` keeps every hit as data and
-shows rows only a page at a time: the rows that fit on screen when results arrive, the rest of the
-page right after, the next page when the list is scrolled (or the cursor moved) near its end. Rows
-are reused from one search to the next. Each page's thumbnails are read from the thumbnail cache
-in a thread worker, shrunk there, and handed to the rows by a message.
+Textual slows down with hundreds of widgets, so a results view keeps every hit as data and shows
+items only a page at a time: the items that fit on screen when results arrive, the rest of the
+page right after, the next page when the view is scrolled (or the cursor moved) near its end.
+Items are reused from one search to the next. Thumbnails are read from the thumbnail cache
+(:func:`core.thumbnails.load_thumbnail`) in a thread worker, shrunk there, and handed to the
+items by a message.
+
+:class:`PagedResults` holds what the list and the grid (:mod:`tui.widgets.grid`) share: the
+hits, the cursor, the paging and the thumbnail loading. :class:`ResultsList` is the list: one
+row per hit, every row of a page given its thumbnail as the page is shown.
 """
 
 from __future__ import annotations
@@ -99,37 +104,59 @@ def _lines(lines: list[list[Segment]]) -> Iterable[Segment]:
         yield Segment.line()
 
 
-class ResultRow(Widget):
-    """One hit: its thumbnail and its text, drawn by this one widget.
+class ResultItem(Widget):
+    """One hit on screen, with its thumbnail once loaded: the base of list rows and grid cells.
 
-    One widget per row keeps each frame cheap; a new hit or a new thumbnail only repaints the
-    row. Rows are reused from one search to the next.
+    One widget per hit keeps each frame cheap; a new hit or a new thumbnail only repaints the
+    item. Items are reused from one search to the next. A subclass draws the hit in
+    :meth:`render`, with the thumbnail that :meth:`thumbnail` fits into :meth:`thumbnail_box`.
     """
 
-    def __init__(self, hit: Hit, index: int, renderable: type | None) -> None:
-        super().__init__(classes="result-row" if renderable else "result-row -text-only")
+    def __init__(self, hit: Hit, index: int, renderable: type | None, classes: str) -> None:
+        super().__init__(classes=classes if renderable else f"{classes} -text-only")
         self.hit = hit
         self.index = index
+        self.requested = False
+        """Whether this hit's thumbnail was asked for (it may still be on its way)."""
         self._renderable_class = renderable
         self._image: PILImage.Image | None = None
         self._thumbnail: Any = None
+        self.thumbnail_cells = (0, 0)
+        """Columns and rows of the thumbnail drawn now."""
 
-    def render(self) -> RenderResult:
-        if self._renderable_class is None:
-            return _RowLines(None, hit_text(self.hit), 0)
-        if self._thumbnail is None and self._image is not None:
-            cells = cells_for(self._image, (THUMBNAIL_COLUMNS, ROW_HEIGHT))
-            self._thumbnail = self._renderable_class(self._image, *cells)
-        return _RowLines(self._thumbnail, hit_text(self.hit), THUMBNAIL_COLUMNS)
+    def thumbnail_box(self) -> tuple[int, int]:
+        """Columns and rows the thumbnail is fitted into."""
+        return THUMBNAIL_COLUMNS, ROW_HEIGHT
+
+    def thumbnail(self) -> Any:
+        """The thumbnail's renderable, fitted into :meth:`thumbnail_box`; None until loaded."""
+        if self._thumbnail is None and self._image is not None and self._renderable_class:
+            self.thumbnail_cells = cells_for(self._image, self.thumbnail_box())
+            if 0 in self.thumbnail_cells:  # no room yet (before the first layout)
+                return None
+            self._thumbnail = self._renderable_class(self._image, *self.thumbnail_cells)
+        return self._thumbnail
 
     def set_hit(self, index: int, hit: Hit) -> None:
-        """Show another hit in this row (its thumbnail follows later)."""
+        """Show another hit in this item (its thumbnail follows later, unless it is the same
+        photo's)."""
         self.index = index
         if hit is self.hit:
             return
+        same_photo = (hit.photo.id, hit.photo.thumbnail) == (
+            self.hit.photo.id,
+            self.hit.photo.thumbnail,
+        )
         self.hit = hit
-        self.set_image(None)
+        if not same_photo:
+            self.requested = False
+            self.set_image(None)
         self.refresh()
+
+    def forget_request(self) -> None:
+        """A thumbnail asked for earlier will not arrive (a new search): ask again if needed."""
+        if self._image is None:
+            self.requested = False
 
     def set_image(self, image: PILImage.Image | None) -> None:
         """Show ``image`` (decoded off the UI thread) as the thumbnail; blank when None."""
@@ -149,32 +176,43 @@ class ResultRow(Widget):
 
     def on_click(self, event: Click) -> None:
         event.stop()
-        self.query_ancestor(ResultsList).open_row(self.index)
+        self.query_ancestor(PagedResults).open_row(self.index)
 
 
-class ResultsList(VerticalScroll, can_focus=True):
-    """The hits of the latest search, best first; Enter or a click opens one.
+class ResultRow(ResultItem):
+    """One hit of the list: its thumbnail and its text side by side."""
 
-    Only the rows that show hits are displayed; rows left over from a longer earlier result list
-    are hidden and reused, so a new search mostly updates text instead of mounting widgets. The
-    rows that fit on screen are filled first, the rest of the page after that frame is drawn.
+    def __init__(self, hit: Hit, index: int, renderable: type | None) -> None:
+        super().__init__(hit, index, renderable, "result-row")
+
+    def render(self) -> RenderResult:
+        if self._renderable_class is None:
+            return _RowLines(None, hit_text(self.hit), 0)
+        return _RowLines(self.thumbnail(), hit_text(self.hit), THUMBNAIL_COLUMNS)
+
+
+class PagedResults(VerticalScroll, can_focus=True):
+    """The hits of the latest search, best first, shown as items a page at a time.
+
+    Only the items that show hits are displayed; items left over from a longer earlier result
+    list are hidden and reused, so a new search mostly updates text instead of mounting
+    widgets. The items that fit on screen are filled first, the rest of the page after that
+    frame is drawn. A subclass says how items look (:meth:`make_item`), where they are mounted
+    (:meth:`item_container`), how many fit on screen (:meth:`items_in_view`) and which
+    thumbnails to read when (:meth:`want_thumbnails`).
     """
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("down,j", "cursor(1)", "Down", show=False),
-        Binding("up,k", "cursor(-1)", "Up", show=False),
-        Binding("pagedown", "cursor(5)", "Page down", show=False),
-        Binding("pageup", "cursor(-5)", "Page up", show=False),
-        Binding("home", "first", "First", show=False),
-        Binding("end", "last", "Last", show=False),
-        Binding("enter", "open", "Open"),
-    ]
 
     cursor: reactive[int] = reactive(0, init=False)
 
+    thumbnail_pixels: ClassVar[int] = THUMBNAIL_PIXELS
+    """Longest side, in pixels, of a thumbnail decoded for an item."""
+
+    prefetch_items: ClassVar[int] = _PREFETCH_ROWS
+    """The next page is shown when the cursor comes this close to the last item shown."""
+
     @dataclass
-    class Opened(Message):
-        """The user opened a hit (Enter or click)."""
+    class Opened(Message, namespace="results"):
+        """The user opened a hit (Enter or click), in the list or the grid."""
 
         hit: Hit
 
@@ -186,17 +224,36 @@ class ResultsList(VerticalScroll, can_focus=True):
         self._renderable = renderable_class(image_class)
         self.page_size = page_size
         self.hits: list[Hit] = []
-        self._rows: list[ResultRow] = []
+        self.thumbnails_requested = 0
+        """Thumbnails asked for since the latest result list arrived (each read once)."""
+        self._rows: list[ResultItem] = []
         self._shown = 0
         self._generation = 0
         self._filling = False
 
-    def compose(self) -> ComposeResult:
-        yield Vertical(id="result-rows")
+    # -- what a subclass provides ---------------------------------------------------------------
+
+    def make_item(self, hit: Hit, index: int) -> ResultItem:
+        """A new item widget showing ``hit`` at ``index``."""
+        raise NotImplementedError
+
+    def item_container(self) -> Widget:
+        """The widget the items are mounted in."""
+        raise NotImplementedError
+
+    def items_in_view(self) -> int:
+        """About how many items fit on screen (a page, before the view has a size)."""
+        raise NotImplementedError
+
+    def want_thumbnails(self, start: int, end: int) -> None:
+        """Items ``[start, end)`` were just given hits: read the thumbnails to show now."""
+        self.request_thumbnails(range(start, end))
+
+    # -- the shared surface ---------------------------------------------------------------------
 
     @property
     def mounted_rows(self) -> int:
-        """Rows showing hits so far (at most the number of hits)."""
+        """Items showing hits so far (at most the number of hits)."""
         return self._shown
 
     @property
@@ -204,22 +261,24 @@ class ResultsList(VerticalScroll, can_focus=True):
         """The hit under the cursor."""
         return self.hits[self.cursor] if 0 <= self.cursor < len(self.hits) else None
 
-    def _rows_in_view(self) -> int:
-        height = self.scrollable_content_region.height or self.size.height
-        return max(1, height // ROW_HEIGHT + 1) if height else self.page_size
+    async def show(self, hits: list[Hit], cursor: int = 0) -> None:
+        """Replace the hits: the items on screen now, the rest of the page next.
 
-    async def show(self, hits: list[Hit]) -> None:
-        """Replace the list with ``hits``: the rows on screen now, the rest of the page next."""
+        ``cursor`` is the hit to put the cursor on (the first by default).
+        """
         self._generation += 1
         self.workers.cancel_group(self, "thumbnails")
         if self._rows and 0 <= self.cursor < len(self._rows):
             self._rows[self.cursor].remove_class("-highlight")
         self.hits = list(hits)
+        self.thumbnails_requested = 0
+        for row in self._rows:
+            row.forget_request()
         self._shown = 0
-        self.set_reactive(ResultsList.cursor, 0)
-        first = min(len(self.hits), self._rows_in_view(), self.page_size)
-        # Rows past the screen keep their old hit until the rest of the page is filled, right
-        # after this frame; only rows that this result list will not reach are hidden.
+        self.set_reactive(PagedResults.cursor, 0)
+        first = min(len(self.hits), self.items_in_view(), self.page_size)
+        # Items past the screen keep their old hit until the rest of the page is filled, right
+        # after this frame; only items that this result list will not reach are hidden.
         for row in self._rows[min(len(self.hits), self.page_size) :]:
             if row.display:
                 row.display = False
@@ -228,35 +287,33 @@ class ResultsList(VerticalScroll, can_focus=True):
         self._highlight(0)
         if self._shown < min(self.page_size, len(self.hits)):
             self.call_after_refresh(self._fill_first_page)
+        if 0 < cursor < len(self.hits):
+            self.cursor = cursor
 
     async def _fill_first_page(self) -> None:
-        """Show the rest of the first page (the rows below the screen)."""
+        """Show the rest of the first page (the items below the screen)."""
         await self._show_rows(min(self.page_size, len(self.hits)))
 
     def extend(self, hits: list[Hit]) -> None:
         """Take the complete list of a search whose first hits are shown: cursor and scroll stay.
 
-        Rows whose hit reads differently in the longer list (a rounding of the probability, a
-        tie broken otherwise) are updated.
+        Items whose hit reads differently in the longer list (another photo, a rounding of the
+        probability, a tie broken otherwise) are updated.
         """
         self.hits = list(hits)
         self._shown = min(self._shown, len(self.hits))
-        moved = []
         for index in range(self._shown):
             row, hit = self._rows[index], self.hits[index]
-            if row.hit.photo.id != hit.photo.id:
-                moved.append((hit.photo.id, hit.photo.thumbnail))
-            if hit_text(row.hit).plain != hit_text(hit).plain:
+            if row.hit.photo.id != hit.photo.id or hit_text(row.hit).plain != hit_text(hit).plain:
                 row.set_hit(index, hit)
             else:
                 row.hit = hit
-        if moved and self.image_class is not None:
-            self._load_thumbnails(self._generation, moved)
+        self.want_thumbnails(0, self._shown)
         if self._shown < min(self.page_size, len(self.hits)):
             self.call_after_refresh(self._fill_first_page)
 
     async def _show_rows(self, count: int) -> None:
-        """Make rows ``[shown, count)`` show their hits, reusing hidden rows, then mounting."""
+        """Make items ``[shown, count)`` show their hits, reusing hidden items, then mounting."""
         start = self._shown
         if count <= start:
             return
@@ -265,20 +322,15 @@ class ResultsList(VerticalScroll, can_focus=True):
             row.set_hit(index, self.hits[index])
             if not row.display:
                 row.display = True
-        new = [
-            ResultRow(self.hits[index], index, self._renderable)
-            for index in range(len(self._rows), count)
-        ]
+        new = [self.make_item(self.hits[index], index) for index in range(len(self._rows), count)]
         self._shown = count
         if new:
             self._rows.extend(new)
-            await self.query_one("#result-rows", Vertical).mount_all(new)
-        if self.image_class is not None:
-            wanted = [(hit.photo.id, hit.photo.thumbnail) for hit in self.hits[start:count]]
-            self._load_thumbnails(self._generation, wanted)
+            await self.item_container().mount_all(new)
+        self.want_thumbnails(start, count)
 
     async def mount_more(self) -> None:
-        """Show the next page of rows and ask for their thumbnails."""
+        """Show the next page of items and ask for their thumbnails."""
         if self._filling or self._shown >= len(self.hits):
             return
         self._filling = True
@@ -288,6 +340,20 @@ class ResultsList(VerticalScroll, can_focus=True):
         finally:
             self._filling = False
 
+    def request_thumbnails(self, indexes: Iterable[int]) -> None:
+        """Read, in a worker, the thumbnails of the shown items at ``indexes`` not asked for yet."""
+        if self.image_class is None:
+            return
+        wanted = []
+        for index in indexes:
+            row = self._row(index)
+            if row is not None and not row.requested:
+                row.requested = True
+                wanted.append((row.hit.photo.id, row.hit.photo.thumbnail))
+        if wanted:
+            self.thumbnails_requested += len(wanted)
+            self._load_thumbnails(self._generation, wanted)
+
     @work(thread=True, group="thumbnails", exit_on_error=False)
     def _load_thumbnails(self, generation: int, wanted: list[tuple[int, Path | None]]) -> None:
         worker = get_current_worker()
@@ -295,7 +361,7 @@ class ResultsList(VerticalScroll, can_focus=True):
         for photo_id, path in wanted:
             if worker.is_cancelled:
                 return
-            images[photo_id] = load_thumbnail(path, THUMBNAIL_PIXELS)
+            images[photo_id] = load_thumbnail(path, self.thumbnail_pixels)
         self.post_message(ThumbnailsLoaded(generation, images))
 
     def on_thumbnails_loaded(self, message: ThumbnailsLoaded) -> None:
@@ -312,14 +378,14 @@ class ResultsList(VerticalScroll, can_focus=True):
             self.call_after_refresh(self.mount_more)
 
     async def watch_cursor(self, old: int, new: int) -> None:
-        while new >= self._shown - _PREFETCH_ROWS and self._shown < len(self.hits):
+        while new >= self._shown - self.prefetch_items and self._shown < len(self.hits):
             before = self._shown
             await self.mount_more()
             if self._shown == before:
                 break
         self._highlight(new, old)
 
-    def _row(self, index: int) -> ResultRow | None:
+    def _row(self, index: int) -> ResultItem | None:
         return self._rows[index] if 0 <= index < self._shown else None
 
     def _highlight(self, new: int, old: int | None = None) -> None:
@@ -328,6 +394,14 @@ class ResultsList(VerticalScroll, can_focus=True):
         row = self._row(new)
         if row is not None:
             row.add_class("-highlight")
+            if row.virtual_region.size:
+                self.scroll_to_widget(row, animate=False)
+            else:  # mounted just now: scroll once it has a place on the screen
+                self.call_after_refresh(self._scroll_to_cursor)
+
+    def _scroll_to_cursor(self) -> None:
+        row = self._row(self.cursor)
+        if row is not None:
             self.scroll_to_widget(row, animate=False)
 
     def action_cursor(self, delta: int) -> None:
@@ -348,8 +422,38 @@ class ResultsList(VerticalScroll, can_focus=True):
             self.post_message(self.Opened(hit))
 
     def open_row(self, index: int) -> None:
-        """Move the cursor to row ``index`` and open its hit."""
+        """Move the cursor to item ``index`` and open its hit."""
         if 0 <= index < len(self.hits):
             self.focus()
             self.cursor = index
             self.post_message(self.Opened(self.hits[index]))
+
+
+class ResultsList(PagedResults):
+    """The hits as a list, one row each; Enter or a click opens one.
+
+    Every row of a page gets its thumbnail as the page is shown.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("pagedown", "cursor(5)", "Page down", show=False),
+        Binding("pageup", "cursor(-5)", "Page up", show=False),
+        Binding("home", "first", "First", show=False),
+        Binding("end", "last", "Last", show=False),
+        Binding("enter", "open", "Open"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Vertical(id="result-rows")
+
+    def make_item(self, hit: Hit, index: int) -> ResultItem:
+        return ResultRow(hit, index, self._renderable)
+
+    def item_container(self) -> Widget:
+        return self.query_one("#result-rows", Vertical)
+
+    def items_in_view(self) -> int:
+        height = self.scrollable_content_region.height or self.size.height
+        return max(1, height // ROW_HEIGHT + 1) if height else self.page_size
