@@ -122,7 +122,7 @@ async def test_moving_never_replaces_a_file_and_escape_moves_nothing(
         assert len(_cards(app)) == 2
 
 
-async def test_screenshots_of_the_main_screen_and_the_duplicates_view(
+async def test_screenshots_of_the_main_screen_the_grid_and_the_duplicates_view(
     duplicates_home: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """SVG screenshots as Textual saves them; ``CLIPSEARCH_SCREENSHOTS=docs`` keeps them there."""
@@ -139,11 +139,23 @@ async def test_screenshots_of_the_main_screen_and_the_duplicates_view(
         await search_for(pilot, app, "a photo")
         await pilot.pause(0.5)
         app.save_screenshot("main-screen.svg", str(out))
-        await pilot.press("down", "D")
+        await pilot.press("down", "g")
+        await settle(
+            pilot,
+            lambda: "#2 " in next((ln for ln in app.screen_text().splitlines() if "#1 " in ln), ""),
+        )
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+        app.save_screenshot("grid-view.svg", str(out))
+        await pilot.press("g", "D")
         await settle(pilot, lambda: isinstance(app.screen, DuplicatesScreen) and _cards(app))
         await pilot.pause(0.5)
         app.save_screenshot("duplicates-view.svg", str(out))
-    for name, wanted in (("main-screen.svg", "Results"), ("duplicates-view.svg", "Group 1")):
+    for name, wanted in (
+        ("main-screen.svg", "Results"),
+        ("grid-view.svg", "#2"),
+        ("duplicates-view.svg", "Group 1"),
+    ):
         svg = (out / name).read_text(encoding="utf-8").replace(str(album), "~/Pictures")
         (out / name).write_text(svg, encoding="utf-8")  # no machine's temporary path in docs/
         ElementTree.fromstring(svg)  # well-formed

@@ -6,6 +6,7 @@ configuration, and is killed at the end.
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -36,8 +37,10 @@ pytestmark = [
 class Pane:
     """One tmux session on a private server: send keys, read the screen."""
 
-    def __init__(self, socket: str) -> None:
+    def __init__(self, socket: str, size: tuple[int, int]) -> None:
         self.socket = socket
+        self.size = size
+        """Columns and rows of the pane."""
 
     def tmux(self, *args: str) -> str:
         assert TMUX is not None
@@ -83,7 +86,9 @@ def tui_pane(
     (home / "config" / "config.toml").write_text('[tui]\nmodel = "tiny"\n')
     command = " ".join(
         [
-            "env",
+            # the pane's shell exports COLUMNS and LINES from its first size (80x24), which
+            # the app would take over the terminal's real size
+            "env -u COLUMNS -u LINES",
             f"CLIPSEARCH_HOME={shlex.quote(str(home))}",
             "TERM=xterm-256color",
             shlex.quote(str(COMMAND)),
@@ -91,8 +96,8 @@ def tui_pane(
             "; echo EXIT=$?; sleep 60",
         ]
     )
-    pane = Pane(f"clipsearch-e2e-{uuid.uuid4().hex[:8]}")
     columns, rows = request.param
+    pane = Pane(f"clipsearch-e2e-{uuid.uuid4().hex[:8]}", (columns, rows))
     pane.tmux("new-session", "-d", "-s", "e2e", "-x", str(columns), "-y", str(rows), command)
     try:
         yield pane
@@ -121,6 +126,19 @@ def test_type_a_query_and_read_the_results(tui_pane: Pane) -> None:
     assert "Canon_40D.jpg" in text and "100x68" in text
     tui_pane.send("Escape")
     tui_pane.wait_for(lambda text: "for a dog" in text)
+    # g: the grid, as many cells a row as the width holds (2 at 80 columns, 4 at 120), and back
+    cells = {80: 2, 120: 4}[tui_pane.size[0]]
+    tui_pane.send("g")
+    text = tui_pane.wait_for(lambda text: _ranks_beside_the_first(text) == cells and "▀" in text)
+    assert "\x1b" not in text
+    tui_pane.send("g")
+    tui_pane.wait_for(lambda text: _ranks_beside_the_first(text) == 1)
     tui_pane.send("C-q")
     text = tui_pane.wait_for(lambda text: "EXIT=" in text, timeout=15)
     assert "EXIT=0" in text
+
+
+def _ranks_beside_the_first(text: str) -> int:
+    """How many results share the screen line that shows ``#1`` (cells of a grid row)."""
+    line = next((line for line in text.splitlines() if "#1 " in line), "")
+    return len(re.findall(r"#\d+ ", line))
