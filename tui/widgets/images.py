@@ -88,18 +88,30 @@ def image_class(mode: ImageMode) -> ImageWidget | None:
     if mode == "kitty":
         return widget.TGPImage
     if mode == "sixel":
-        return widget.SixelImage
+        return _sixel_widget()
     if mode == "halfcell" or _inside_multiplexer():
         return widget.HalfcellImage
     detected = renderable.Image
     if detected is renderable.SixelImage:
-        return widget.SixelImage
+        return _sixel_widget()
     if detected is renderable.TGPImage:
         if auto_mode("kitty", terminal_version()) == "halfcell":
             return widget.HalfcellImage
         return widget.TGPImage
     # Half-cell blocks on a terminal without graphics; also when output is not a terminal.
     return widget.HalfcellImage
+
+
+def _sixel_widget() -> ImageWidget:
+    """The Sixel widget: textual-image's, with the line that sends the picture written in full
+    (see :mod:`tui.widgets.sixel`); textual-image's own if its internals have changed."""
+    try:
+        from tui.widgets.sixel import PaintedSixelImage
+    except ImportError:
+        from textual_image.widget import SixelImage
+
+        return SixelImage
+    return PaintedSixelImage
 
 
 def renderable_class(widget_class: ImageWidget | None) -> type | None:
