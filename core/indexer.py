@@ -33,10 +33,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -68,6 +69,7 @@ PROGRESS_INTERVAL_S = 0.1  # at most this often, besides the reports that always
 PAUSE_POLL_S = 0.05  # how often a paused run looks whether it was resumed or cancelled
 
 Stage = Literal["scanning", "reading", "loading", "encoding"]
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +213,15 @@ class RunCounters:
         *,
         force: bool = False,
         errors: int | None = None,
-    ) -> None:
+    ) -> bool:
         """Call the progress callback, at most every :data:`PROGRESS_INTERVAL_S` unless
-        ``force``; ``errors`` defaults to the failures committed so far."""
+        ``force``; ``errors`` defaults to the failures committed so far. Returns whether it
+        was called."""
         if self.progress is None:
-            return
+            return False
         now = self.clock()
         if not force and now - self.last_report < PROGRESS_INTERVAL_S:
-            return
+            return False
         self.last_report = now
         rate = stage_clock.rate(done)
         eta = stage_clock.eta(done, total)
@@ -226,6 +229,7 @@ class RunCounters:
         self.progress(
             IndexProgress(done, total, rate, eta, current, failures, stage, stage_clock.paused)
         )
+        return True
 
     def step(self, stage: Stage, done: int, total: int, stage_clock: StageClock) -> None:
         """One more file scanned or read: wait here while paused, then report."""
@@ -361,7 +365,7 @@ def _pipeline(
     decoding: deque[Future[_Decoded]] = deque()
     encoding: deque[tuple[_Decoded, Future[tuple[np.ndarray | None, str]] | None]] = deque()
     window: list[_Decoded] = []
-    done = 0
+    done = shown = 0  # photos done, and the count the last report showed
     last: Path | None = None
 
     if todo:
@@ -373,6 +377,22 @@ def _pipeline(
         if window:
             _commit(library, model, window, run)
             window.clear()
+
+    def show(force: bool) -> None:
+        nonlocal shown
+        errors = len(run.failed) + sum(item.vector is None for item in window)
+        if run.report("encoding", done, total, clock, last, force=force, errors=errors):
+            shown = done
+
+    def wait(future: Future[_T]) -> _T:
+        """The future's result; the photos done so far are reported first when it takes long
+        (a report held back by the interval would otherwise stay unseen while the run waits)."""
+        try:
+            return future.result(timeout=PROGRESS_INTERVAL_S)
+        except FutureTimeout:
+            if shown != done:
+                show(force=True)
+            return future.result()
 
     with (
         ThreadPoolExecutor(decoders, thread_name_prefix="clipsearch-decode") as decode_pool,
@@ -390,7 +410,7 @@ def _pipeline(
             fill()
             while decoding or encoding:
                 while decoding and len(encoding) < in_flight and not run.stopping:
-                    item = decoding.popleft().result()
+                    item = wait(decoding.popleft())
                     fill()
                     encoded: Future[tuple[np.ndarray | None, str]] | None = None
                     if item.pixels is not None:
@@ -399,7 +419,7 @@ def _pipeline(
                 if encoding:
                     item, future = encoding.popleft()
                     if future is not None:
-                        item.vector, error = future.result()
+                        item.vector, error = wait(future)
                         item.error = error or None
                     item.pixels = None  # the input is not needed any more
                     window.append(item)
@@ -408,15 +428,7 @@ def _pipeline(
                     full = len(window) >= batch_size
                     if full:
                         commit()
-                    run.report(
-                        "encoding",
-                        done,
-                        total,
-                        clock,
-                        item.photo.path,
-                        force=full or done in (1, total),
-                        errors=len(run.failed) + sum(w.vector is None for w in window),
-                    )
+                    show(force=full or done in (1, total))
                     continue
                 # nothing is being encoded: paused or cancelled with photos left
                 commit()
@@ -428,7 +440,7 @@ def _pipeline(
             for waiting in decoding:
                 waiting.cancel()
     if done and done < total:  # the count at which the run really stopped
-        run.report("encoding", done, total, clock, last, force=True)
+        show(force=True)
     return cancel.is_set() and done < total
 
 

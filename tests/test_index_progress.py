@@ -192,6 +192,34 @@ def test_rate_and_eta_are_known_from_the_first_photo(
     assert encoding[-1].done == total and encoding[-1].eta_s == 0
 
 
+def test_the_count_is_shown_while_the_run_waits_for_a_slow_photo(
+    library: Library, one_thread_model: ClipModel, album: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phase = ["before"]
+    real = one_thread_model.encode_pixels
+    calls = [0]
+
+    def slow_after_a_few(pixels: np.ndarray) -> np.ndarray:
+        calls[0] += 1
+        if calls[0] == STOP_AFTER + 1:  # photos 2 to 4 may come quickly: reports held back
+            phase[0] = "blocked"
+            time.sleep(1.0)
+            phase[0] = "after"
+        return real(pixels)
+
+    monkeypatch.setattr(one_thread_model, "encode_pixels", slow_after_a_few)
+    shown: list[IndexProgress] = []
+
+    def progress(report: IndexProgress) -> None:
+        if report.stage == "encoding" and phase[0] != "after":
+            shown.append(report)
+
+    index(library, one_thread_model, [album], progress=progress)
+    # while the slow photo is encoded, the screen shows every photo done before it (encoded,
+    # or failed to decode), not the count of the last report the interval let through
+    assert shown[-1].done - shown[-1].errors == STOP_AFTER
+
+
 def test_stage_clock_leaves_paused_time_out() -> None:
     now = [100.0]
     clock = StageClock(lambda: now[0])

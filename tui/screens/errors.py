@@ -45,10 +45,10 @@ class ErrorsScreen(ModalScreen[None]):
 
 
 def _entry(kind: str, style: str, path: str, reason: str) -> Text:
-    """One problem: ``failed  PATH`` on the first line, the reason indented below it."""
+    """One problem: ``failed: PATH``, and the reason from the next line on, each wrapped."""
     text = Text()
-    text.append(f"{kind:<8}", style=style)
-    text.append(inert(path))
+    text.append(f"{kind}: ", style=style)
+    text.append(inert(path), style="bold")
     text.append("\n")
-    text.append(" " * 8 + inert(" ".join(reason.split())), style="italic")
+    text.append(inert(" ".join(reason.split())), style="italic")
     return text
