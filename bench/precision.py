@@ -27,6 +27,8 @@ speed says nothing about a CPU that has it; the printed flags say which case was
 
     python bench/precision.py                                  # ViT-B-32-256 and RN50
     python bench/precision.py --models ViT-B-32-256-datacomp --no-write
+    python bench/precision.py --models ViT-B-32-256-datacomp \
+        --checkpoint ViT-B-32-256-datacomp=open_clip_model.safetensors   # real weights
 
 Results go to the "## Precision" section of bench/RESULTS.md. Needs the test extra (torch,
 open_clip_torch, onnx, onnxruntime).
@@ -139,10 +141,33 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(unit(a) * unit(b), axis=1)
 
 
-def build_reference(name: str, workdir: Path, pixels: np.ndarray, attention: float):
-    """Random discriminative weights for ``name``, installed in float32 and, where the model
-    can be, with the int8 image tower; returns the spec, the reference and the precisions to
-    measure."""
+def load_weights(reference, checkpoint: Path) -> None:
+    """Put the weights of ``checkpoint`` (the hub's ``.safetensors`` or a torch file) into the
+    open_clip model ``reference``; every key must match."""
+    import torch
+
+    if checkpoint.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(checkpoint))
+    else:
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    reference.load_state_dict(state, strict=True)
+    reference.eval()
+
+
+def build_reference(
+    name: str,
+    workdir: Path,
+    pixels: np.ndarray,
+    attention: float,
+    int8: bool = True,
+    weights: Path | None = None,
+):
+    """Random discriminative weights for ``name`` (or the real ones in the checkpoint file
+    ``weights``), installed in float32 and, with ``int8`` and where the model can be, with the
+    int8 image tower; returns the spec, the reference and the precisions to measure."""
     import torch
 
     from cli.main import main as cli_main
@@ -154,15 +179,23 @@ def build_reference(name: str, workdir: Path, pixels: np.ndarray, attention: flo
         from tests import reference_mobileclip as mobileclip
 
         reference = mobileclip.make_reference(spec.architecture, 0, spec.openclip_name)
-        mobileclip.make_discriminative(reference, torch.from_numpy(pixels[:16]), 1)
+        if weights is None:
+            mobileclip.make_discriminative(
+                reference, torch.from_numpy(pixels[:16]), 1, text_attention_factor=attention
+            )
     else:
         from tests.reference import make_discriminative, make_reference
 
         reference = make_reference(spec.architecture, seed=0)
-        make_discriminative(reference, torch.from_numpy(pixels[:16]), attention)
-    checkpoint = save_checkpoint(reference, workdir / f"{name}.safetensors")
+        if weights is None:
+            make_discriminative(reference, torch.from_numpy(pixels[:16]), attention)
+    if weights is None:
+        checkpoint = save_checkpoint(reference, workdir / f"{name}.safetensors")
+    else:
+        load_weights(reference, weights)
+        checkpoint = weights
     precisions = ["fp32", "bf16"]
-    for install in ("fp32", "int8"):
+    for install in ("fp32", "int8") if int8 else ("fp32",):
         os.environ["CLIPSEARCH_HOME"] = str(workdir / f"home-{install}")
         argv = ["model", "install", name, "--from", str(checkpoint), "--precision", install]
         if cli_main(argv) == 0:
@@ -265,7 +298,13 @@ def speed(
 
 
 def bench_model(
-    name: str, workdir: Path, threads: int, seconds: float, attention: float, photos: list[Path]
+    name: str,
+    workdir: Path,
+    threads: int,
+    seconds: float,
+    attention: float,
+    photos: list[Path],
+    weights: Path | None = None,
 ) -> dict:
     import torch
 
@@ -276,7 +315,7 @@ def bench_model(
     spec = get_spec(name)
     paths, pixels = load_pixels(photo_paths(photos), spec)
     texts_in = queries()
-    spec, reference, precisions = build_reference(name, workdir, pixels, attention)
+    spec, reference, precisions = build_reference(name, workdir, pixels, attention, weights=weights)
     ref_img, ref_txt = reference_embeddings(reference, pixels, texts_in)
     images, texts = {"open_clip": ref_img}, {"open_clip": ref_txt}
     for precision in precisions:
@@ -357,6 +396,11 @@ def write(
         lines += [
             f"### {r['model']}",
             "",
+            *(
+                [f"Real weights: `{r['weights']}` (not the random ones above).", ""]
+                if r.get("weights")
+                else []
+            ),
             f"{r['photos']} photos, {r['queries']} text queries; photo-to-photo cosine under "
             f"open_clip: mean {r['photo_similarity_mean']:.3f}, max "
             f"{r['photo_similarity_max']:.3f} (the weights tell photos apart).",
@@ -420,7 +464,8 @@ def main() -> None:
         "--attention",
         type=float,
         default=4.0,
-        help="factor on a ViT's query and key weights (4, as the full-size parity test uses)",
+        help="factor on the query and key weights of a ViT image tower and of a MobileCLIP2 text "
+        "tower (4, as the full-size parity tests use)",
     )
     parser.add_argument(
         "--photos",
@@ -429,16 +474,40 @@ def main() -> None:
         default=[SHARED_SAMPLES],
         help="more folders of JPEGs (default: the shared samples beside the repository)",
     )
+    parser.add_argument(
+        "--checkpoint",
+        nargs="*",
+        default=[],
+        metavar="MODEL=FILE",
+        help="measure MODEL with the real weights of FILE (the hub's open_clip checkpoint) "
+        "instead of random ones",
+    )
     parser.add_argument("--section", default="## Precision", help="RESULTS.md section to write")
     parser.add_argument("--no-write", action="store_true", help="change no file")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="clipsearch-precision-"))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(cpu_line(), f"load average {load}", flush=True)
+    weights = {}
+    for pair in args.checkpoint:
+        model, sep, file = pair.partition("=")
+        if not sep or not Path(file).is_file():
+            parser.error(f"--checkpoint wants MODEL=FILE with an existing file, not {pair!r}")
+        weights[model] = Path(file)
     results = [
-        bench_model(name, workdir, args.threads, args.seconds, args.attention, args.photos)
+        bench_model(
+            name,
+            workdir,
+            args.threads,
+            args.seconds,
+            args.attention,
+            args.photos,
+            weights.get(name),
+        )
         for name in args.models
     ]
+    for r in results:
+        r["weights"] = weights[r["model"]].name if r["model"] in weights else None
     if not args.no_write:
         write(
             results,
