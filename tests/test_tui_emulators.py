@@ -73,12 +73,6 @@ def app_home(
     return home
 
 
-def save(shot: PILImage.Image, name: str) -> None:
-    if SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        shot.save(Path(SCREENSHOTS) / f"{name}.png")
-
-
 def app_command(home: Path, album: Path) -> list[str]:
     return ["env", f"CLIPSEARCH_HOME={home}", str(COMMAND), str(album)]
 
@@ -92,6 +86,14 @@ class Terminal(Emulator):
         """The character cells of the window as it is now."""
         x, y, width, height = self.geometry()
         return Grid((x, y), self.cell, (width // self.cell[0], height // self.cell[1]))
+
+    def save(self, shot: PILImage.Image, name: str) -> None:
+        """Keep the window's part of ``shot`` as ``NAME.png`` when screenshots are asked for."""
+        if SCREENSHOTS:
+            x, y, width, height = self.geometry()
+            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            window = shot.crop((x, y, x + width, y + height))
+            window.save(Path(SCREENSHOTS) / f"{name}.png", optimize=True)
 
     def measure_cells(self, columns: int, rows: int) -> None:
         """Learn the cell size from the window's size when it holds ``columns`` x ``rows``."""
@@ -200,14 +202,14 @@ def test_xterm_sixel_draws_thumbnails_and_the_detail_photo(
         shot = terminal.wait_screen(
             lambda shot: len(grid.half_blocks(shot)) >= 40, "half-cell thumbnails"
         )
-        save(shot, "xterm-results")
+        terminal.save(shot, "xterm-results")
         sent = len(terminal.output())
         terminal.open_first_result()
         terminal.wait_output(b"\x1bP", after=sent)  # the start of a Sixel image
         shot = terminal.wait_screen(
             lambda shot: len(grid.pictures(shot)) >= 60, "the detail photo in pixels"
         )
-        save(shot, "xterm-detail")
+        terminal.save(shot, "xterm-detail")
         one_picture(grid.pictures(shot), PREVIEW)
     finally:
         terminal.close()
@@ -279,7 +281,7 @@ def test_kitty_draws_thumbnails_it_can_show(
         shot = terminal.wait_screen(
             lambda shot: len(grid.half_blocks(shot)) >= 40, "half-cell thumbnails"
         )
-        save(shot, "kitty-results")
+        terminal.save(shot, "kitty-results")
         listed = grid.half_blocks(shot)
         terminal.open_first_result()
         # the preview: a block of rows of half-cell blocks (the dialog's borders are drawn with
@@ -288,7 +290,7 @@ def test_kitty_draws_thumbnails_it_can_show(
             lambda shot: tallest_block(grid.half_blocks(shot) - listed, 20) >= 6,
             "the detail photo in half-cell blocks",
         )
-        save(shot, "kitty-detail")
+        terminal.save(shot, "kitty-detail")
         output = terminal.output()
         assert b"\x1b[>q" in output, "the terminal's version was not asked"
         sent = [keys for keys in GRAPHICS_COMMAND.findall(output) if b"a=q" not in keys]
@@ -330,7 +332,7 @@ def test_xterm_enlarged_with_the_detail_open_keeps_no_fragments(
         terminal.search("a dog")
         terminal.open_first_result()
         shot = settled(terminal, lambda shot: len(grid.pictures(shot)) >= 60, "the detail photo")
-        save(shot, "xterm-resize-before")
+        terminal.save(shot, "xterm-resize-before")
         before = one_picture(grid.pictures(shot), PREVIEW)
         # drag the window larger, as a user would
         width, height = terminal.cell
@@ -344,13 +346,13 @@ def test_xterm_enlarged_with_the_detail_open_keeps_no_fragments(
             ),
             "the detail photo moved to the enlarged window's centre",
         )
-        save(enlarged, "xterm-resize-after")
+        terminal.save(enlarged, "xterm-resize-after")
         # the same view drawn afresh at this size: close the detail and open it again
         terminal.display.keys("Escape")
         time.sleep(1.0)
         terminal.display.keys("Return")
         fresh = settled(terminal, lambda shot: len(grid.pictures(shot)) >= 60, "the reopened photo")
-        save(fresh, "xterm-resize-reopened")
+        terminal.save(fresh, "xterm-resize-reopened")
         one_picture(grid.pictures(fresh), PREVIEW)
         stale = grid.changed(enlarged, fresh)
         assert not stale, f"{len(stale)} cells differ from a fresh drawing, around {bounds(stale)}"
