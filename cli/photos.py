@@ -38,6 +38,14 @@ from cli.output import (
 )
 
 
+def _add_model_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--model",
+        metavar="NAME",
+        help="model to encode with (default: the model setting, else the library's model)",
+    )
+
+
 def _add_gpu_option(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--gpu",
@@ -58,11 +66,7 @@ def add_index_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         ),
     )
     index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="album folder")
-    index.add_argument(
-        "--model",
-        metavar="NAME",
-        help="model to encode with (default: the model setting, else the library's model)",
-    )
+    _add_model_option(index)
     index.add_argument(
         "--since", type=_date_arg, metavar="DATE", help="encode only photos taken from DATE on"
     )
@@ -125,9 +129,7 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     search.add_argument(
         "--until", type=_date_arg, metavar="DATE", help="only photos taken up to DATE"
     )
-    search.add_argument(
-        "--model", metavar="NAME", help="model (default: the model setting, else the library's)"
-    )
+    _add_model_option(search)
     _add_gpu_option(search)
     search.add_argument(
         "--json",
@@ -154,9 +156,7 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     describe.add_argument(
         "--labels", nargs="+", required=True, metavar="TEXT", help="candidate descriptions"
     )
-    describe.add_argument(
-        "--model", metavar="NAME", help="model (default: the model setting, else the library's)"
-    )
+    _add_model_option(describe)
     _add_gpu_option(describe)
     describe.add_argument(
         "--json",
