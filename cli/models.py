@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from core.install import HubFile
+    from core.hub import HubFile
 
 from cli.output import PROG, usage_error
 from core.registry import short_licence
@@ -77,7 +77,8 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _model_install(args: argparse.Namespace) -> int:
-    from core.install import describe_model, install_model
+    from core.catalog import describe_model
+    from core.install import install_model
 
     if args.name is None and args.from_file is not None and args.as_name is None:
         return usage_error(args.parser, "--from FILE without a registry NAME needs --as NEWNAME")
@@ -114,7 +115,7 @@ def _model_install(args: argparse.Namespace) -> int:
 
 
 def _model_list(args: argparse.Namespace) -> int:
-    from core.install import list_models
+    from core.catalog import list_models
 
     rows = list_models()
     if args.json:

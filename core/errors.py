@@ -54,6 +54,12 @@ class TokenizerError(ClipsearchError):
     """A model's tokenizer files are missing, unreadable, or do not fit its checkpoint."""
 
 
+class InstallCancelledError(ClipsearchError):
+    """A model install or download was cancelled by its caller; nothing was left half-made."""
+
+    exit_code = 130
+
+
 class AlbumError(ClipsearchError):
     """A problem with the album that the user has to fix."""
 

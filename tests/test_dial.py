@@ -10,7 +10,7 @@ import pytest
 
 from cli import main as cli
 from core import registry
-from core.install import dial_models
+from core.catalog import dial_models
 from core.registry import DialFacts, dial_facts, short_licence
 
 MEASURED: dict[str, Any] = {

@@ -24,14 +24,16 @@ import pytest
 
 import core.convert
 from cli.main import main
+from core.catalog import list_models
 from core.errors import (
     CheckpointError,
     ClipsearchError,
+    InstallCancelledError,
     ManifestError,
     ModelNotInstalledError,
     UnknownModelError,
 )
-from core.install import InstallCancelledError, install_model, list_models, remove_model
+from core.install import install_model, remove_model
 from core.manifest import read_manifest, verify_manifest
 from core.paths import models_dir
 from core.registry import (
@@ -701,11 +703,11 @@ def test_cancel_between_steps(home: Path, checkpoints: dict[str, Path]) -> None:
 
 
 def test_download_progress_and_cancel() -> None:
-    from core.install import _progress_bar_class
+    from core.hub import progress_bar_class
 
     cancel = threading.Event()
     seen: list[tuple[str, int, int | None]] = []
-    bar_class = _progress_bar_class(lambda *event: seen.append(event), cancel)
+    bar_class = progress_bar_class(lambda *event: seen.append(event), cancel)
     with bar_class(total=300, initial=100, desc="x", unit="B") as bar:
         bar.update(50)
         bar.update(150)

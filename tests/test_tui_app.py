@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.encoder import ClipModel
+from core.errors import InstallCancelledError
 from tests.samples import SAMPLES as SAMPLE_ROOT
 from tui.app import ClipSearchApp, make_app
 from tui.config import TuiConfig
@@ -817,7 +818,7 @@ async def test_first_run_install_can_be_cancelled(
         progress("download", 10, 1000)
         started.set()
         assert cancel.wait(10)
-        raise core.install.InstallCancelledError("install cancelled")
+        raise InstallCancelledError("install cancelled")
 
     monkeypatch.setattr(core.install, "install_model", waits)
     app = make_app([tui_album], images="none", config=tui_config())

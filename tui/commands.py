@@ -41,7 +41,7 @@ class ModelCommands(Provider):
     """One "Switch model" entry per installed model other than the one in use."""
 
     def _entries(self) -> list[tuple[str, str, str]]:
-        from core.install import list_models
+        from core.catalog import list_models
 
         current = getattr(self.app, "model_name", None)
         return [

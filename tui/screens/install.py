@@ -14,8 +14,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from core import install, registry
-from core.errors import ClipsearchError, DownloadError
+from core import catalog, install, registry
+from core.errors import ClipsearchError, DownloadError, InstallCancelledError
 from tui.messages import InstallFinished, InstallProgressed
 from tui.text import file_size, inert
 
@@ -33,7 +33,7 @@ _STAGES = {
 def _model_facts(name: str) -> str:
     """Name, description, licence and download size, as the command line shows them."""
     try:
-        facts = install.describe_model(name)
+        facts = catalog.describe_model(name)
     except ClipsearchError as error:
         return f"{name} ({error})"
     return facts if facts is not None else f"{name} (not in the model registry)"
@@ -91,7 +91,7 @@ class InstallScreen(ModalScreen[str | None]):
         self.model_name = model_name
         self.reason = reason
         self.multilingual = multilingual if multilingual != model_name else None
-        self.dial = install.dial_models() if dial else []
+        self.dial = catalog.dial_models() if dial else []
         # the other ends of the dial, offered beside the default: {button id: model name}
         self.dial_choices = {
             f"install-{row['speed_class']}": row["name"]
@@ -176,7 +176,7 @@ class InstallScreen(ModalScreen[str | None]):
 
         try:
             install.install_model(name, progress=progress, cancel=worker.cancelled_event)
-        except install.InstallCancelledError:
+        except InstallCancelledError:
             self.post_message(InstallFinished(name, None, cancelled=True))
         except DownloadError as error:
             self.post_message(
