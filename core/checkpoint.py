@@ -14,6 +14,11 @@ unpickler that knows a short list of names (tensor and storage rebuilders, ``Ord
 pickle that names anything else is refused as soon as the name is met, so nothing it names is ever
 called. Tensor data is read once per storage, after the pickle is fully parsed. Half and bfloat16
 weights come back as float32; every array is a fresh, writable, native-endian copy.
+
+At about 670 lines this is over the 600 the house style suggests. It is kept whole because it
+is the one module to read when a checkpoint's safety is audited: the three PyTorch formats share
+the restricted unpickler and the bounds-checked materialisation of tensor views, and all four
+formats share the conversion of stored types to float32 (``_finish``).
 """
 
 from __future__ import annotations

@@ -484,10 +484,10 @@ def convert_checkpoint(
     elif arch.family == "resnet":
         _build_resnet(visual, w, arch)
     elif arch.family == "fastvit":
-        from core import fastvit
+        from core import fastvit, fastvit_graph
 
         folded = fastvit.reparameterize(state_dict, arch.vision, arch.embed_dim)
-        fastvit.build_image_tower(visual, folded, arch.vision, arch.embed_dim)
+        fastvit_graph.build_image_tower(visual, folded, arch.vision, arch.embed_dim)
     else:
         raise CheckpointError(f"unsupported model family {arch.family!r}")
 

@@ -14,23 +14,7 @@ reparameterisation computes (``MobileOneBlock._get_kernel_bias``,
 layouts at once, a key that belongs to neither, or a missing key is refused with a
 :class:`~core.errors.CheckpointError` that names the key.
 
-:func:`build_image_tower` then writes the inference network (input ``image`` ``[3, S, S]``,
-output ``embedding`` ``[D]``):
-
-1. stem: three MobileOne convolutions (3x3 stride 2, depthwise 3x3 stride 2, 1x1), each + GELU;
-2. four stages; a stage that changes width starts with a patch embedding (grouped 7x7 stride 2
-   convolution, squeeze-excite in stages 3 and 4, GELU, 1x1 MobileOne convolution, GELU); the
-   last stage adds the conditional positional encoding (depthwise 7x7, identity folded in);
-3. blocks: RepMixer blocks (depthwise 3x3 token mixer, then a convolutional MLP: depthwise 7x7
-   with its BatchNorm folded, 1x1 expansion, GELU, 1x1 projection scaled by the layer scale, added
-   back) or attention blocks (BatchNorm folded into the query, key and value projections,
-   multi-head attention of 32-channel heads over the ``H*W`` positions, output projection scaled by
-   the layer scale, added back; then the same convolutional MLP);
-4. head: grouped 3x3 MobileOne convolution to twice the width, squeeze-excite, GELU, global
-   average pooling, and the linear projection to the embedding.
-
-Every BatchNorm and layer scale is folded into the weights of its neighbouring convolution or
-projection, so the network holds only convolutions, GELU, attention and a few element-wise adds.
+The inference network built from the folded layout is :mod:`core.fastvit_graph`'s.
 """
 
 from __future__ import annotations
@@ -42,9 +26,15 @@ from typing import Any
 import numpy as np
 
 from core.errors import CheckpointError
-from core.ncnn_graph import Graph
 
-__all__ = ["TRUNK_PREFIX", "build_image_tower", "checkpoint_parameters", "reparameterize"]
+__all__ = [
+    "TRUNK_PREFIX",
+    "Conv",
+    "checkpoint_parameters",
+    "has_downsample",
+    "reparameterize",
+    "stem_convs",
+]
 
 TRUNK_PREFIX = "visual.trunk."
 VISUAL_PREFIX = "visual."
@@ -65,7 +55,7 @@ IGNORED_SUFFIX = ".num_batches_tracked"
 
 
 @dataclass(frozen=True)
-class _Conv:
+class Conv:
     """One convolution of the tower: shapes and stride, as timm creates it."""
 
     in_chs: int
@@ -195,7 +185,7 @@ def _bn_scale_shift(r: _Reader, path: str, channels: int) -> tuple[np.ndarray, n
     return scale, beta - mean * scale
 
 
-def _conv_bn(r: _Reader, path: str, conv: _Conv) -> tuple[np.ndarray, np.ndarray]:
+def _conv_bn(r: _Reader, path: str, conv: Conv) -> tuple[np.ndarray, np.ndarray]:
     """A ``ConvNormAct`` branch (``path.conv`` without bias, ``path.bn``) as one kernel and bias."""
     kernel = r(f"{path}.conv.weight", conv.shape)
     scale, shift = _bn_scale_shift(r, f"{path}.bn", conv.out_chs)
@@ -235,7 +225,7 @@ def _folded_or_branches(r: _Reader, path: str, branch_names: tuple[str, ...]) ->
 
 
 def _mobileone(
-    r: _Reader, path: str, conv: _Conv, *, conv_branches: int = 1, scale_branch: bool = True
+    r: _Reader, path: str, conv: Conv, *, conv_branches: int = 1, scale_branch: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """``MobileOneBlock`` -> (kernel, bias) of its ``reparam_conv``."""
     if _folded_or_branches(r, path, ("conv_kxk", "conv_scale", "identity")):
@@ -247,9 +237,7 @@ def _mobileone(
         kernel += k
         bias += b
     if scale_branch and conv.kernel > 1:
-        k, b = _conv_bn(
-            r, f"{path}.conv_scale", _Conv(conv.in_chs, conv.out_chs, 1, 1, conv.groups)
-        )
+        k, b = _conv_bn(r, f"{path}.conv_scale", Conv(conv.in_chs, conv.out_chs, 1, 1, conv.groups))
         kernel += _pad_to(k, conv.kernel)
         bias += b
     if conv.in_chs == conv.out_chs and conv.stride == 1:
@@ -261,25 +249,25 @@ def _mobileone(
     return kernel, bias
 
 
-def _folded(r: _Reader, path: str, conv: _Conv) -> tuple[np.ndarray, np.ndarray]:
+def _folded(r: _Reader, path: str, conv: Conv) -> tuple[np.ndarray, np.ndarray]:
     return r(f"{path}.reparam_conv.weight", conv.shape), r(
         f"{path}.reparam_conv.bias", (conv.out_chs,)
     )
 
 
-def _large_kernel(r: _Reader, path: str, conv: _Conv) -> tuple[np.ndarray, np.ndarray]:
+def _large_kernel(r: _Reader, path: str, conv: Conv) -> tuple[np.ndarray, np.ndarray]:
     """``ReparamLargeKernelConv`` (large and small kernel branches) -> its ``reparam_conv``."""
     if _folded_or_branches(r, path, ("large_conv", "small_conv")):
         return _folded(r, path, conv)
     kernel, bias = _conv_bn(r, f"{path}.large_conv", conv)
-    small = _Conv(conv.in_chs, conv.out_chs, SMALL_KERNEL, conv.stride, conv.groups)
+    small = Conv(conv.in_chs, conv.out_chs, SMALL_KERNEL, conv.stride, conv.groups)
     k, b = _conv_bn(r, f"{path}.small_conv", small)
     return kernel + _pad_to(k, conv.kernel), bias + b
 
 
 def _repmixer(r: _Reader, path: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """``RepMixer``: ``x + gamma * (mixer(x) - norm(x))`` -> one depthwise kernel and bias."""
-    conv = _Conv(dim, dim, REPMIXER_KERNEL, 1, dim)
+    conv = Conv(dim, dim, REPMIXER_KERNEL, 1, dim)
     if _folded_or_branches(r, path, ("mixer", "norm", "layer_scale")):
         return _folded(r, path, conv)
     mixer_k, mixer_b = _mobileone(r, f"{path}.mixer", conv)
@@ -292,7 +280,7 @@ def _repmixer(r: _Reader, path: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _pos_enc(r: _Reader, path: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """``RepConditionalPosEnc``: ``x + dwconv(x)`` -> one depthwise kernel and bias."""
-    conv = _Conv(dim, dim, POS_KERNEL, 1, dim)
+    conv = Conv(dim, dim, POS_KERNEL, 1, dim)
     if _folded_or_branches(r, path, ("pos_enc",)):
         return _folded(r, path, conv)
     kernel = r(f"{path}.pos_enc.weight", conv.shape) + _identity_kernel(dim, dim, POS_KERNEL)
@@ -316,7 +304,7 @@ def _copy_se(r: _Reader, out: dict[str, np.ndarray], path: str, channels: int, r
 
 
 def _copy_mlp(r: _Reader, out: dict[str, np.ndarray], path: str, dim: int, hidden: int) -> None:
-    conv = _Conv(dim, dim, MLP_CONV_KERNEL, 1, dim)
+    conv = Conv(dim, dim, MLP_CONV_KERNEL, 1, dim)
     _plain(r, out, f"{path}.conv.conv.weight", conv.shape)
     _copy_bn(r, out, f"{path}.conv.bn", dim)
     _plain(r, out, f"{path}.fc1.weight", (hidden, dim, 1, 1))
@@ -325,16 +313,16 @@ def _copy_mlp(r: _Reader, out: dict[str, np.ndarray], path: str, dim: int, hidde
     _plain(r, out, f"{path}.fc2.bias", (dim,))
 
 
-def _stem_convs(dims: list[int]) -> list[_Conv]:
+def stem_convs(dims: list[int]) -> list[Conv]:
     d0 = dims[0]
     return [
-        _Conv(3, d0, STEM_KERNEL, 2),
-        _Conv(d0, d0, STEM_KERNEL, 2, d0),
-        _Conv(d0, d0, 1),
+        Conv(3, d0, STEM_KERNEL, 2),
+        Conv(d0, d0, STEM_KERNEL, 2, d0),
+        Conv(d0, d0, 1),
     ]
 
 
-def _has_downsample(vision: Mapping[str, Any], index: int, prev: int) -> bool:
+def has_downsample(vision: Mapping[str, Any], index: int, prev: int) -> bool:
     return DOWNSAMPLES[index] or prev != vision["embed_dims"][index]
 
 
@@ -372,19 +360,19 @@ def reparameterize(
         out[f"{path}.reparam_conv.weight"], out[f"{path}.reparam_conv.bias"] = pair
 
     dims = list(vision["embed_dims"])
-    for index, conv in enumerate(_stem_convs(dims)):
+    for index, conv in enumerate(stem_convs(dims)):
         put(f"stem.{index}", _mobileone(r, f"stem.{index}", conv))
     prev = dims[0]
     for i, depth in enumerate(vision["layers"]):
         dim = dims[i]
         stage = f"stages.{i}"
-        if _has_downsample(vision, i, prev):
+        if has_downsample(vision, i, prev):
             down = f"{stage}.downsample.proj"
-            conv = _Conv(prev, dim, DOWN_PATCH, DOWN_STRIDE, prev)
+            conv = Conv(prev, dim, DOWN_PATCH, DOWN_STRIDE, prev)
             put(f"{down}.0", _large_kernel(r, f"{down}.0", conv))
             if vision["se_downsamples"][i]:
                 _copy_se(r, out, f"{down}.0.se", dim, _se_channels(dim, *SE_DOWN))
-            put(f"{down}.1", _mobileone(r, f"{down}.1", _Conv(dim, dim, 1)))
+            put(f"{down}.1", _mobileone(r, f"{down}.1", Conv(dim, dim, 1)))
         if vision["pos_embs"][i]:
             put(f"{stage}.pos_emb", _pos_enc(r, f"{stage}.pos_emb", dim))
         hidden = int(dim * vision["mlp_ratio"])
@@ -403,7 +391,7 @@ def reparameterize(
             _copy_mlp(r, out, f"{block}.mlp", dim, hidden)
         prev = dim
     final = CLS_RATIO * prev
-    put("final_conv", _mobileone(r, "final_conv", _Conv(prev, final, 3, 1, prev)))
+    put("final_conv", _mobileone(r, "final_conv", Conv(prev, final, 3, 1, prev)))
     _copy_se(r, out, "final_conv.se", final, _se_channels(final, *SE_FINAL))
     _plain(r, out, "head.fc.weight", (embed_dim, final))
     _plain(r, out, "head.fc.bias", (embed_dim,))
@@ -426,13 +414,13 @@ def checkpoint_parameters(vision: Mapping[str, Any], embed_dim: int) -> int:
     def norm(channels: int) -> int:
         return 4 * channels + 1
 
-    def conv_bn(conv: _Conv) -> int:
+    def conv_bn(conv: Conv) -> int:
         return int(np.prod(conv.shape)) + norm(conv.out_chs)
 
-    def mobileone(conv: _Conv, branches: int = 1, scale: bool = True) -> int:
+    def mobileone(conv: Conv, branches: int = 1, scale: bool = True) -> int:
         total = branches * conv_bn(conv)
         if scale and conv.kernel > 1:
-            total += conv_bn(_Conv(conv.in_chs, conv.out_chs, 1, conv.stride, conv.groups))
+            total += conv_bn(Conv(conv.in_chs, conv.out_chs, 1, conv.stride, conv.groups))
         if conv.in_chs == conv.out_chs and conv.stride == 1:
             total += norm(conv.in_chs)
         return total
@@ -441,216 +429,29 @@ def checkpoint_parameters(vision: Mapping[str, Any], embed_dim: int) -> int:
         return 2 * rd * channels + rd + channels
 
     dims = list(vision["embed_dims"])
-    total = sum(mobileone(conv) for conv in _stem_convs(dims))
+    total = sum(mobileone(conv) for conv in stem_convs(dims))
     prev = dims[0]
     for i, depth in enumerate(vision["layers"]):
         dim = dims[i]
-        if _has_downsample(vision, i, prev):
-            large = _Conv(prev, dim, DOWN_PATCH, DOWN_STRIDE, prev)
-            total += conv_bn(large) + conv_bn(_Conv(prev, dim, SMALL_KERNEL, DOWN_STRIDE, prev))
+        if has_downsample(vision, i, prev):
+            large = Conv(prev, dim, DOWN_PATCH, DOWN_STRIDE, prev)
+            total += conv_bn(large) + conv_bn(Conv(prev, dim, SMALL_KERNEL, DOWN_STRIDE, prev))
             if vision["se_downsamples"][i]:
                 total += squeeze_excite(dim, _se_channels(dim, *SE_DOWN))
-            total += mobileone(_Conv(dim, dim, 1))
+            total += mobileone(Conv(dim, dim, 1))
         if vision["pos_embs"][i]:
             total += dim * POS_KERNEL * POS_KERNEL + dim
         hidden = int(dim * vision["mlp_ratio"])
-        mlp = conv_bn(_Conv(dim, dim, MLP_CONV_KERNEL, 1, dim)) + 2 * dim * hidden + hidden + dim
+        mlp = conv_bn(Conv(dim, dim, MLP_CONV_KERNEL, 1, dim)) + 2 * dim * hidden + hidden + dim
         for _ in range(depth):
             if vision["token_mixers"][i] == "repmixer":
-                mixer = _Conv(dim, dim, REPMIXER_KERNEL, 1, dim)
+                mixer = Conv(dim, dim, REPMIXER_KERNEL, 1, dim)
                 total += mobileone(mixer) + mobileone(mixer, 0, False) + 2 * dim  # + 2 scales
             else:
                 total += norm(dim) + 3 * dim * dim + dim * dim + dim + 2 * dim
             total += mlp
         prev = dim
     final = CLS_RATIO * prev
-    total += mobileone(_Conv(prev, final, 3, 1, prev))
+    total += mobileone(Conv(prev, final, 3, 1, prev))
     total += squeeze_excite(final, _se_channels(final, *SE_FINAL))
     return int(total + final * embed_dim + embed_dim)
-
-
-# ---------------------------------------------------------------------------------------------
-# the ncnn network
-
-
-def _convolution(
-    g: Graph,
-    x: str,
-    name: str,
-    conv: _Conv,
-    kernel: np.ndarray,
-    bias: np.ndarray,
-    size: int | None = None,
-) -> str:
-    """A convolution of ``conv``'s shape on ``x`` (``[in_chs, size, size]``).
-
-    A grouped convolution with one input channel and ``m > 1`` outputs per group (the patch
-    embeddings and the final convolution) runs as a depthwise convolution over the input with each
-    channel repeated ``m`` times: ncnn has fast kernels for depthwise convolutions and none for
-    this grouping (measured 1.6x to 5x faster on these layers).
-    """
-    multiplier = conv.out_chs // conv.in_chs
-    if conv.groups == conv.in_chs and multiplier > 1:
-        assert size is not None and conv.out_chs == multiplier * conv.in_chs
-        rows = g.layer("Reshape", f"{name}_rows", [x], {0: size * size, 1: 1, 2: conv.in_chs})
-        repeated = g.layer("Concat", f"{name}_repeat", [rows] * multiplier, {0: 1})
-        x = g.layer("Reshape", f"{name}_repeated", [repeated], {0: size, 1: size, 2: conv.out_chs})
-        conv = _Conv(conv.out_chs, conv.out_chs, conv.kernel, conv.stride, conv.out_chs)
-    params: dict[int, Any] = {
-        0: conv.out_chs,
-        1: conv.kernel,
-        3: conv.stride,
-        4: conv.padding,
-        5: 1,
-        6: int(kernel.size),
-    }
-    weights = [(np.asarray(kernel, np.float32), True), (np.asarray(bias, np.float32), False)]
-    if conv.groups == 1:
-        return g.layer("Convolution", name, [x], params, weights)
-    params[7] = conv.groups
-    return g.layer("ConvolutionDepthWise", name, [x], params, weights)
-
-
-def _gelu(g: Graph, x: str, name: str) -> str:
-    return g.layer("GELU", name, [x], {0: 0})
-
-
-def _squeeze_excite(
-    g: Graph, x: str, name: str, f: Mapping[str, np.ndarray], path: str, channels: int
-) -> str:
-    """``x * sigmoid(fc2(relu(fc1(mean(x)))))`` per channel."""
-    pooled = g.layer("Pooling", f"{name}_pool", [x], {0: 1, 4: 1})
-    w1 = f[f"{path}.fc1.weight"]
-    rd = w1.shape[0]
-    h = g.layer(
-        "InnerProduct",
-        f"{name}_fc1",
-        [pooled],
-        {0: rd, 1: 1, 2: int(w1.size), 9: 1},
-        [(w1.reshape(rd, channels), True), (f[f"{path}.fc1.bias"], False)],
-    )
-    gate = g.layer(
-        "InnerProduct",
-        f"{name}_fc2",
-        [h],
-        {0: channels, 1: 1, 2: channels * rd, 9: 4},
-        [(f[f"{path}.fc2.weight"].reshape(channels, rd), True), (f[f"{path}.fc2.bias"], False)],
-    )
-    gate = g.layer("Reshape", f"{name}_gate", [gate], {0: 1, 1: 1, 2: channels})
-    return g.layer("BinaryOp", name, [x, gate], {0: 2})
-
-
-def _bn_affine(f: Mapping[str, np.ndarray], path: str) -> tuple[np.ndarray, np.ndarray]:
-    gamma = f[f"{path}.weight"].astype(np.float64)
-    var = f[f"{path}.running_var"].astype(np.float64)
-    scale = gamma / np.sqrt(var + BN_EPS)
-    return scale, f[f"{path}.bias"] - f[f"{path}.running_mean"] * scale
-
-
-def _conv_mlp(
-    g: Graph, x: str, tag: str, f: Mapping[str, np.ndarray], path: str, gamma_key: str, dim: int
-) -> str:
-    """``x + gamma * fc2(gelu(fc1(bn(dwconv7(x)))))``, BatchNorm and ``gamma`` folded."""
-    scale, shift = _bn_affine(f, f"{path}.conv.bn")
-    dw = _Conv(dim, dim, MLP_CONV_KERNEL, 1, dim)
-    kernel = f[f"{path}.conv.conv.weight"] * scale[:, None, None, None]
-    h = _convolution(g, x, f"{tag}_mlp_dw", dw, kernel, shift)
-    w1 = f[f"{path}.fc1.weight"]
-    hidden = w1.shape[0]
-    h = _convolution(g, h, f"{tag}_mlp_fc1", _Conv(dim, hidden, 1), w1, f[f"{path}.fc1.bias"])
-    h = _gelu(g, h, f"{tag}_mlp_gelu")
-    gamma = f[gamma_key].reshape(dim).astype(np.float64)
-    w2 = f[f"{path}.fc2.weight"] * gamma[:, None, None, None]
-    b2 = f[f"{path}.fc2.bias"] * gamma
-    h = _convolution(g, h, f"{tag}_mlp_fc2", _Conv(hidden, dim, 1), w2, b2)
-    return g.layer("BinaryOp", f"{tag}_mlp_add", [x, h], {0: 0})
-
-
-def _attention_block(
-    g: Graph, x: str, tag: str, f: Mapping[str, np.ndarray], path: str, dim: int, size: int
-) -> str:
-    """``x + gamma1 * attention(bn(x))``, as tokens ``[H*W, C]``, then the convolutional MLP."""
-    tokens = size * size
-    h = g.layer("Reshape", f"{tag}_flatten", [x], {0: tokens, 1: dim})
-    h = g.layer("Permute", f"{tag}_tokens", [h], {0: 1})
-    scale, shift = _bn_affine(f, f"{path}.norm")
-    qkv = f[f"{path}.token_mixer.qkv.weight"].astype(np.float64)
-    projections = []
-    for i in range(3):
-        weight = qkv[i * dim : (i + 1) * dim]
-        projections += [(weight * scale[None, :], True), (weight @ shift, False)]
-    gamma = f[f"{path}.layer_scale_1.gamma"].reshape(dim).astype(np.float64)
-    out_w = f[f"{path}.token_mixer.proj.weight"] * gamma[:, None]
-    out_b = f[f"{path}.token_mixer.proj.bias"] * gamma
-    projections += [(out_w, True), (out_b, False)]
-    projections = [(np.asarray(a, np.float32), t) for a, t in projections]
-    h = g.layer(
-        "MultiHeadAttention",
-        f"{tag}_attn",
-        [h],
-        {0: dim, 1: dim // HEAD_DIM, 2: dim * dim, 3: dim, 4: dim},
-        projections,
-    )
-    h = g.layer("Permute", f"{tag}_channels", [h], {0: 1})
-    h = g.layer("Reshape", f"{tag}_unflatten", [h], {0: size, 1: size, 2: dim})
-    x = g.layer("BinaryOp", f"{tag}_attn_add", [x, h], {0: 0})
-    return _conv_mlp(g, x, tag, f, f"{path}.mlp", f"{path}.layer_scale_2.gamma", dim)
-
-
-def build_image_tower(
-    g: Graph, folded: Mapping[str, np.ndarray], vision: Mapping[str, Any], embed_dim: int
-) -> None:
-    """Write the image tower into ``g`` from :func:`reparameterize`'s output."""
-    if g.quantize:
-        raise CheckpointError("int8 is not available for FastViT image towers; use fp32")
-    f = folded
-
-    def conv(x: str, name: str, path: str, spec: _Conv) -> str:
-        weight, bias = f[f"{path}.reparam_conv.weight"], f[f"{path}.reparam_conv.bias"]
-        return _convolution(g, x, name, spec, weight, bias, size)
-
-    dims = list(vision["embed_dims"])
-    size = int(vision["image_size"])
-    x = g.input("image")
-    for index, spec in enumerate(_stem_convs(dims)):
-        x = _gelu(g, conv(x, f"stem{index}", f"stem.{index}", spec), f"stem{index}_gelu")
-        size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
-    prev = dims[0]
-    for i, depth in enumerate(vision["layers"]):
-        dim = dims[i]
-        stage = f"stages.{i}"
-        if _has_downsample(vision, i, prev):
-            down = f"{stage}.downsample.proj"
-            spec = _Conv(prev, dim, DOWN_PATCH, DOWN_STRIDE, prev)
-            x = conv(x, f"stage{i}_down", f"{down}.0", spec)
-            size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
-            if vision["se_downsamples"][i]:
-                x = _squeeze_excite(g, x, f"stage{i}_down_se", f, f"{down}.0.se", dim)
-            x = _gelu(g, x, f"stage{i}_down_gelu")
-            x = conv(x, f"stage{i}_down_pw", f"{down}.1", _Conv(dim, dim, 1))
-            x = _gelu(g, x, f"stage{i}_down_pw_gelu")
-        if vision["pos_embs"][i]:
-            x = conv(x, f"stage{i}_pos", f"{stage}.pos_emb", _Conv(dim, dim, POS_KERNEL, 1, dim))
-        for j in range(depth):
-            block = f"{stage}.blocks.{j}"
-            tag = f"stage{i}_block{j}"
-            if vision["token_mixers"][i] == "repmixer":
-                mixer = _Conv(dim, dim, REPMIXER_KERNEL, 1, dim)
-                x = conv(x, f"{tag}_mixer", f"{block}.token_mixer", mixer)
-                x = _conv_mlp(g, x, tag, f, f"{block}.mlp", f"{block}.layer_scale.gamma", dim)
-            else:
-                x = _attention_block(g, x, tag, f, block, dim, size)
-        prev = dim
-    final = CLS_RATIO * prev
-    x = conv(x, "final_conv", "final_conv", _Conv(prev, final, 3, 1, prev))
-    x = _squeeze_excite(g, x, "final_se", f, "final_conv.se", final)
-    x = _gelu(g, x, "final_gelu")
-    x = g.layer("Pooling", "global_pool", [x], {0: 1, 4: 1})
-    weight = f["head.fc.weight"]
-    g.layer(
-        "InnerProduct",
-        "embedding",
-        [x],
-        {0: embed_dim, 1: 1, 2: int(weight.size)},
-        [(weight, True), (f["head.fc.bias"], False)],
-    )
