@@ -23,6 +23,7 @@ from core.errors import InstallCancelledError
 from tests.samples import SAMPLES as SAMPLE_ROOT
 from tui.app import ClipSearchApp, make_app
 from tui.config import TuiConfig
+from tui.screen_text import screen_text
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
 from tui.screens.errors import ErrorsScreen
@@ -71,11 +72,6 @@ def tui_config(**changes: object) -> TuiConfig:
     values: dict[str, object] = {"model": "tiny", "labels": TUI_LABELS, "page_size": 8}
     values.update(changes)
     return TuiConfig(**values)  # type: ignore[arg-type]
-
-
-def screen_text(app: ClipSearchApp) -> str:
-    """The current screen as plain text, one line per terminal row."""
-    return app.screen_text()
 
 
 async def settle(pilot: object, done: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -16,6 +16,7 @@ from tests.test_tui_app import (  # noqa: F401 - fixtures
     tui_indexed_template,
 )
 from tui.app import make_app
+from tui.screen_text import screen_text
 from tui.screens.help import HelpScreen
 
 pytestmark = [
@@ -25,7 +26,7 @@ pytestmark = [
 
 
 def _screen(app) -> str:  # type: ignore[no-untyped-def]
-    return app.screen_text()
+    return screen_text(app)
 
 
 @pytest.mark.usefixtures("tui_home")

@@ -10,6 +10,7 @@ import pytest
 from core.encoder import ClipModel
 from tests.test_tui_app import SAMPLES, settle, tui_config
 from tui.app import make_app
+from tui.screen_text import screen_text
 from tui.screens.duplicates import DuplicatesScreen, PhotoCard
 
 pytestmark = [
@@ -60,7 +61,7 @@ async def test_groups_side_by_side_copy_and_move(duplicates_home: tuple[Path, Pa
             album / "Canon_40D.jpg",
             album / "copies" / "Canon_40D.jpg",
         ]
-        text = app.screen_text()
+        text = screen_text(app)
         assert "Group 1: 2 photos" in text
         width, height = cards[0].photo.width, cards[0].photo.height
         assert f"{width}x{height}" in text and "kB" in text and "2008" in text
@@ -142,7 +143,7 @@ async def test_screenshots_of_the_main_screen_the_grid_and_the_duplicates_view(
         await pilot.press("down", "g")
         await settle(
             pilot,
-            lambda: "#2 " in next((ln for ln in app.screen_text().splitlines() if "#1 " in ln), ""),
+            lambda: "#2 " in next((ln for ln in screen_text(app).splitlines() if "#1 " in ln), ""),
         )
         await app.workers.wait_for_complete()
         await pilot.pause(0.5)
