@@ -1,9 +1,9 @@
 """The static checks that ``.ci/checks`` runs fail when they should.
 
 Each check is run on a small scratch copy, never on the tree itself: a lint error and an
-unformatted file for ruff, an unannotated function in ``core/`` for mypy (strict there), and an
-import that breaks a contract for import-linter, with the same check passing on the clean copy so
-that the failure is the planted error's. About 15 s in all on two cores.
+unformatted file for ruff, an unannotated function in ``core/`` and a bare ``App`` in ``tui/`` for
+mypy (strict there), and an import that breaks a contract for import-linter, with the same check
+passing on the clean copy so that the failure is the planted error's.
 """
 
 from __future__ import annotations
@@ -68,6 +68,24 @@ def test_mypy_is_strict_on_core(tmp_path: Path) -> None:
     wrong = _run(mypy, tmp_path)
     assert wrong.returncode != 0 and "return-value" in wrong.stdout, wrong.stdout
     module.write_text("def double(x: int) -> int:\n    return 2 * x\n")
+    typed = _run(mypy, tmp_path)
+    assert typed.returncode == 0, typed.stdout
+
+
+def test_mypy_is_strict_on_the_app(tmp_path: Path) -> None:
+    """A new module of ``tui/`` is held to strict typing, Textual's generics included."""
+    pytest.importorskip("mypy")
+    package = tmp_path / "tui"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    module = package / "hello.py"
+    mypy = [sys.executable, "-m", "mypy", "--config-file", PYPROJECT]
+    mypy += ["--cache-dir", tmp_path / ".mypy_cache", "tui/hello.py"]
+    header = '"""Module."""\n\nfrom textual.app import App\n\n\n'
+    module.write_text(header + "class Hello(App):\n    pass\n")  # App[ReturnType]
+    loose = _run(mypy, tmp_path)
+    assert loose.returncode != 0 and "type-arg" in loose.stdout, loose.stdout
+    module.write_text(header + "class Hello(App[None]):\n    pass\n")
     typed = _run(mypy, tmp_path)
     assert typed.returncode == 0, typed.stdout
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from tui.app import ClipSearchApp
 
 APP_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("Search", "Move to the query box", "focus_query"),
@@ -40,6 +44,11 @@ APP_COMMANDS: tuple[tuple[str, str, str], ...] = (
 class ModelCommands(Provider):
     """One "Switch model" entry per installed model other than the one in use."""
 
+    @property
+    def _clip_app(self) -> ClipSearchApp:
+        """The app, as the app class that has ``switch_model`` (Textual types it as any app)."""
+        return cast("ClipSearchApp", self.app)
+
     def _entries(self) -> list[tuple[str, str, str]]:
         from core.catalog import list_models
 
@@ -57,7 +66,7 @@ class ModelCommands(Provider):
 
     async def discover(self) -> Hits:
         for name, help_text, model in self._entries():
-            yield DiscoveryHit(name, partial(self.app.switch_model, model), help=help_text)
+            yield DiscoveryHit(name, partial(self._clip_app.switch_model, model), help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
@@ -67,7 +76,7 @@ class ModelCommands(Provider):
                 yield Hit(
                     score,
                     matcher.highlight(name),
-                    partial(self.app.switch_model, model),
+                    partial(self._clip_app.switch_model, model),
                     text=name,
                     help=help_text,
                 )

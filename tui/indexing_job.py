@@ -239,4 +239,8 @@ class IndexingJobs:
 
     def _reporter(self, job: Job) -> Callable[[IndexProgress], None]:
         """The engine's progress of ``job``, posted as :class:`IndexProgressed` messages."""
-        return lambda progress: self._app.post_message(IndexProgressed(job.number, progress))
+
+        def report(progress: IndexProgress) -> None:
+            self._app.post_message(IndexProgressed(job.number, progress))
+
+        return report

@@ -41,14 +41,16 @@ def divert_native_stderr(log_path: Path) -> Iterator[None]:
         terminal_fd, "w", encoding=original.encoding, errors=original.errors, buffering=1
     )
     os.dup2(log.fileno(), 2)
-    sys.__stderr__ = terminal
+    # typeshed declares sys.__stderr__ final; Textual reads it to find the terminal, which is
+    # why it is swapped here
+    sys.__stderr__ = terminal  # type: ignore[misc]
     try:
         yield
     finally:
         with contextlib.suppress(OSError, ValueError):
             terminal.flush()
         os.dup2(terminal_fd, 2)
-        sys.__stderr__ = original
+        sys.__stderr__ = original  # type: ignore[misc]
         with contextlib.suppress(OSError):
             terminal.close()
         log.close()

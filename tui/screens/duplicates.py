@@ -28,7 +28,7 @@ from core.thumbnails import load_thumbnail
 from tui.messages import DuplicatesFound, DuplicateThumbnail, PhotosMoved
 from tui.screens.confirm import ConfirmScreen
 from tui.text import file_size, inert, taken
-from tui.widgets.images import cells_for, renderable_class
+from tui.widgets.images import ImageWidget, cells_for, renderable_class
 
 CARD_COLUMNS = 24
 """Width of one photo's card, borders included."""
@@ -153,7 +153,9 @@ class DuplicatesScreen(Screen[None]):
         Binding("m", "move_marked", "Move marked"),
     ]
 
-    def __init__(self, library_path: Path, threshold: float, image_class: type | None) -> None:
+    def __init__(
+        self, library_path: Path, threshold: float, image_class: ImageWidget | None
+    ) -> None:
         super().__init__()
         self.library_path = library_path
         self.threshold = threshold
@@ -241,8 +243,7 @@ class DuplicatesScreen(Screen[None]):
         for card in self.query(PhotoCard):
             card.set_class(card is self._card(), "-cursor")
             card.set_class(card.photo.id in self.marked, "-marked")
-        card = self._card()
-        if card is not None:
+        if self._card() is not None:
             self.groups[self.cursor[0]].scroll_visible(animate=False)
 
     def action_move(self, groups: int, photos: int) -> None:

@@ -3,7 +3,7 @@ show the offline route."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -39,7 +39,7 @@ def _model_facts(name: str) -> str:
     return facts if facts is not None else f"{name} (not in the model registry)"
 
 
-def dial_text(rows: list[dict]) -> Text:
+def dial_text(rows: list[dict[str, Any]]) -> Text:
     """The dial, two lines per model: its class and name, then its measured speed, published
     accuracy, download size and licence; last, where the speed was measured."""
     text = Text()

@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 
 from PIL import Image as PILImage
 from textual.widget import Widget
 
 from tui.config import IMAGE_MODES, ImageMode
 
-ImageWidget = type[Widget]
+ImageWidget = Callable[[PILImage.Image], Widget]
+"""A textual-image widget class (kitty, Sixel or half-cell): called with a PIL image, it makes
+the widget that draws it."""
 
 
 def _inside_multiplexer() -> bool:
@@ -132,7 +135,9 @@ def renderable_class(widget_class: ImageWidget | None) -> type | None:
 
 def cells_for(image: PILImage.Image, box: tuple[int, int]) -> tuple[int, int]:
     """The largest ``(columns, rows)`` inside ``box`` that keeps the image's shape on screen."""
-    from textual_image.widget import get_cell_size
+    # not in textual-image's __all__, but its only call that gives the cell size; its widget
+    # module imports it and asks the terminal once, before Textual starts
+    from textual_image.widget import get_cell_size  # type: ignore[attr-defined]
 
     cell = get_cell_size()
     columns, rows = box
