@@ -220,6 +220,24 @@ def test_the_count_is_shown_while_the_run_waits_for_a_slow_photo(
     assert shown[-1].done - shown[-1].errors == STOP_AFTER
 
 
+def test_a_pause_holds_the_scan_and_the_sync_too(library: Library, album: Path) -> None:
+    from core.indexer import sync_album
+
+    pause = threading.Event()
+    pause.set()  # paused before the scan begins
+    paused_in: list[str] = []
+
+    def progress(report: IndexProgress) -> None:
+        if report.paused:
+            paused_in.append(report.stage)
+            assert report.eta_s is None
+            pause.clear()  # resume
+
+    synced, found = sync_album(library, [album], progress=progress, pause=pause)
+    assert paused_in == ["scanning"] and found == len(scan([album]).files)
+    assert synced.new == found and not synced.cancelled
+
+
 def test_stage_clock_leaves_paused_time_out() -> None:
     now = [100.0]
     clock = StageClock(lambda: now[0])
