@@ -21,9 +21,10 @@ worktrees, so both revisions read the same files.
 An option that the script lacks at one revision is refused before anything runs, naming it;
 ``--args-a`` and ``--args-b`` add arguments for one side only.
 
-What counts as a figure: every number in the script's standard output, keyed by its line with
-the numbers blanked out, the line's occurrence and the number's place in the line (so
-``1.73 ms median`` and ``{"median_ms": 1.73}`` both work). Figures equal in every run at both
+What counts as a figure: every number in the script's standard output, labelled by its line with
+that number marked ``<#>`` and the others blanked to ``#`` (``| # | file | <#> ms | ...``), and
+every number of a JSON object printed at the end of a line, labelled by the text before it and
+its key; lines with the same label are told apart by their order. Figures equal in every run at both
 revisions (counts, sizes, the Python version) are summed up in one line; for the others the
 table shows each revision's median and range (min-max over its runs: the noise) and the ratio
 B / A of the medians. For a time, a ratio above 1 means B is slower; for a rate, faster. The whole
@@ -33,6 +34,7 @@ run's wall time is one more figure.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -51,24 +53,68 @@ NUMBER = re.compile(
     r"(?<![\w.])-?(?>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\d.]\d)"
 )
 WALL = "(whole run, wall s)"
+MARK = "<#>"
+"""Stands for the number a figure is, in its line; the line's other numbers are ``#``."""
 
-Figures = dict[tuple[str, int, int], float]
+Figures = dict[tuple[str, int], float]
 
 
 def figures(output: str) -> Figures:
-    """The numbers of ``output``, keyed by (line with numbers blanked, occurrence, position)."""
+    """The numbers of ``output``, keyed by (label, occurrence): the label is the line with the
+    figure's number marked ``<#>`` and the others blanked to ``#``, or for a JSON object on the
+    line, the text before it and the key; the occurrence counts lines of the same label."""
     found: Figures = {}
     seen: dict[str, int] = {}
+
+    def add(label: str, value: float) -> None:
+        occurrence = seen.get(label, 0)
+        seen[label] = occurrence + 1
+        found[(label, occurrence)] = value
+
     for line in output.splitlines():
-        numbers = NUMBER.findall(line)
-        if not numbers:
-            continue
-        template = NUMBER.sub("#", line).strip()
-        occurrence = seen.get(template, 0)
-        seen[template] = occurrence + 1
-        for place, text in enumerate(numbers):
-            found[(template, occurrence, place)] = float(text.replace(",", ""))
+        line, values = _json_values(line)
+        prefix = NUMBER.sub("#", line).strip()
+        for key, value in values:
+            add(f"{prefix} {key}", value)
+        for number in NUMBER.finditer(line):
+            before = NUMBER.sub("#", line[: number.start()])
+            label = (before + MARK + NUMBER.sub("#", line[number.end() :])).strip()
+            add(label, float(number.group().replace(",", "")))
     return found
+
+
+def _json_values(line: str) -> tuple[str, list[tuple[str, float]]]:
+    """A JSON object at the end of ``line``: the text before it and its numbers by key (nested
+    keys joined with dots); else the line and no numbers."""
+    start = line.find("{")
+    if start < 0 or not line.rstrip().endswith("}"):
+        return line, []
+    try:
+        data = json.loads(line[start:])
+    except ValueError:
+        return line, []
+    if not isinstance(data, dict):
+        return line, []
+    values: list[tuple[str, float]] = []
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            values.append((prefix, float(value)))
+
+    walk("", data)
+    return line[:start], values
+
+
+def _shown(label: str, width: int = 78) -> str:
+    """``label`` cut to ``width`` characters around its marked number."""
+    if len(label) <= width:
+        return label
+    middle = max(label.find(MARK), 0)
+    start = min(max(middle - width // 2, 0), len(label) - width)
+    return ("…" if start else "") + label[start : start + width] + "…"
 
 
 def script_options(worktree: Path, script: str, python: str) -> set[str]:
@@ -140,17 +186,17 @@ def report(label_a: str, label_b: str, runs_a: list[Figures], runs_b: list[Figur
         ratio = f"{median_b / median_a:7.3f}" if median_a else f"{'-':>7}"
         spread_a = f"{min(values_a):.4g}-{max(values_a):.4g}"
         spread_b = f"{min(values_b):.4g}-{max(values_b):.4g}"
-        template, occurrence, place = key
-        where = f" (#{place + 1}" + (f", line {occurrence + 1})" if occurrence else ")")
+        label, occurrence = key
+        where = f" (line {occurrence + 1} of these)" if occurrence else ""
         lines.append(
             f"{median_a:11.4g} {median_b:11.4g} {ratio} {spread_a:>19} {spread_b:>19}  "
-            f"{template[:80]}{where}"
+            f"{_shown(label)}{where}"
         )
     lines.append(f"{constant} figures equal in every run at both revisions (counts, sizes)")
-    only = {key[0] for run in (*runs_a, *runs_b) for key in run} - {key[0] for key in keys}
+    only = {key for run in (*runs_a, *runs_b) for key in run} - set(keys)
     if only:
         lines.append(
-            f"{len(only)} lines printed at one revision or in some runs only: not compared"
+            f"{len(only)} figures printed at one revision or in some runs only: not compared"
         )
     return lines
 
@@ -231,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 for side in order:
                     output, wall = run_once(worktrees[side], commands[side], args.timeout)
                     found = figures(output)
-                    found[(WALL, 0, 0)] = wall
+                    found[(WALL, 0)] = wall
                     runs[side].append(found)
                     print(f"round {round_number + 1}: {side.upper()} {wall:.1f} s", flush=True)
         finally:
