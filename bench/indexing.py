@@ -123,8 +123,6 @@ def install(workdir: Path, precision: str = "fp32") -> Any:
 def run_ours(album: Path, threads: int, draft: bool, home: Path) -> dict[str, Any]:
     """Index ``album`` into a fresh library with our pipeline, the model installed in ``home``."""
     from core.encoder import load_model
-    from core.indexer import index
-    from core.library import Library
 
     os.environ["CLIPSEARCH_HOME"] = str(home)
     model = load_model(MODEL, threads=threads, draft=draft)
@@ -142,19 +140,28 @@ def run_ours(album: Path, threads: int, draft: bool, home: Path) -> dict[str, An
 
     model.encode_pixels = timed_encode  # type: ignore[method-assign]
     run = Path(tempfile.mkdtemp(prefix="ours-", dir=home.parent))
+    result = index_new_library(run, model, album, decoders=threads)
+    model.close()
+    shutil.rmtree(run)
+    return {**result, "encoder_share": inside[0] / result["seconds"]}
+
+
+def index_new_library(run: Path, model: Any, album: Path, **options: Any) -> dict[str, Any]:
+    """Index ``album`` into a new library in ``run`` (timed) with :func:`core.indexer.index`
+    and ``options``: photos indexed, failed, the seconds it took, and the vectors by path."""
+    from core.indexer import index
+    from core.library import Library
+
     with Library.open(run / "library.sqlite", thumbnail_dir=run / "thumbnails") as lib:
         start = time.perf_counter()
-        summary = index(lib, model, [album], batch_size=OUR_BATCH, decoders=threads)
+        summary = index(lib, model, [album], batch_size=OUR_BATCH, **options)
         elapsed = time.perf_counter() - start
         ids, matrix = lib.vectors(model.name)
         paths = [r.path for r in lib.records(ids)]
-    model.close()
-    shutil.rmtree(run)
     return {
         "photos": summary.indexed,
         "failed": len(summary.failed),
         "seconds": elapsed,
-        "encoder_share": inside[0] / elapsed,
         "vectors": dict(zip(map(str, paths), matrix, strict=True)),
     }
 
@@ -170,8 +177,6 @@ def run_dask(album: Path, threads: int, home: Path) -> dict[str, Any]:
 
     from core.distributed import ModelRequest, encode_shard
     from core.encoder import load_model
-    from core.indexer import index
-    from core.library import Library
 
     os.environ["CLIPSEARCH_HOME"] = str(home)
     model = load_model(MODEL, threads=threads)
@@ -191,22 +196,10 @@ def run_dask(album: Path, threads: int, home: Path) -> dict[str, Any]:
         request = ModelRequest.of(model)
         for worker in client.scheduler_info()["workers"]:
             client.submit(encode_shard, request, [], workers=[worker], pure=False).result()
-        with Library.open(run / "library.sqlite", thumbnail_dir=run / "thumbnails") as lib:
-            start = time.perf_counter()
-            summary = index(
-                lib, model, [album], batch_size=OUR_BATCH, cluster=cluster.scheduler_address
-            )
-            elapsed = time.perf_counter() - start
-            ids, matrix = lib.vectors(model.name)
-            paths = [r.path for r in lib.records(ids)]
+        result = index_new_library(run, model, album, cluster=cluster.scheduler_address)
     model.close()
     shutil.rmtree(run)
-    return {
-        "photos": summary.indexed,
-        "failed": len(summary.failed),
-        "seconds": elapsed,
-        "vectors": dict(zip(map(str, paths), matrix, strict=True)),
-    }
+    return result
 
 
 def run_rclip_way(album: Path, onnx_path: Path, threads: int) -> dict[str, Any]:

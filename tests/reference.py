@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +30,7 @@ TINY_VIT = Architecture(
     text=TINY_TEXT,
 )
 
-TINY_VIT_QUICKGELU = Architecture(
-    family="vit",
-    embed_dim=64,
-    quick_gelu=True,
-    vision={"image_size": 64, "layers": 2, "width": 128, "heads": 2, "patch_size": 16},
-    text=TINY_TEXT,
-)
+TINY_VIT_QUICKGELU = replace(TINY_VIT, quick_gelu=True)
 
 TINY_RESNET = Architecture(
     family="resnet",

@@ -44,23 +44,24 @@ def test_ruff_format_check_fails_on_unformatted_code(tmp_path: Path) -> None:
     assert _run([*ruff, "good.py"], tmp_path).returncode == 0
 
 
-def test_mypy_is_strict_on_core(tmp_path: Path) -> None:
+def _mypy_on_scratch_module(
+    tmp_path: Path, module: str, *, incremental: bool = True
+) -> tuple[Path, list[str | Path]]:
+    """A new, empty module ``module`` (``"core/doubling.py"``) in a scratch package under
+    ``tmp_path``, and the mypy command that checks it with the project's configuration."""
     pytest.importorskip("mypy")
-    package = tmp_path / "core"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    module = package / "doubling.py"
-    mypy = [
-        sys.executable,
-        "-m",
-        "mypy",
-        "--config-file",
-        PYPROJECT,
-        "--no-incremental",  # the three versions below are checked afresh, never from a cache
-        "--cache-dir",
-        tmp_path / ".mypy_cache",
-        "core/doubling.py",
-    ]
+    path = tmp_path / module
+    path.parent.mkdir()
+    (path.parent / "__init__.py").write_text("")
+    mypy: list[str | Path] = [sys.executable, "-m", "mypy", "--config-file", PYPROJECT]
+    if not incremental:
+        mypy.append("--no-incremental")
+    return path, [*mypy, "--cache-dir", tmp_path / ".mypy_cache", module]
+
+
+def test_mypy_is_strict_on_core(tmp_path: Path) -> None:
+    # the three versions below are checked afresh, never from a cache
+    module, mypy = _mypy_on_scratch_module(tmp_path, "core/doubling.py", incremental=False)
     module.write_text("def double(x):\n    return 2 * x\n")  # only strict mode objects
     loose = _run(mypy, tmp_path)
     assert loose.returncode != 0 and "no-untyped-def" in loose.stdout, loose.stdout
@@ -74,13 +75,7 @@ def test_mypy_is_strict_on_core(tmp_path: Path) -> None:
 
 def test_mypy_is_strict_on_the_app(tmp_path: Path) -> None:
     """A new module of ``tui/`` is held to strict typing, Textual's generics included."""
-    pytest.importorskip("mypy")
-    package = tmp_path / "tui"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    module = package / "hello.py"
-    mypy = [sys.executable, "-m", "mypy", "--config-file", PYPROJECT]
-    mypy += ["--cache-dir", tmp_path / ".mypy_cache", "tui/hello.py"]
+    module, mypy = _mypy_on_scratch_module(tmp_path, "tui/hello.py")
     header = '"""Module."""\n\nfrom textual.app import App\n\n\n'
     module.write_text(header + "class Hello(App):\n    pass\n")  # App[ReturnType]
     loose = _run(mypy, tmp_path)

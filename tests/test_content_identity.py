@@ -63,6 +63,13 @@ def _sync(library: Library, root: Path) -> SyncReport:
     return library.sync(scan([root]), roots=[root])
 
 
+def _add_and_index(library: Library, root: Path) -> None:
+    """Add ``root`` as an album folder, sync it and give every photo in it a vector."""
+    library.add_roots([root])
+    _sync(library, root)
+    _index_all(library)
+
+
 def test_a_different_file_with_the_same_content_hash_is_not_a_copy(
     library: Library, tmp_path: Path
 ) -> None:
@@ -70,9 +77,7 @@ def test_a_different_file_with_the_same_content_hash_is_not_a_copy(
     a, b = _twins(tmp_path / "made")
     root.mkdir()
     a.rename(root / "a.bmp")
-    library.add_roots([root])
-    _sync(library, root)
-    _index_all(library)
+    _add_and_index(library, root)
     b.rename(root / "b.bmp")
     report = _sync(library, root)
     assert (report.new, report.copied, report.moved) == (1, 0, 0)
@@ -86,9 +91,7 @@ def test_a_different_file_with_the_same_content_hash_is_not_a_move(
     a, b = _twins(tmp_path / "made")
     root.mkdir()
     a.rename(root / "a.bmp")
-    library.add_roots([root])
-    _sync(library, root)
-    _index_all(library)
+    _add_and_index(library, root)
     (root / "a.bmp").unlink()
     b.rename(root / "b.bmp")
     report = _sync(library, root)
@@ -100,9 +103,7 @@ def test_a_real_move_and_copy_keep_the_vector(library: Library, tmp_path: Path) 
     root = tmp_path / "album"
     root.mkdir()
     _bmp(root / "a.bmp", 1)
-    library.add_roots([root])
-    _sync(library, root)
-    _index_all(library)
+    _add_and_index(library, root)
     ids, before = library.vectors("fake")
     (root / "a.bmp").rename(root / "moved.bmp")
     report = _sync(library, root)
@@ -123,9 +124,7 @@ def test_a_library_without_digests_reads_the_old_file_or_treats_the_photo_as_new
     root.mkdir()
     _bmp(root / "a.bmp", 1)
     _bmp(root / "c.bmp", 3)
-    library.add_roots([root])
-    _sync(library, root)
-    _index_all(library)
+    _add_and_index(library, root)
     with sqlite3.connect(library.path) as db:  # as a library made before digests were kept
         db.execute("UPDATE photos SET file_digest = NULL")
     (root / "same.bmp").write_bytes((root / "a.bmp").read_bytes())
