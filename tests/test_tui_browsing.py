@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 from textual.widgets import Input
 
 from tests.test_tui_app import (  # noqa: F401 - fixtures
@@ -175,3 +177,62 @@ def test_saving_a_theme_into_a_file_without_a_tui_table(tmp_path: Path) -> None:
     path.write_text("[elsewhere]\nx = 2\n")
     save_theme("dracula", path)
     assert tomllib.loads(path.read_text()) == {"elsewhere": {"x": 2}, "tui": {"theme": "dracula"}}
+
+
+_TERMINAL_TOKEN = re.compile(
+    r"\x1bP.*?\x1b\\|\x1b\[(\d+);(\d+)H|\x1b\[[0-9;?]*[A-Za-z]|\r|\n|[^\x1b\r\n]", re.DOTALL
+)
+"""One piece of what the app sends a terminal: a device control string (a Sixel picture), a
+cursor move, another control sequence, a carriage return, a line feed, or one character."""
+
+
+def cells_written(output: str) -> set[tuple[int, int]]:
+    """The cells ``(column, row)`` that characters of ``output`` land on in a terminal."""
+    written: set[tuple[int, int]] = set()
+    row = column = 0
+    for token in _TERMINAL_TOKEN.finditer(output):
+        text = token.group(0)
+        if token.group(1):
+            row, column = int(token.group(1)) - 1, int(token.group(2)) - 1
+        elif text == "\r":
+            column = 0
+        elif text == "\n":
+            row += 1
+        elif not text.startswith("\x1b"):
+            width = cell_len(text)
+            written.update((column + step, row) for step in range(width))
+            column += width
+    return written
+
+
+async def test_a_full_redraw_with_a_sixel_photo_open_writes_every_cell(
+    tui_indexed_home: Path,  # noqa: F811
+    tui_album: Path,  # noqa: F811
+) -> None:
+    """After a resize the app redraws the whole screen; with a Sixel photo open every cell must
+    still be written in its own row, or the terminal keeps what it had there before (the
+    real-terminal version of this is tests/test_tui_emulators.py)."""
+    from tests.test_tui_app import ready, search_for
+    from tui.screens.detail import DetailScreen
+    from tui.widgets.results import ResultsList
+
+    app = make_app([tui_album], images="sixel", config=tui_config())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, ready(app))
+        await search_for(pilot, app, "a dog")
+        app.query_one(ResultsList).focus()
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
+        assert app.image_class is not None
+        await settle(pilot, lambda: bool(app.screen.query(app.image_class)))
+        await pilot.resize_terminal(140, 44)
+        await pilot.pause(0.3)
+        # what Textual sends the terminal for a full redraw (the headless driver sends nothing)
+        update = app.screen._compositor.render_update(
+            full=True, screen_stack=app._background_screens
+        )
+        output = update.render_segments(app.console)
+    assert "\x1bP" in output, "no Sixel picture in the redraw"
+    unwritten = {(column, row) for column in range(140) for row in range(44)}
+    unwritten -= cells_written(output)
+    assert not unwritten, f"{len(unwritten)} cells never written, from {min(unwritten)}"
