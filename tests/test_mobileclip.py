@@ -47,7 +47,7 @@ from tests.reference_mobileclip import (
     photos,
     spec_pixels,
 )
-from tests.test_parity import COSINE_MIN, DISCRIMINATIVE_MAX, TEXTS, _assert_same_top5
+from tests.test_parity import TEXTS, _assert_same_top5, assert_close_to_reference
 
 MODELS = ["MobileCLIP2-S0", pytest.param("MobileCLIP2-S2", marks=pytest.mark.slow)]
 TINY_SPEC = ModelSpec(
@@ -273,24 +273,13 @@ def _check_parity(reference, ours, spec: ModelSpec, paths: list[Path]) -> dict:
     with torch.no_grad():
         ref_img = _normalized(reference.encode_image(spec_pixels(paths, spec)))
         ref_txt = _normalized(reference.encode_text(tokens))
-    sims = ref_img @ ref_img.T
-    assert sims[~np.eye(len(paths), dtype=bool)].max() <= DISCRIMINATIVE_MAX
-    sims = ref_txt @ ref_txt.T
-    assert sims[~np.eye(len(TEXTS), dtype=bool)].max() <= DISCRIMINATIVE_MAX
-
-    our_img = ours.encode_images(paths).astype(np.float64)
-    our_txt = ours.encode_texts(TEXTS).astype(np.float64)
-    img_cos = np.sum(our_img * ref_img, axis=1)
-    txt_cos = np.sum(our_txt * ref_txt, axis=1)
-    assert img_cos.min() >= COSINE_MIN, dict(zip([p.name for p in paths], img_cos.round(6)))
-    assert txt_cos.min() >= COSINE_MIN, dict(zip(TEXTS, txt_cos.round(6)))
+    our_img, our_txt, cosines = assert_close_to_reference(ours, paths, TEXTS, ref_img, ref_txt)
     ref_sim, our_sim = ref_txt @ ref_img.T, our_txt @ our_img.T
     assert (ref_sim.argmax(axis=1) == our_sim.argmax(axis=1)).all()
     ties = _assert_same_top5(ref_sim, our_sim)
     assert abs(ours.logit_scale - float(reference.logit_scale.detach().exp())) < 1e-4
     return {
-        "image_cos_min": float(img_cos.min()),
-        "text_cos_min": float(txt_cos.min()),
+        **cosines,
         "top5_ties": ties,
     }
 

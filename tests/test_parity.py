@@ -121,6 +121,30 @@ def _max_offdiagonal(e: np.ndarray) -> float:
     return float(sims[~np.eye(len(e), dtype=bool)].max())
 
 
+def assert_close_to_reference(
+    ours, paths: list[Path], texts: list[str], ref_img: np.ndarray, ref_txt: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Our embeddings of ``paths`` and ``texts`` (float64), checked against the reference's.
+
+    First the reference must tell photos apart, and texts apart, or the comparison proves
+    nothing; then every one of our vectors is unit length and has a cosine of at least
+    ``COSINE_MIN`` with the reference's. Returns our image and text embeddings and the smallest
+    cosines (``image_cos_min``, ``text_cos_min``).
+    """
+    assert _max_offdiagonal(ref_img) <= DISCRIMINATIVE_MAX
+    assert _max_offdiagonal(ref_txt) <= DISCRIMINATIVE_MAX
+    our_img = ours.encode_images(paths).astype(np.float64)
+    our_txt = ours.encode_texts(texts).astype(np.float64)
+    assert our_img.shape == ref_img.shape
+    np.testing.assert_allclose(np.linalg.norm(our_img, axis=1), 1.0, atol=1e-5)
+    img_cos = np.sum(our_img * ref_img, axis=1)
+    txt_cos = np.sum(our_txt * ref_txt, axis=1)
+    assert img_cos.min() >= COSINE_MIN, dict(zip([p.name for p in paths], img_cos.round(6)))
+    assert txt_cos.min() >= COSINE_MIN, dict(zip(texts, txt_cos.round(6)))
+    cosines = {"image_cos_min": float(img_cos.min()), "text_cos_min": float(txt_cos.min())}
+    return our_img, our_txt, cosines
+
+
 def _assert_same_top5(ref_sim: np.ndarray, our_sim: np.ndarray) -> int:
     """Same top-1 and same top-5 order per text; returns how many near-ties were met.
 
@@ -160,20 +184,7 @@ def _check_parity(reference, ours, size: int, mean, std) -> dict:
         ref_img = _normalized(reference.encode_image(pixels))
         ref_txt = _normalized(reference.encode_text(open_clip.tokenize(TEXTS)))
 
-    # the weights must tell photos apart, and texts apart, or this test proves nothing
-    assert _max_offdiagonal(ref_img) <= DISCRIMINATIVE_MAX
-    assert _max_offdiagonal(ref_txt) <= DISCRIMINATIVE_MAX
-
-    our_img = ours.encode_images(paths).astype(np.float64)
-    our_txt = ours.encode_texts(TEXTS).astype(np.float64)
-    assert our_img.shape == ref_img.shape
-    np.testing.assert_allclose(np.linalg.norm(our_img, axis=1), 1.0, atol=1e-5)
-
-    img_cos = np.sum(our_img * ref_img, axis=1)
-    txt_cos = np.sum(our_txt * ref_txt, axis=1)
-    assert img_cos.min() >= COSINE_MIN, dict(zip(PHOTOS, img_cos.round(6)))
-    assert txt_cos.min() >= COSINE_MIN, dict(zip(TEXTS, txt_cos.round(6)))
-
+    our_img, our_txt, cosines = assert_close_to_reference(ours, paths, TEXTS, ref_img, ref_txt)
     ref_sim = ref_txt @ ref_img.T
     our_sim = our_txt @ our_img.T
     ties = _assert_same_top5(ref_sim, our_sim)
@@ -184,8 +195,7 @@ def _check_parity(reference, ours, size: int, mean, std) -> dict:
     ours.draft = False
     assert draft_cos.min() >= DRAFT_COSINE_MIN, dict(zip(PHOTOS, draft_cos.round(6)))
     return {
-        "image_cos_min": float(img_cos.min()),
-        "text_cos_min": float(txt_cos.min()),
+        **cosines,
         "draft_image_cos_min": float(draft_cos.min()),
         "similarity_max_abs_error": float(np.abs(ref_sim - our_sim).max()),
         "top5_ties": ties,

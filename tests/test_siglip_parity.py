@@ -45,7 +45,7 @@ from tests.reference import (
     save_checkpoint,
     sharpen_siglip_attention,
 )
-from tests.test_parity import PHOTOS, PHOTOS_DIR, TIE, _max_offdiagonal, _normalized
+from tests.test_parity import PHOTOS, PHOTOS_DIR, TIE, _normalized, assert_close_to_reference
 
 TEXTS = [
     "a red bicycle in the snow",
@@ -81,9 +81,6 @@ TEXTS = [
     "snake_case_words and <eos> typed",
     "lighthouse on a rocky coast",
 ]
-
-COSINE_MIN = 0.9999
-DISCRIMINATIVE_MAX = 0.95
 
 
 def photos(count: int) -> list[Path]:
@@ -129,15 +126,7 @@ def check_siglip_parity(reference, ours, folder: Path, paths: list[Path]) -> dic
 
     # the weights must tell photos apart, and texts apart, or this test proves nothing
     assert norm_affines_are_nontrivial(reference)
-    assert _max_offdiagonal(ref_img) <= DISCRIMINATIVE_MAX
-    assert _max_offdiagonal(ref_txt) <= DISCRIMINATIVE_MAX
-
-    our_img = ours.encode_images(paths).astype(np.float64)
-    our_txt = ours.encode_texts(TEXTS).astype(np.float64)
-    img_cos = np.sum(our_img * ref_img, axis=1)
-    txt_cos = np.sum(our_txt * ref_txt, axis=1)
-    assert img_cos.min() >= COSINE_MIN, dict(zip([p.name for p in paths], img_cos.round(6)))
-    assert txt_cos.min() >= COSINE_MIN, dict(zip(TEXTS, txt_cos.round(6)))
+    our_img, our_txt, cosines = assert_close_to_reference(ours, paths, TEXTS, ref_img, ref_txt)
 
     ref_sim = ref_txt @ ref_img.T
     our_sim = our_txt @ our_img.T
@@ -151,8 +140,7 @@ def check_siglip_parity(reference, ours, folder: Path, paths: list[Path]) -> dic
     assert ours.logit_bias is not None
     assert abs(ours.logit_bias - float(reference.logit_bias)) < 1e-6
     return {
-        "image_cos_min": float(img_cos.min()),
-        "text_cos_min": float(txt_cos.min()),
+        **cosines,
         "similarity_max_abs_error": float(np.abs(ref_sim - our_sim).max()),
         "top1_ties": ties,
     }
