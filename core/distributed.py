@@ -17,9 +17,15 @@ workers through the ``distributed`` client:
   local run does. A kill at any moment leaves the library as a local run's kill does: every
   photo indexed with its vector, or still pending for the next run.
 - **A worker that dies** has its shards run again elsewhere by the scheduler; a shard is
-  committed once, when its result arrives, so nothing is encoded twice in the library. A shard
-  whose workers died :data:`ALLOWED_FAILURES` times (a photo that crashes the decoder) is
-  recorded as failed, photo by photo, with the reason.
+  committed once, when its result arrives, so nothing is encoded twice in the library.
+- **A photo that kills every worker that reads it** (one that crashes the decoder): the
+  scheduler gives up on its shard once workers died with it more often than its
+  ``distributed.scheduler.allowed-failures`` setting allows (3 by default) and raises
+  ``KilledWorker``. The photos of such shards (and of any shard that was running on the same
+  worker, which the scheduler blames alike) are not failed together: once every other shard is
+  done, each is sent again on its own, one at a time, so that a worker that dies then was
+  killed by that photo alone. Only that photo is recorded as failed, with the reason; the
+  others are encoded. A failed photo is not tried again until its file changes.
 
 At most ``2 * threads + 2`` shards are in flight (``threads``: the workers' threads together),
 so memory stays bounded however many photos are pending; a pause or a cancel takes effect when
@@ -35,7 +41,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,8 +64,6 @@ from core.thumbnails import store_thumbnail, thumbnail_jpeg
 __all__ = ["ClusterError", "ModelRequest", "ShardResult", "encode_on_cluster", "encode_shard"]
 
 CONNECT_TIMEOUT_S = 30
-ALLOWED_FAILURES = 3
-"""Worker deaths a shard may see before its photos are recorded as failed (Dask's default)."""
 
 
 class ClusterError(ClipsearchError):
@@ -227,57 +231,94 @@ def encode_on_cluster(
     request = ModelRequest.of(model)
     done = 0
     clock = run.start("encoding", len(todo))
+
+    def commit(shard: list[PendingPhoto], result: ShardResult) -> None:
+        nonlocal done
+        _commit(library, model, shard, result, run)
+        done += len(shard)
+        run.report("encoding", done, len(todo), clock, shard[-1].path, force=True)
+        if not cancel.is_set():
+            run.hold("encoding", done, len(todo), clock, shard[-1].path)
+
     client = _connect(address)
-    shards = _shards(todo, batch_size)
-    sent: dict[object, tuple[Future[Any], list[PendingPhoto]]] = {}
     try:
         window = 2 * _threads(client) + 2
+        suspects: list[PendingPhoto] = []
+        _run_shards(client, request, _shards(todo, batch_size), window, cancel, commit, suspects)
+        if suspects and not cancel.is_set():
+            # alone, one at a time: a worker that dies now was killed by that very photo
+            alone = ([photo] for photo in suspects)
+            _run_shards(client, request, alone, 1, cancel, commit, None)
+    finally:
+        client.close()
+    return cancel.is_set() and done < len(todo)
 
-        def send() -> list[Future[Any]]:
-            futures = []
-            while len(sent) < window and not cancel.is_set():
-                shard = next(shards, None)
-                if shard is None:
-                    break
-                future = client.submit(
-                    encode_shard,
-                    request,
-                    [(p.id, str(p.path), p.content_hash) for p in shard],
-                    pure=False,
-                    retries=0,
-                )
-                sent[future.key] = (future, shard)
-                futures.append(future)
-            return futures
 
+def _run_shards(
+    client: Client,
+    request: ModelRequest,
+    shards: Iterator[list[PendingPhoto]],
+    window: int,
+    cancel: threading.Event,
+    commit: Callable[[list[PendingPhoto], ShardResult], None],
+    suspects: list[PendingPhoto] | None,
+) -> None:
+    """Send ``shards`` with at most ``window`` in flight and commit each result as it comes.
+
+    A shard the scheduler gave up on (``KilledWorker``) goes to ``suspects`` when a list is
+    given; else (a shard of one photo that was alone on the cluster) its photos are committed
+    as failed.
+    """
+    sent: dict[object, tuple[Future[Any], list[PendingPhoto]]] = {}
+
+    def send() -> list[Future[Any]]:
+        futures = []
+        while len(sent) < window and not cancel.is_set():
+            shard = next(shards, None)
+            if shard is None:
+                break
+            future = client.submit(
+                encode_shard,
+                request,
+                [(p.id, str(p.path), p.content_hash) for p in shard],
+                pure=False,
+                retries=0,
+            )
+            sent[future.key] = (future, shard)
+            futures.append(future)
+        return futures
+
+    try:
         running = as_completed(send(), loop=client.loop)
         for future in running:
             _, shard = sent.pop(future.key)
+            result: ShardResult | None
             try:
-                result: ShardResult = future.result()
-            except KilledWorker:
-                reason = "the cluster's workers died while encoding it"
-                result = ShardResult(failed=[(p.id, reason) for p in shard])
+                result = future.result()
+            except KilledWorker as error:
+                if suspects is not None:
+                    suspects.extend(shard)
+                    result = None
+                else:
+                    reason = (
+                        f"a Dask worker died each time it read this photo "
+                        f"({error.allowed_failures + 1} times): it may crash the decoder"
+                    )
+                    result = ShardResult(failed=[(p.id, reason) for p in shard])
             except ClusterError:
                 raise
             except Exception as error:  # noqa: BLE001 - a shard's own error, not the photos'
                 raise ClusterError(f"a Dask worker could not encode: {error}") from error
             finally:
                 future.release()
-            _commit(library, model, shard, result, run)
-            done += len(shard)
-            run.report("encoding", done, len(todo), clock, shard[-1].path, force=True)
-            if cancel.is_set():
-                break
-            run.hold("encoding", done, len(todo), clock, shard[-1].path)
+            if result is not None:
+                commit(shard, result)  # and waits there while the run is paused
             if cancel.is_set():
                 break
             running.update(send())
     finally:
         if sent:  # cancelled, or an error: nothing more is committed from these
             client.cancel([future for future, _ in sent.values()])
-        client.close()
-    return cancel.is_set() and done < len(todo)
 
 
 def _commit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -150,6 +151,95 @@ def test_a_worker_killed_mid_run_changes_nothing(
     assert sorted(vectors) == sorted(expected)
     for name, vector in expected.items():
         np.testing.assert_array_equal(vectors[name], vector, err_msg=name)
+
+
+def _exit_on_poison() -> Any:
+    """A worker plugin (applied to every worker, restarted ones too) that makes the worker
+    process exit at once when it is asked to decode a photo whose name starts with "poison"."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class ExitOnPoison(WorkerPlugin):  # defined here so that the workers receive it by value
+        name = "exit-on-poison"
+
+        def setup(self, worker: Any) -> None:
+            import core.distributed as remote
+
+            self.decode = decode = remote.decode_photo
+
+            def decode_or_exit(path: Path, *args: Any) -> Any:
+                if path.name.startswith("poison"):
+                    # not at once: a worker that dies before its nanny has heard that it
+                    # started is never started again (the nanny waits for it)
+                    time.sleep(0.5)
+                    os._exit(3)
+                return decode(path, *args)
+
+            remote.decode_photo = decode_or_exit  # type: ignore[assignment]
+
+        def teardown(self, worker: Any) -> None:
+            import core.distributed as remote
+
+            remote.decode_photo = self.decode  # type: ignore[assignment]
+
+    return ExitOnPoison()
+
+
+def _allow_failures(count: int, dask_scheduler: Any) -> int:
+    before: int = dask_scheduler.allowed_failures
+    dask_scheduler.allowed_failures = count
+    return before
+
+
+def test_a_photo_that_kills_every_worker_fails_alone(
+    tmp_path: Path, tiny_model: ClipModel, photos: Path, cluster: Any, local_run: Any
+) -> None:
+    from distributed import Client
+
+    expected, statuses, _ = local_run
+    album = tmp_path / "album"
+    shutil.copytree(photos, album)
+    pixels = np.full((240, 320, 3), (200, 30, 90), np.uint8)
+    Image.fromarray(pixels).save(album / "poison.jpg", quality=90)  # a good JPEG, another hash
+    with Client(cluster.scheduler_address, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=120)
+        before = client.run_on_scheduler(_allow_failures, 1)  # KilledWorker after 2 deaths
+        client.register_plugin(_exit_on_poison())
+        try:
+            library = Library.open(tmp_path / "poison.sqlite", thumbnail_dir=tmp_path / "thumbs")
+            progress: list[IndexProgress] = []
+            # batches of 4: the poison shares its shard with 3 photos that must not fail with it
+            summary = index(
+                library, tiny_model, [album], batch_size=4, cluster=cluster.scheduler_address,
+                progress=progress.append,
+            )  # fmt: skip
+            failed = {path.name: reason for path, reason in summary.failed}
+            assert summary.indexed == PHOTOS and sorted(failed) == ["broken.jpg", "poison.jpg"]
+            assert (
+                "a Dask worker died each time it read this photo (2 times)" in failed["poison.jpg"]
+            )
+            assert _statuses(library) == {**statuses, "poison.jpg": "failed"}
+            vectors = _stored(library, tiny_model)
+            assert sorted(vectors) == sorted(expected)
+            for name, vector in expected.items():
+                np.testing.assert_array_equal(vectors[name], vector, err_msg=name)
+            encoding = [p for p in progress if p.stage == "encoding"]
+            assert encoding[-1].done == encoding[-1].total == PHOTOS + 2
+            assert [p.done for p in encoding] == sorted(p.done for p in encoding)
+
+            # the next run does not send the unchanged failed photo again: no worker dies
+            client.wait_for_workers(2, timeout=120)
+            pids = client.run(os.getpid)
+            again = index(
+                library, tiny_model, [album], batch_size=4, cluster=cluster.scheduler_address
+            )
+            assert again.indexed == 0
+            assert {path.name: reason for path, reason in again.failed} == failed
+            assert client.run(os.getpid) == pids
+            library.close()
+        finally:
+            client.unregister_worker_plugin("exit-on-poison")
+            client.run_on_scheduler(_allow_failures, before)
+            client.wait_for_workers(2, timeout=120)  # the nanny starts the last worker killed again
 
 
 _CLIENT = textwrap.dedent(
