@@ -118,15 +118,25 @@ def make_discriminative(
     full-size S0; 0.58 after sharpening by 4).
     """
     sharpen_attention(model.text, text_attention_factor)
+    randomize_norms(model, seed)
+    calibrate_batchnorm(model, pixels)
+
+
+def randomize_norms(model, seed: int, *, statistics: bool = False) -> None:
+    """Draw from ``seed`` a scale in [0.5, 1.5] and a shift in [-0.3, 0.3] for every BatchNorm
+    of the image tower (with ``statistics``, also a mean in [-0.3, 0.3] and a variance in
+    [0.5, 2.0]: no photos needed), and a value in [0.2, 0.6] for every layer scale."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.visual.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.weight.uniform_(0.5, 1.5, generator=generator)
                 module.bias.uniform_(-0.3, 0.3, generator=generator)
+                if statistics:
+                    module.running_mean.uniform_(-0.3, 0.3, generator=generator)
+                    module.running_var.uniform_(0.5, 2.0, generator=generator)
             elif isinstance(module, LayerScale2d):
                 module.gamma.uniform_(0.2, 0.6, generator=generator)
-    calibrate_batchnorm(model, pixels)
 
 
 def batchnorms_are_nontrivial(model) -> bool:

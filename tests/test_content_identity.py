@@ -70,14 +70,20 @@ def _add_and_index(library: Library, root: Path) -> None:
     _index_all(library)
 
 
-def test_a_different_file_with_the_same_content_hash_is_not_a_copy(
-    library: Library, tmp_path: Path
-) -> None:
+def _one_twin_indexed(library: Library, tmp_path: Path) -> tuple[Path, Path]:
+    """An album (returned) holding ``a.bmp``, indexed, and its twin ``b.bmp``, not yet in it."""
     root = tmp_path / "album"
     a, b = _twins(tmp_path / "made")
     root.mkdir()
     a.rename(root / "a.bmp")
     _add_and_index(library, root)
+    return root, b
+
+
+def test_a_different_file_with_the_same_content_hash_is_not_a_copy(
+    library: Library, tmp_path: Path
+) -> None:
+    root, b = _one_twin_indexed(library, tmp_path)
     b.rename(root / "b.bmp")
     report = _sync(library, root)
     assert (report.new, report.copied, report.moved) == (1, 0, 0)
@@ -87,11 +93,7 @@ def test_a_different_file_with_the_same_content_hash_is_not_a_copy(
 def test_a_different_file_with_the_same_content_hash_is_not_a_move(
     library: Library, tmp_path: Path
 ) -> None:
-    root = tmp_path / "album"
-    a, b = _twins(tmp_path / "made")
-    root.mkdir()
-    a.rename(root / "a.bmp")
-    _add_and_index(library, root)
+    root, b = _one_twin_indexed(library, tmp_path)
     (root / "a.bmp").unlink()
     b.rename(root / "b.bmp")
     report = _sync(library, root)

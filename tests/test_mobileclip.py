@@ -45,6 +45,7 @@ from tests.reference_mobileclip import (
     make_discriminative,
     make_reference,
     photos,
+    randomize_norms,
     spec_pixels,
 )
 from tests.test_parity import TEXTS, _assert_same_top5, assert_close_to_reference
@@ -55,20 +56,6 @@ TINY_SPEC = ModelSpec(
     TINY_FASTVIT,
     Preprocess(128, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "shortest", "bilinear"),
 )
-
-
-def _randomize_batchnorms(model, seed: int) -> None:
-    """Scales, shifts and statistics of every BatchNorm drawn at random (no photos needed)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.visual.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.uniform_(-0.3, 0.3, generator=generator)
-                module.running_mean.uniform_(-0.3, 0.3, generator=generator)
-                module.running_var.uniform_(0.5, 2.0, generator=generator)
-            elif hasattr(module, "gamma"):
-                module.gamma.uniform_(0.2, 0.6, generator=generator)
 
 
 def _folded_reference(model) -> dict[str, np.ndarray]:
@@ -127,7 +114,7 @@ def test_registry_architecture_is_open_clips(name, openclip_model):
 def test_folding_matches_timm(name, openclip_model):
     arch = get_spec(name).architecture
     model = copy.deepcopy(openclip_model(name))
-    _randomize_batchnorms(model, seed=5)
+    randomize_norms(model, seed=5, statistics=True)
     expected = _folded_reference(model)
 
     ours = fastvit.reparameterize(reference_state_dict(model), arch.vision, arch.embed_dim)
