@@ -157,12 +157,7 @@ class TuiConfig:
                 raise ConfigError(f"{source}: [tui] model must be a model name")
             values["model"] = model
         if "images" in data:
-            if data["images"] not in IMAGE_MODES:
-                raise ConfigError(
-                    f"{source}: [tui] images must be one of {', '.join(IMAGE_MODES)}, "
-                    f"not {data['images']!r}"
-                )
-            values["images"] = cast(ImageMode, data["images"])
+            values["images"] = cast(ImageMode, _one_of(data, "images", IMAGE_MODES, source))
         for key, low, high in (
             ("results", 1, 10_000),
             ("page_size", 5, 500),
@@ -184,12 +179,7 @@ class TuiConfig:
                 raise ConfigError(f"{source}: [tui] gpu must be true or false")
             values["gpu"] = data["gpu"]
         if "precision" in data:
-            if data["precision"] not in PRECISIONS:
-                raise ConfigError(
-                    f"{source}: [tui] precision must be one of {', '.join(PRECISIONS)}, "
-                    f"not {data['precision']!r}"
-                )
-            values["precision"] = data["precision"]
+            values["precision"] = _one_of(data, "precision", PRECISIONS, source)
         if "cluster" in data:
             cluster = data["cluster"]
             if cluster is not None and (not isinstance(cluster, str) or not cluster.strip()):
@@ -203,12 +193,7 @@ class TuiConfig:
                 raise ConfigError(f"{source}: [tui] theme must be the name of a theme")
             values["theme"] = theme.strip()
         if "view" in data:
-            if data["view"] not in RESULTS_VIEWS:
-                raise ConfigError(
-                    f"{source}: [tui] view must be one of {', '.join(RESULTS_VIEWS)}, "
-                    f"not {data['view']!r}"
-                )
-            values["view"] = cast(ResultsView, data["view"])
+            values["view"] = cast(ResultsView, _one_of(data, "view", RESULTS_VIEWS, source))
         if "duplicate_threshold" in data:
             value = data["duplicate_threshold"]
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
@@ -226,6 +211,16 @@ class TuiConfig:
                 raise ConfigError(f"{source}: [tui] labels must be a list of non-empty texts")
             values["labels"] = tuple(label.strip() for label in labels)
         return cls(**values)
+
+
+def _one_of(data: dict[str, Any], key: str, choices: tuple[str, ...], source: str) -> str:
+    """``data[key]``, which must be one of ``choices``."""
+    value = data[key]
+    if value not in choices:
+        raise ConfigError(
+            f"{source}: [tui] {key} must be one of {', '.join(choices)}, not {value!r}"
+        )
+    return str(value)
 
 
 def config_path() -> Path:
