@@ -20,7 +20,10 @@ each mode:
    use (reported as "first search"). In file mode it is measured twice: in a process that has
    first evicted the vector file and the database from the page cache
    (``posix_fadvise(POSIX_FADV_DONTNEED)`` on those files only, so nothing else on the machine
-   is disturbed; *cold*), and then in the process that runs the rest (*warm*).
+   is disturbed; *cold*), and then in the process that runs the rest (*warm*). Before every
+   other process the library's files are read once (:func:`warm`, in the parent), so that it
+   starts with a warm page cache whatever ran before it (the cold process evicts the database
+   too, and a search reads its best candidates' float32 vectors and records from it).
 3. ``--queries`` searches (default 50) with random unit query vectors through
    :func:`core.ranking.search` with no filter: the whole ranking (scores over the compact matrix,
    ``np.argpartition``, exact re-scoring of the best candidates, softmax probabilities over every
@@ -42,9 +45,9 @@ each mode:
 best of each (the lowest median; the lowest first search for cold), so that a busy spell of a
 shared machine weighs on both modes alike.
 
-``--formats N`` also compares int8 codes with float16 for the compact copy, over N random unit
-vectors in memory: bytes per photo, the time of one scoring pass, and how often the exact top 20
-is inside the candidates a search re-scores.
+``--formats N`` (default 100,000; 0 to skip) also compares int8 codes with float16 for the
+compact copy, over N random unit vectors in memory: bytes per photo, the time of one scoring
+pass, and how often the exact top 20 is inside the candidates a search re-scores.
 
 Results are printed and written to the "## Search" section of ``bench/RESULTS.md``.
 
@@ -144,18 +147,33 @@ def add_batch(library: Any, rng: np.random.Generator, size: int) -> None:
     library.add_encoded(MODEL_NAME, photos, matrix)
 
 
+def _library_files(path: Path) -> list[Path]:
+    names = (path.name, path.name + "-wal", path.name + ".vectors")
+    return [path.with_name(name) for name in names if path.with_name(name).exists()]
+
+
 def evict(path: Path) -> None:
     """Drop the clean pages of the library's files from the page cache (they stay on disk)."""
-    for name in (path.name, path.name + "-wal", path.name + ".vectors"):
-        try:
-            fd = os.open(path.with_name(name), os.O_RDONLY)
-        except FileNotFoundError:
-            continue
+    for file in _library_files(path):
+        fd = os.open(file, os.O_RDONLY)
         try:
             os.fdatasync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
+
+
+def warm(path: Path) -> None:
+    """Read the library's files once, so that their pages are in the page cache.
+
+    A warm process must not pay for the cold one before it: that one evicted the database too,
+    and a search reads the float32 vectors of its best candidates and their records from it
+    (about 1.3 MB of random pages a search at 100,000 photos when they come from the disk).
+    """
+    for file in _library_files(path):
+        with open(file, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
 
 
 def measure(
@@ -191,11 +209,13 @@ def measure(
                 "peak_bytes_per_photo": (first_peak - baseline) * 1024 / count,
             }
         times = []
+        before = _usage()
         for vector in vectors[1:]:
             started = time.perf_counter()
             hits = search(library, model, vector, top=top)  # type: ignore[arg-type]
             times.append(time.perf_counter() - started)
             assert len(hits) == min(top, count) and hits[0].rank == 1
+        per_search = {k: (v - before[k]) / len(times) for k, v in _usage().items()}
         rss = status_kib("VmRSS")
         peak = status_kib("VmHWM")
         year = {"since": dt.datetime(2019, 1, 1), "until": dt.datetime(2020, 1, 1)}
@@ -222,6 +242,25 @@ def measure(
         "after_batch_ms": statistics.median(after_batch) * 1000,
         "bytes_per_photo": (rss - baseline) * 1024 / count,
         "peak_bytes_per_photo": (peak - baseline) * 1024 / count,
+        "cpu_ms_per_search": per_search["cpu_s"] * 1000,
+        "disk_bytes_per_search": per_search["disk_bytes"],
+        "page_faults_per_search": per_search["faults"],
+    }
+
+
+def _usage() -> dict[str, float]:
+    """This process's CPU time, bytes read from the disk and page faults so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    disk = 0
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("read_bytes:"):
+            disk = int(line.split()[1])
+    return {
+        "cpu_s": time.process_time(),
+        "disk_bytes": disk,
+        "faults": usage.ru_minflt + usage.ru_majflt,
     }
 
 
@@ -304,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=20, help="hits per query")
     parser.add_argument("--batches", type=int, default=10, help="batches committed, then searched")
     parser.add_argument("--batch", type=int, default=16, help="photos per committed batch")
-    parser.add_argument("--formats", type=int, default=0, help="compare int8 and float16 at N")
+    parser.add_argument(
+        "--formats", type=int, default=100_000, help="compare int8 and float16 at N (0: not)"
+    )
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of the memory, cold and file processes"
     )
@@ -338,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                     row.setdefault("make_s", made)
                     print(f"{count:>9,} photos: vector file made (or caught up) in {made:.1f} s")
                     continue
+                if mode != "cold":
+                    warm(path)  # here, so that the child's peak memory does not count it
                 result = _child(path, mode, args)
                 if result is None:
                     return 1
@@ -362,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         "the hits. *memory*: the library without its vector file, so the first search reads "
         "every float32 vector and quantises it (the behaviour before the vector file); *file*: "
         "the compact copy memory-mapped from the vector file beside the database. Each row is a "
-        "fresh process; with `--repeat`, the best of the rounds. *First search* in file mode "
+        "fresh process, started after the library's files were read once so that it has a "
+        "warm page cache (the cold process before it evicts them); with `--repeat`, the best "
+        "of the rounds. *First search* in file mode "
         "is given cold (the database and the vector "
         "file evicted from the page cache with `posix_fadvise(DONTNEED)` first; dropping the "
         "whole cache with `/proc/sys/vm/drop_caches` also works here as root, but would slow "

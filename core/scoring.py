@@ -22,6 +22,8 @@ RULE_HELP = (
 )
 """How the probability is worked out, for ``--help`` texts (``%`` doubled for argparse)."""
 
+SOFTMAX_BLOCK = 8192  # scores exponentiated at a time: 64 KiB of float64 work space
+
 
 class _Scored(Protocol):
     logit_scale: float
@@ -64,15 +66,25 @@ def match_probabilities(
         logits += float(bias)
         # sigmoid as 0.5 * (1 + tanh(x / 2)): no overflow for large |x|
         return 0.5 * (1.0 + np.tanh(0.5 * logits))
-    weights = np.asarray(scores, dtype=np.float64).copy()
-    largest = weights.max()
-    weights -= largest
-    weights *= float(model.logit_scale)
-    np.exp(weights, out=weights)
-    total = weights.sum()
+    values = np.asarray(scores)
+    largest = float(values.max())
+    scale = float(model.logit_scale)
+    # the denominator block by block: a float64 copy of every score would be fresh memory at
+    # every search (8 MB at a million photos), which glibc maps and the kernel faults in anew
+    total = 0.0
+    work = np.empty(min(len(values), SOFTMAX_BLOCK), np.float64)
+    for start in range(0, len(values), SOFTMAX_BLOCK):
+        part = work[: min(SOFTMAX_BLOCK, len(values) - start)]
+        part[:] = values[start : start + SOFTMAX_BLOCK]
+        part -= largest
+        part *= scale
+        np.exp(part, out=part)
+        total += float(part.sum())
     if others is not None and len(others[0]):
         rest = np.asarray(others[0], dtype=np.float64) - largest
-        rest *= float(model.logit_scale)
+        rest *= scale
         total += others[1] * float(np.exp(rest).sum())
-    chosen_probabilities: np.ndarray = weights[chosen] / total
+    weights = np.asarray(values[chosen], dtype=np.float64) - largest
+    weights *= scale
+    chosen_probabilities: np.ndarray = np.exp(weights) / total
     return chosen_probabilities
