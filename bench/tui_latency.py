@@ -4,7 +4,8 @@ Builds (once, in ``--work``) a library of ``--photos`` indexed photos with synth
 and a folder of real photos that are not indexed yet. Then it drives the real app headless with
 Textual's Pilot, starts indexing those photos in the background, and while the indexer encodes:
 
-- presses Down and Up in the results list ``--keys`` times and types into the query box, timing
+- presses Down and Up in the results ``--keys`` times (in the list, or with ``--view grid`` in the
+  grid, where they move by a row of cells) and types into the query box, timing
   each key from the moment the driver hands it to the app until its handler has run, and until
   the next frame is drawn;
 - runs ``--queries`` text searches, timing from Enter until the first page of results is mounted
@@ -21,7 +22,7 @@ Usage::
 
     python bench/tui_latency.py [--photos 10000] [--pending 400] [--model default|tiny]
                                 [--work DIR] [--keys 60] [--queries 20] [--images halfcell]
-                                [--idle]
+                                [--idle] [--view list|grid]
 """
 
 from __future__ import annotations
@@ -176,21 +177,24 @@ async def _measure(args: argparse.Namespace, roots: list[Path], model_name: str)
 
     from tui.app import make_app
     from tui.config import TuiConfig
-    from tui.widgets.results import ResultsList
+    from tui.widgets.grid import ResultsGrid
+    from tui.widgets.results import PagedResults, ResultsList
     from tui.widgets.timeline import TimelineTree
 
-    config = TuiConfig(model=model_name, batch_size=args.batch_size)
+    config = TuiConfig(model=model_name, batch_size=args.batch_size, view=args.view)
     app = make_app(roots, images=args.images, config=config)
     clock = _Clock()
-    real_show = ResultsList.show
-    real_cursor = ResultsList.action_cursor
+    view: type[PagedResults] = ResultsGrid if args.view == "grid" else ResultsList
+    move = "action_row" if args.view == "grid" else "action_cursor"  # what Down and Up run
+    real_show = PagedResults.show
+    real_cursor = getattr(view, move)
     real_display = type(app)._display
 
-    async def timed_show(self: ResultsList, hits: list[Any]) -> None:
-        await real_show(self, hits)
+    async def timed_show(self: PagedResults, hits: list[Any], cursor: int = 0) -> None:
+        await real_show(self, hits, cursor)
         clock.shown.append(time.perf_counter())
 
-    def timed_cursor(self: ResultsList, delta: int) -> None:
+    def timed_cursor(self: PagedResults, delta: int) -> None:
         real_cursor(self, delta)
         clock.handled.append(time.perf_counter())
 
@@ -199,8 +203,8 @@ async def _measure(args: argparse.Namespace, roots: list[Path], model_name: str)
         if renderable is not None:
             clock.frames.append(time.perf_counter())
 
-    ResultsList.show = timed_show  # type: ignore[method-assign]
-    ResultsList.action_cursor = timed_cursor  # type: ignore[method-assign]
+    PagedResults.show = timed_show  # type: ignore[method-assign]
+    setattr(view, move, timed_cursor)
     type(app)._display = timed_display  # type: ignore[method-assign]
 
     def send(key: str, character: str | None = None) -> float:
@@ -214,7 +218,7 @@ async def _measure(args: argparse.Namespace, roots: list[Path], model_name: str)
     report: dict[str, Any] = {}
     async with app.run_test(size=(120, 40)) as pilot:
         deadline = time.monotonic() + 600
-        while app.model is None or app.indexing or app._jobs:
+        while app.model is None or app.indexing or app.jobs_waiting:
             if time.monotonic() > deadline:
                 raise SystemExit("the app did not open the library in 10 minutes")
             await asyncio.sleep(0.1)
@@ -251,7 +255,7 @@ async def _measure(args: argparse.Namespace, roots: list[Path], model_name: str)
             mounted_times.append(clock.shown[-1] - started)
             search_times.append(await clock.frame_after(clock.shown[-1]) - started)
             worker_times.append(app.last_search_s or 0.0)
-        results = app.query_one(ResultsList)
+        results = app.query_one(view)
         report["hits_per_search"] = len(results.hits)
 
         _log("measuring key presses")
@@ -290,8 +294,8 @@ async def _measure(args: argparse.Namespace, roots: list[Path], model_name: str)
                 "enter_to_first_results_drawn": _summary(search_times),
                 "enter_to_first_results_mounted": _summary(mounted_times),
                 "search_worker": _summary(worker_times),
-                "key_to_frame_results_list": _summary(key_times),
-                "key_to_handler_results_list": _summary(handler_times),
+                f"key_to_frame_results_{args.view}": _summary(key_times),
+                f"key_to_handler_results_{args.view}": _summary(handler_times),
                 "key_to_frame_typing": _summary(typing_times),
                 "indexing_still_running_at_the_end": still_indexing,
                 "indexing_progress": (
@@ -305,8 +309,8 @@ async def _measure(args: argparse.Namespace, roots: list[Path], model_name: str)
         app.action_stop_indexing()
         while app.indexing:
             await asyncio.sleep(0.1)
-    ResultsList.show = real_show  # type: ignore[method-assign]
-    ResultsList.action_cursor = real_cursor  # type: ignore[method-assign]
+    PagedResults.show = real_show  # type: ignore[method-assign]
+    setattr(view, move, real_cursor)
     type(app)._display = real_display  # type: ignore[method-assign]
     return report
 
@@ -322,6 +326,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--idle", action="store_true", help="measure with no indexing running")
+    parser.add_argument("--view", choices=("list", "grid"), default="list", help="results view")
     parser.add_argument(
         "--images", default="halfcell", choices=("none", "halfcell", "kitty", "sixel")
     )
@@ -340,6 +345,7 @@ def main() -> int:
         "library_photos": args.photos,
         "model": model_name,
         "images": args.images,
+        "view": args.view,
         "indexing_during_measurements": not args.idle,
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
