@@ -618,8 +618,10 @@ class ClipSearchApp(App[int]):
 
     async def action_toggle_grid(self) -> None:
         """Show the results as a grid of thumbnails, or as a list again; remembered."""
+        from tui.config import ResultsView
+
         shown = self._results()
-        view = "list" if self.config.view == "grid" else "grid"
+        view: ResultsView = "list" if self.config.view == "grid" else "grid"
         self.config = dataclasses.replace(self.config, view=view)
         self._save_setting("view", view)
         results = self._results()

@@ -116,7 +116,8 @@ class ThumbnailsLoaded(Message):
     """Decoded thumbnails for result rows, by photo id."""
 
     generation: int
-    images: dict[int, Image.Image] = field(default_factory=dict)
+    images: dict[int, Image.Image | None] = field(default_factory=dict)
+    """None for a photo whose thumbnail is missing or unreadable."""
 
 
 @dataclass

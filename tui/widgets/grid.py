@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rich.console import Console, ConsoleOptions, RenderResult
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.text import Text
 from textual.app import ComposeResult
@@ -103,7 +103,7 @@ class GridCell(ResultItem):
     def thumbnail_box(self) -> tuple[int, int]:
         return self._box_width, THUMBNAIL_ROWS
 
-    def render(self) -> RenderResult:
+    def render(self) -> RenderableType:
         if self._renderable_class is None:
             return cell_text(self.hit)
         width = self.content_size.width

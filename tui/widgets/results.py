@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image as PILImage
-from rich.console import Console, ConsoleOptions, RenderResult
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.text import Text
 from textual import work
@@ -185,7 +185,7 @@ class ResultRow(ResultItem):
     def __init__(self, hit: Hit, index: int, renderable: type | None) -> None:
         super().__init__(hit, index, renderable, "result-row")
 
-    def render(self) -> RenderResult:
+    def render(self) -> RenderableType:
         if self._renderable_class is None:
             return _RowLines(None, hit_text(self.hit), 0)
         return _RowLines(self.thumbnail(), hit_text(self.hit), THUMBNAIL_COLUMNS)
