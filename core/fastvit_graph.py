@@ -47,28 +47,10 @@ __all__ = ["build_image_tower"]
 
 
 def _convolution(
-    g: Graph,
-    x: str,
-    name: str,
-    conv: Conv,
-    kernel: np.ndarray,
-    bias: np.ndarray,
-    size: int | None = None,
+    g: Graph, x: str, name: str, conv: Conv, kernel: np.ndarray, bias: np.ndarray
 ) -> str:
-    """A convolution of ``conv``'s shape on ``x`` (``[in_chs, size, size]``).
-
-    A grouped convolution with one input channel and ``m > 1`` outputs per group (the patch
-    embeddings and the final convolution) runs as a depthwise convolution over the input with each
-    channel repeated ``m`` times: ncnn has fast kernels for depthwise convolutions and none for
-    this grouping (measured 1.6x to 5x faster on these layers).
-    """
-    multiplier = conv.out_chs // conv.in_chs
-    if conv.groups == conv.in_chs and multiplier > 1:
-        assert size is not None and conv.out_chs == multiplier * conv.in_chs
-        rows = g.layer("Reshape", f"{name}_rows", [x], {0: size * size, 1: 1, 2: conv.in_chs})
-        repeated = g.layer("Concat", f"{name}_repeat", [rows] * multiplier, {0: 1})
-        x = g.layer("Reshape", f"{name}_repeated", [repeated], {0: size, 1: size, 2: conv.out_chs})
-        conv = Conv(conv.out_chs, conv.out_chs, conv.kernel, conv.stride, conv.out_chs)
+    """A convolution of ``conv``'s shape on ``x``: dense (one group) or depthwise (one output per
+    input channel); :func:`_multiplied` makes the grouped ones with more outputs per channel."""
     params: dict[int, Any] = {
         0: conv.out_chs,
         1: conv.kernel,
@@ -80,8 +62,46 @@ def _convolution(
     weights = [(np.asarray(kernel, np.float32), True), (np.asarray(bias, np.float32), False)]
     if conv.groups == 1:
         return g.layer("Convolution", name, [x], params, weights)
+    assert conv.groups == conv.in_chs == conv.out_chs, conv
     params[7] = conv.groups
     return g.layer("ConvolutionDepthWise", name, [x], params, weights)
+
+
+def _multiplied(
+    g: Graph, x: str, name: str, conv: Conv, kernel: np.ndarray, bias: np.ndarray
+) -> tuple[str, np.ndarray]:
+    """A grouped convolution with one input channel and ``m`` outputs per group (the patch
+    embeddings and the final convolution), as ``m`` depthwise convolutions of ``x`` whose outputs
+    are concatenated: ncnn has fast depthwise kernels and none for this grouping.
+
+    Returns the output blob and ``order``: output channel ``k`` of the blob is channel
+    ``order[k]`` of the convolution (``j * C + c`` holds ``c * m + j``), so the layers that read
+    it take their per-channel weights in that order. Concatenating the outputs moves ``m`` times
+    fewer values than repeating the input channels would (the convolutions have stride 2, or
+    the final one a small map); the copies took about 4 % of MobileCLIP2-S0's time
+    (``bench/layer_profile.py``).
+    """
+    channels = conv.in_chs
+    multiplier = conv.out_chs // channels
+    assert conv.groups == channels and conv.out_chs == multiplier * channels, conv
+    single = Conv(channels, channels, conv.kernel, conv.stride, channels)
+    parts, order = [], []
+    for j in range(multiplier):
+        outputs = np.arange(channels) * multiplier + j
+        parts.append(_convolution(g, x, f"{name}_{j}", single, kernel[outputs], bias[outputs]))
+        order.append(outputs)
+    return g.layer("Concat", name, parts, {0: 0}), np.concatenate(order)
+
+
+def _reorder_channels(
+    f: dict[str, np.ndarray], order: np.ndarray, inputs: list[str], outputs: list[str]
+) -> None:
+    """Make the weights in ``f`` read channels in ``order``: ``inputs`` are weights whose
+    second axis runs over the channels, ``outputs`` weights and biases whose first axis does."""
+    for key in inputs:
+        f[key] = np.ascontiguousarray(f[key][:, order])
+    for key in outputs:
+        f[key] = np.ascontiguousarray(f[key][order])
 
 
 def _gelu(g: Graph, x: str, name: str) -> str:
@@ -176,11 +196,21 @@ def build_image_tower(
     """Write the image tower into ``g`` from :func:`reparameterize`'s output."""
     if g.quantize:
         raise CheckpointError("int8 is not available for FastViT image towers; use fp32")
-    f = folded
+    f = dict(folded)  # the layers after a multiplied convolution get reordered copies
 
     def conv(x: str, name: str, path: str, spec: Conv) -> str:
         weight, bias = f[f"{path}.reparam_conv.weight"], f[f"{path}.reparam_conv.bias"]
-        return _convolution(g, x, name, spec, weight, bias, size)
+        return _convolution(g, x, name, spec, weight, bias)
+
+    def grouped(x: str, name: str, path: str, spec: Conv) -> tuple[str, np.ndarray | None]:
+        """``conv``, for a grouped convolution that may have several outputs per channel."""
+        if spec.out_chs == spec.in_chs:
+            return conv(x, name, path, spec), None
+        weight, bias = f[f"{path}.reparam_conv.weight"], f[f"{path}.reparam_conv.bias"]
+        return _multiplied(g, x, name, spec, weight, bias)
+
+    def se_keys(path: str) -> tuple[list[str], list[str]]:
+        return [f"{path}.fc1.weight"], [f"{path}.fc2.weight", f"{path}.fc2.bias"]
 
     dims = list(vision["embed_dims"])
     size = int(vision["image_size"])
@@ -195,9 +225,13 @@ def build_image_tower(
         if has_downsample(vision, i, prev):
             down = f"{stage}.downsample.proj"
             spec = Conv(prev, dim, DOWN_PATCH, DOWN_STRIDE, prev)
-            x = conv(x, f"stage{i}_down", f"{down}.0", spec)
+            x, order = grouped(x, f"stage{i}_down", f"{down}.0", spec)
             size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
-            if vision["se_downsamples"][i]:
+            se = vision["se_downsamples"][i]
+            if order is not None:
+                inputs, outputs = se_keys(f"{down}.0.se") if se else ([], [])
+                _reorder_channels(f, order, [*inputs, f"{down}.1.reparam_conv.weight"], outputs)
+            if se:
                 x = _squeeze_excite(g, x, f"stage{i}_down_se", f, f"{down}.0.se", dim)
             x = _gelu(g, x, f"stage{i}_down_gelu")
             x = conv(x, f"stage{i}_down_pw", f"{down}.1", Conv(dim, dim, 1))
@@ -215,7 +249,10 @@ def build_image_tower(
                 x = _attention_block(g, x, tag, f, block, dim, size)
         prev = dim
     final = CLS_RATIO * prev
-    x = conv(x, "final_conv", "final_conv", Conv(prev, final, 3, 1, prev))
+    x, order = grouped(x, "final_conv", "final_conv", Conv(prev, final, 3, 1, prev))
+    if order is not None:
+        inputs, outputs = se_keys("final_conv.se")
+        _reorder_channels(f, order, [*inputs, "head.fc.weight"], outputs)
     x = _squeeze_excite(g, x, "final_se", f, "final_conv.se", final)
     x = _gelu(g, x, "final_gelu")
     x = g.layer("Pooling", "global_pool", [x], {0: 1, 4: 1})
