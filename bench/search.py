@@ -459,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
             "| once |"
         )
     lines.append("")
+    busiest = max(
+        float(row[mode]["load"].split(",")[0])
+        for row in results
+        for mode in ("memory", "file", "cold")
+    )
     lines.append(
         "First search with the file against without it, same run: "
         + "; ".join(
@@ -466,9 +471,14 @@ def main(argv: list[str] | None = None) -> int:
             f"faster warm, {row['memory']['first_s'] / row['cold']['first_s']:.0f}x cold"
             for row in results
         )
-        + ". On a machine this loaded (load average well above its 2 cores), every search "
-        "time is several times its quiet value and the medians of two processes differ by "
-        "their noise; the ratios are the comparison to read."
+        + "."
+        + (
+            f" The machine was busy (load average up to {busiest:.1f} on {os.cpu_count()} "
+            "cores): every search time is then several times its quiet value and the medians "
+            "of two processes differ by their noise; the ratios are the comparison to read."
+            if busiest > (os.cpu_count() or 1)
+            else ""
+        )
     )
     if formats:
         candidates = next(iter(formats.values()))["candidates"]
