@@ -9,7 +9,7 @@ import pytest
 
 from core.languages import foreign_script, multilingual_model_name, script_hint
 from core.registry import get_spec
-from core.scoring import match_probabilities, rule_of
+from core.scoring import SOFTMAX_BLOCK, match_probabilities, rule_of
 
 SCORES = np.array([0.31, 0.12, -0.05, 0.29])
 
@@ -22,6 +22,18 @@ def test_clip_shares_one_unit_of_probability_over_the_candidates() -> None:
     assert p[0] > p[3] > p[1]
     # a candidate's probability depends on the others
     assert match_probabilities(clip, SCORES[:2])[0] != pytest.approx(p[0])
+
+
+def test_the_softmax_over_many_candidates_is_summed_block_by_block_exactly() -> None:
+    """More candidates than one block of the denominator, and a last block that is not full."""
+    clip = SimpleNamespace(logit_scale=100.0, logit_bias=None)
+    scores = np.random.default_rng(0).uniform(-0.2, 0.4, 2 * SOFTMAX_BLOCK + 77)
+    scores = scores.astype(np.float32)
+    chosen = np.array([0, SOFTMAX_BLOCK - 1, SOFTMAX_BLOCK, len(scores) - 1, int(scores.argmax())])
+    weights = np.exp(100.0 * (scores.astype(np.float64) - float(scores.max())))
+    expected = weights[chosen] / weights.sum()
+    np.testing.assert_allclose(match_probabilities(clip, scores, chosen), expected, rtol=1e-12)
+    assert match_probabilities(clip, scores).sum() == pytest.approx(1.0, abs=1e-12)
 
 
 def test_siglip_gives_each_candidate_its_own_sigmoid() -> None:
