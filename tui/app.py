@@ -52,6 +52,7 @@ from tui.messages import (
     SearchFinished,
     TimelineLoaded,
 )
+from tui.screen_text import screen_text as read_screen_text
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
 from tui.screens.errors import ErrorsScreen
@@ -355,10 +356,9 @@ class ClipSearchApp(App[int]):
     def screen_text(self) -> str:
         """The screen as the user sees it now, as plain text: one line per terminal row.
 
-        Read from Textual's compositor, as :meth:`App.export_screenshot` reads it, in this one
-        place rather than in every caller.
+        Read through Textual's public SVG screenshot (:func:`tui.screen_text.screen_text`).
         """
-        return "\n".join(strip.text for strip in self.screen._compositor.render_strips())
+        return read_screen_text(self)
 
     def notify(
         self,
@@ -452,7 +452,8 @@ class ClipSearchApp(App[int]):
         subtitle = f"{count} {label} {inert(what)}"
         if self._filter:
             subtitle += f" in {self._filter}"
-        subtitle += f" ({self.last_search_s * 1000:.0f} ms)"
+        first_page_s = message.elapsed_s if self.last_search_s is None else self.last_search_s
+        subtitle += f" ({first_page_s * 1000:.0f} ms)"
         self.query_one("#results-pane").border_subtitle = Text(subtitle)
         hint = (
             script_hint(self.model.spec, message.query) if kind == "text" and self.model else None
@@ -728,7 +729,7 @@ class ClipSearchApp(App[int]):
         self._load_timeline()
         self.action_index_all()
 
-    def action_quit(self) -> None:
+    async def action_quit(self) -> None:
         running = self._jobs.running
         if running is None:
             self.exit()
