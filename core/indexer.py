@@ -22,6 +22,11 @@ tried again only once its size or modification time changes. Setting ``pause`` o
 takes effect between photos: no photo is started after it, the photos already being encoded
 (at most ``model.threads``) are finished, and everything encoded is committed, so a stopped run
 loses nothing and the next run encodes only the rest.
+
+The module is a little over the house guide of about 600 lines: the decode pool, the encoder loop,
+the points where a pause or a stop is looked at, and the commit share one run's counters
+(:class:`RunCounters`), and the rule that holds them together (nothing encoded twice, nothing
+encoded lost) is easiest to check read in one place.
 """
 
 from __future__ import annotations

@@ -889,18 +889,24 @@ STOP_AFTER = 3
 """Photos let through the encoder before a test pauses or stops a run of one batch of 20."""
 
 
+async def index_all_until_gate(pilot: object, app: ClipSearchApp, gate: _PhotoGate) -> int:
+    """Index every photo and let :data:`STOP_AFTER` of them through the encoder; returns how
+    many photos the engine encodes at once (those may still finish after a pause or a stop)."""
+    await settle(pilot, ready(app))
+    assert app.model is not None
+    await select_bucket(pilot, app, "all")
+    await pilot.press("i")
+    gate.let_through(STOP_AFTER)
+    await settle(pilot, lambda: gate.passed == STOP_AFTER)
+    return app.model.threads
+
+
 async def test_pause_takes_effect_between_photos_and_says_where(
     tui_home: Path, tui_album: Path, tui_photo_gate: _PhotoGate
 ):
     app = make_app([tui_album], images="none", config=tui_config(batch_size=20))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, ready(app))
-        assert app.model is not None
-        in_flight = app.model.threads
-        await select_bucket(pilot, app, "all")
-        await pilot.press("i")
-        tui_photo_gate.let_through(STOP_AFTER)
-        await settle(pilot, lambda: tui_photo_gate.passed == STOP_AFTER)
+        in_flight = await index_all_until_gate(pilot, app, tui_photo_gate)
         await pilot.press("p")
         await settle(pilot, lambda: "Pausing All photos..." in screen_text(app))
         tui_photo_gate.let_through(in_flight)  # the photos already being encoded finish
@@ -924,13 +930,7 @@ async def test_stop_takes_effect_between_photos_and_the_next_run_does_the_rest(
 ):
     app = make_app([tui_album], images="none", config=tui_config(batch_size=20))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, ready(app))
-        assert app.model is not None
-        in_flight = app.model.threads
-        await select_bucket(pilot, app, "all")
-        await pilot.press("i")
-        tui_photo_gate.let_through(STOP_AFTER)
-        await settle(pilot, lambda: tui_photo_gate.passed == STOP_AFTER)
+        in_flight = await index_all_until_gate(pilot, app, tui_photo_gate)
         await pilot.press("x")
         await settle(pilot, lambda: "Stopping All photos..." in screen_text(app))
         tui_photo_gate.let_through(in_flight)

@@ -84,6 +84,12 @@ class ClipSearchApp(App[int]):
 
     The handlers of worker messages return at once when the app is no longer running: a worker
     may report after shutdown began, when the widgets it would update are gone.
+
+    The class is larger than the house guide of about 400 lines because Textual dispatches key
+    actions (``action_*``) and worker messages (``on_*``) to the app itself: each of them is a
+    short method here that hands the work to a module of its own (the panes in
+    :mod:`tui.widgets`, the dialogs in :mod:`tui.screens`, the job queue in
+    :mod:`tui.indexing_job`, the settings in :mod:`tui.config`, the engine in :mod:`core`).
     """
 
     CSS_PATH = "app.tcss"
