@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import param_layers  # noqa: E402
 from bench.precision import build_reference, load_pixels, photo_paths, queries  # noqa: E402
 
 # ncnn's bf16 storage stores every blob between layers as bfloat16. A layer may opt out
@@ -149,25 +150,6 @@ def round_bf16(x: np.ndarray) -> np.ndarray:
     bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
     bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
     return bits.astype(np.uint32).view(np.float32)
-
-
-def parse_layers(param_text: str) -> list[tuple[str, str, list[str], list[str]]]:
-    """``(type, name, inputs, outputs)`` of every layer of a ``.param`` text, in order."""
-    layers = []
-    for line in param_text.splitlines()[2:]:
-        fields = line.split()
-        if not fields:
-            continue
-        n_in, n_out = int(fields[2]), int(fields[3])
-        layers.append(
-            (
-                fields[0],
-                fields[1],
-                fields[4 : 4 + n_in],
-                fields[4 + n_in : 4 + n_in + n_out],
-            )
-        )
-    return layers
 
 
 def run_blobs(
@@ -323,10 +305,10 @@ def study(
     stem = "visual" if tower == "image" else "text"
     param_text = (model.model_dir / f"{stem}.param").read_text(encoding="ascii")
     bin_path = model.model_dir / f"{stem}.bin"
-    layers = parse_layers(param_text)
-    blobs = [b for (_, _, _, outs) in layers for b in outs]
+    layers = param_layers(param_text)
+    blobs = [b for layer in layers for b in layer.outputs]
     inputs, ends = tower_inputs(model, tower, pixels, texts)
-    last = layers[-1][3][0]
+    last = layers[-1].outputs[0]
 
     print(
         f"\n## {name}, {tower} tower: {len(layers)} layers, {len(inputs)} items, "
@@ -359,7 +341,7 @@ def study(
         "| rounding one blob |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for index, (type_, lname, ins, outs) in enumerate(layers):
+    for index, (type_, lname, ins, outs, _) in enumerate(layers):
         if type_ == "Split":
             continue
         for blob in outs:

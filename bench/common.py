@@ -6,7 +6,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -87,3 +87,33 @@ def export_image_tower(reference: Any, path: Path, size: int) -> None:
         )
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+class ParamLayer(NamedTuple):
+    """One layer of an ncnn ``.param`` text."""
+
+    type: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    params: dict[int, str]
+    """The layer's ``key=value`` parameters, keys as integers, values as written."""
+
+
+def param_layers(param_text: str) -> list[ParamLayer]:
+    """Every layer of an ncnn ``.param`` text, in order."""
+    layers = []
+    for line in param_text.splitlines()[2:]:
+        fields = line.split()
+        if not fields:
+            continue
+        n_in, n_out = int(fields[2]), int(fields[3])
+        params: dict[int, str] = {}
+        for field in fields[4 + n_in + n_out :]:
+            key, _, value = field.partition("=")
+            params[int(key)] = value
+        ends = 4 + n_in
+        layers.append(
+            ParamLayer(fields[0], fields[1], fields[4:ends], fields[ends : ends + n_out], params)
+        )
+    return layers

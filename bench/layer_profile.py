@@ -40,33 +40,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_flags, cpu_model, export_image_tower, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    ParamLayer,
+    cpu_flags,
+    cpu_model,
+    export_image_tower,
+    param_layers,
+    write_section,
+)
 
 SLOWEST = 15
 MOVES = ("Reshape", "Permute", "Concat", "Split", "Crop", "Flatten", "Transpose", "Slice")
-
-
-def param_layers(param_text: str) -> list[dict]:
-    """Every layer of a ``.param`` text: type, name, outputs and integer parameters."""
-    layers = []
-    for line in param_text.splitlines()[2:]:
-        fields = line.split()
-        if not fields:
-            continue
-        n_in, n_out = int(fields[2]), int(fields[3])
-        params: dict[int, str] = {}
-        for field in fields[4 + n_in + n_out :]:
-            key, _, value = field.partition("=")
-            params[int(key)] = value
-        layers.append(
-            {
-                "type": fields[0],
-                "name": fields[1],
-                "outputs": fields[4 + n_in : 4 + n_in + n_out],
-                "params": params,
-            }
-        )
-    return layers
 
 
 def place_of(name: str) -> str:
@@ -85,8 +69,8 @@ def conv_kind(kernel: int, depthwise: bool) -> str:
     return "pointwise 1x1" if kernel == 1 else f"dense {kernel}x{kernel}"
 
 
-def our_kind(layer: dict) -> str:
-    type_, name, params = layer["type"], layer["name"], layer["params"]
+def our_kind(layer: ParamLayer) -> str:
+    type_, name, params = layer.type, layer.name, layer.params
     if "_se" in name:
         return "squeeze-excite"
     if re.search(r"_(attn|flatten|tokens|channels|unflatten)$", name):
@@ -124,7 +108,7 @@ def ort_kind(node, attributes: dict) -> str:
     return op.lower()
 
 
-def ours_per_layer(net, layers: list[dict], pixels: np.ndarray) -> list[float]:
+def ours_per_layer(net, layers: list[ParamLayer], pixels: np.ndarray) -> list[float]:
     """Seconds per layer: each output blob extracted in order from one extractor."""
     import ncnn
 
@@ -134,9 +118,9 @@ def ours_per_layer(net, layers: list[dict], pixels: np.ndarray) -> list[float]:
     times = []
     for layer in layers:
         start = time.perf_counter()
-        for blob in layer["outputs"]:
+        for blob in layer.outputs:
             rc, _ = ex.extract(blob, 1)  # 1: as stored, no unpacking or conversion
-            assert rc == 0, (layer["name"], rc)
+            assert rc == 0, (layer.name, rc)
         times.append(time.perf_counter() - start)
     return times
 
@@ -293,13 +277,13 @@ def profile(name: str, rounds: int, batch_size: int, workdir: Path) -> dict:
 
     ours_rows = [
         {
-            "name": f"{layer['type']} {layer['name']}",
-            "place": place_of(layer["name"]),
+            "name": f"{layer.type} {layer.name}",
+            "place": place_of(layer.name),
             "kind": our_kind(layer),
             "s": statistics.median(run[i] for run in per_layer),
         }
         for i, layer in enumerate(layers)
-        if layer["type"] != "Input"
+        if layer.type != "Input"
     ]
     by_name = {node.name: node for node in nodes}
     ort_rows = []

@@ -102,7 +102,8 @@ def test_bf16_error_stays_at_the_rounding_level_layer_by_layer(tiny_model) -> No
     torch = pytest.importorskip("torch")
     import copy
 
-    from bench.bf16_layers import parse_layers, round_bf16, run_blobs
+    from bench.bf16_layers import round_bf16, run_blobs
+    from bench.common import param_layers
     from core.encoder import ClipModel
     from tests.reference import TINY_VIT, make_reference
     from tests.reference_mobileclip import photos
@@ -110,8 +111,8 @@ def test_bf16_error_stays_at_the_rounding_level_layer_by_layer(tiny_model) -> No
     pixels = np.stack([tiny_model.preprocess(path) for path in photos()[:3]])
     param_text = (tiny_model.model_dir / "visual.param").read_text(encoding="ascii")
     bin_path = tiny_model.model_dir / "visual.bin"
-    layers = parse_layers(param_text)
-    blobs = [blob for *_, outputs in layers for blob in outputs]
+    layers = param_layers(param_text)
+    blobs = [blob for layer in layers for blob in layer.outputs]
     for image in pixels:
         exact = run_blobs(param_text, bin_path, {"image": image}, False, blobs)
         bf16 = run_blobs(param_text, bin_path, {"image": image}, True, blobs)
