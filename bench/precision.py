@@ -121,6 +121,37 @@ def top_sets(scores: np.ndarray, exclude_self: bool = False) -> list[frozenset[i
     return [frozenset(row.tolist()) for row in order]
 
 
+def cut_margins(scores: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """Per row: the ``TOP``-th best score less the next one (how near the cut is to a tie)."""
+    scores = np.array(scores, dtype=np.float64)
+    if exclude_self:
+        np.fill_diagonal(scores, -np.inf)
+    ranked = -np.sort(-scores, axis=1)
+    return ranked[:, TOP - 1] - ranked[:, TOP]
+
+
+def ties(
+    scores: np.ndarray,
+    reference: np.ndarray,
+    ours: list[frozenset[int]],
+    theirs: list[frozenset[int]],
+) -> dict[str, float]:
+    """How near the reference's top-10 cuts are to ties, against how far the scores moved.
+
+    A top-10 set can only change where some score moved by at least half the margin at the
+    cut, so margins of the size of the score changes mean the sets change by near-ties.
+    """
+    margins = cut_margins(reference)
+    moved = np.abs(np.asarray(scores, np.float64) - np.asarray(reference, np.float64)).max(axis=1)
+    changed = np.array([a != b for a, b in zip(ours, theirs)])
+    return {
+        "margin_median": float(np.median(margins)),
+        "margin_median_changed": float(np.median(margins[changed])) if changed.any() else 0.0,
+        "score_moved_median": float(np.median(moved)),
+        "margin_below_2x_moved": float(np.mean(margins < 2 * moved)),
+    }
+
+
 def agreement(ours: list[frozenset[int]], reference: list[frozenset[int]]) -> float:
     """Share of queries whose top-10 set is the reference's."""
     return sum(a == b for a, b in zip(ours, reference)) / len(reference)
@@ -250,6 +281,11 @@ def judge(
         cos = cosines(img, ref_img)
         by_text = top_sets(texts["fp32"] @ img.T)
         by_image = top_sets(img @ img.T, exclude_self=True)
+        print(
+            f"{precision} image against {against}, text queries: "
+            + json.dumps(ties(texts["fp32"] @ img.T, ref_txt @ ref_img.T, by_text, text_ref)),
+            flush=True,
+        )
         rows[f"{precision} image"] = {
             "cos_min": float(cos.min()),
             "cos_mean": float(cos.mean()),
