@@ -655,6 +655,34 @@ async def test_error_list_shows_the_photos_that_failed(tui_indexed_home: Path, t
 # First run
 
 
+def install_any_as_tiny(
+    monkeypatch: pytest.MonkeyPatch, home: Path, tiny_model: ClipModel
+) -> list[str]:
+    """Make the app's model install put the tiny model under whatever name it is asked for;
+    returns the names asked for, in order."""
+    import core.install
+
+    asked: list[str] = []
+
+    def fake_install(name, from_file=None, *, progress=None, cancel=None, **_):  # type: ignore[no-untyped-def]
+        asked.append(name)
+        models = home / "data" / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        (models / name).symlink_to(tiny_model.model_dir, target_is_directory=True)
+        progress("done", 4, 4)
+        return models / name
+
+    monkeypatch.setattr(core.install, "install_model", fake_install)
+    return asked
+
+
+def dialog_text(app: ClipSearchApp) -> str:
+    """The text inside the dialog on screen, its wrapped lines joined (each row of the dialog
+    reads "...█ text █...")."""
+    rows = [row.split("\u2588") for row in screen_text(app).splitlines()]
+    return " ".join(" ".join(parts[1].split()) for parts in rows if len(parts) >= 3)
+
+
 async def test_first_run_installs_the_model_with_progress(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -695,7 +723,6 @@ async def test_first_run_offers_the_multilingual_model(
     tiny_model: ClipModel,
     tui_album: Path,
 ):
-    import core.install
     from core.languages import multilingual_model_name
     from core.registry import default_model_name
 
@@ -703,23 +730,11 @@ async def test_first_run_offers_the_multilingual_model(
     monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
     multilingual = multilingual_model_name()
     assert multilingual is not None
-    asked: list[str] = []
-
-    def fake_install(name, from_file=None, *, progress=None, cancel=None, **_):  # type: ignore[no-untyped-def]
-        asked.append(name)
-        models = home / "data" / "models"
-        models.mkdir(parents=True, exist_ok=True)
-        (models / name).symlink_to(tiny_model.model_dir, target_is_directory=True)
-        progress("done", 4, 4)
-        return models / name
-
-    monkeypatch.setattr(core.install, "install_model", fake_install)
+    asked = install_any_as_tiny(monkeypatch, home, tiny_model)
     app = make_app([tui_album], images="none", config=tui_config(model=None))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
-        # the dialog's text, its wrapped lines joined (each row is "...█ text █...")
-        rows = [row.split("\u2588") for row in screen_text(app).splitlines()]
-        text = " ".join(" ".join(parts[1].split()) for parts in rows if len(parts) >= 3)
+        text = dialog_text(app)
         assert default_model_name() in text and multilingual in text
         assert "reads many languages" in text and "reads English only" in text
         assert "MB to download" in text
@@ -735,7 +750,6 @@ async def test_first_run_shows_the_dial_and_installs_the_fastest_model(
     tiny_model: ClipModel,
     tui_album: Path,
 ):
-    import core.install
     from core import registry
 
     home = tmp_path / "home"
@@ -745,22 +759,11 @@ async def test_first_run_shows_the_dial_and_installs_the_fastest_model(
         "speed": {"measured_on": "Test CPU", "models": {"MobileCLIP2-S0": {"images_per_s": 9.5}}},
     }
     monkeypatch.setattr(registry, "measurements", lambda: measured)
-    asked: list[str] = []
-
-    def fake_install(name, from_file=None, *, progress=None, cancel=None, **_):  # type: ignore[no-untyped-def]
-        asked.append(name)
-        models = home / "data" / "models"
-        models.mkdir(parents=True, exist_ok=True)
-        (models / name).symlink_to(tiny_model.model_dir, target_is_directory=True)
-        progress("done", 4, 4)
-        return models / name
-
-    monkeypatch.setattr(core.install, "install_model", fake_install)
+    asked = install_any_as_tiny(monkeypatch, home, tiny_model)
     app = make_app([tui_album], images="none", config=tui_config(model=None))
     async with app.run_test(size=(100, 40)) as pilot:
         await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
-        rows = [row.split("\u2588") for row in screen_text(app).splitlines()]
-        text = " ".join(" ".join(parts[1].split()) for parts in rows if len(parts) >= 3)
+        text = dialog_text(app)
         assert "fastest MobileCLIP2-S0 9.5 photos/s, ImageNet 71.5%" in text
         assert "balanced ViT-B-32-256-datacomp speed not measured, ImageNet 72.8%" in text
         assert "best MobileCLIP2-S2" in text and "apple-amlr" in text
