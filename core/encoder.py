@@ -149,8 +149,12 @@ class ClipModel:
         self._visual_lock = threading.Lock()
         self._text_lock = threading.Lock()
         self._pool_lock = threading.Lock()
-        # On the CPU, parallelism comes from several single-threaded extractors.
-        self._net_threads = self.threads if self.vulkan else 1
+        # On the CPU, the image tower runs several single-threaded extractors side by side (an
+        # indexing run's throughput), the text tower one extractor at a time on all the threads
+        # (a query is one text, and it is what a user waits for). ncnn fixes a network's threads
+        # when it loads.
+        self._threads = {"visual": self.threads if self.vulkan else 1, "text": self.threads}
+        self._side_by_side = {"visual": True, "text": self.vulkan}
         self._visual: Any = None
         self._text: Any = None
         self._host: dict[str, np.ndarray] | None = None
@@ -186,7 +190,7 @@ class ClipModel:
     def _visual_net(self) -> Any:
         with self._visual_lock:
             if self._visual is None:
-                self._visual = self._net("visual", self._net_threads, self.precision.image)
+                self._visual = self._net("visual", self._threads["visual"], self.precision.image)
             return self._visual
 
     def load_image_tower(self) -> None:
@@ -197,20 +201,21 @@ class ClipModel:
     def _map(
         self, tower: str, fn: Callable[[Any], np.ndarray], items: Sequence[Any]
     ) -> list[np.ndarray]:
-        """``fn(item)`` for every item, on the ``tower``'s worker threads when there are several.
+        """``fn(item)`` for every item: on the ``tower``'s worker threads when its items run side
+        by side, else one after the other in the calling thread.
 
         Each tower has its own threads, so that texts encoded for a search while a batch of
         images is being encoded for indexing do not wait behind it; the threads are made by the
         first caller and keep its CPU priority (the indexer's lower one for images).
         """
-        if len(items) == 1 or self.threads == 1:
+        if len(items) == 1 or self.threads == 1 or not self._side_by_side[tower]:
             return [fn(item) for item in items]
         return list(self._executor(tower).map(fn, items))
 
     def _text_parts(self) -> tuple[Any, dict[str, np.ndarray]]:
         with self._text_lock:
             if self._text is None:
-                self._text = self._net("text", self._net_threads, self.precision.text)
+                self._text = self._net("text", self._threads["text"], self.precision.text)
                 names = ["token_embedding", "positional_embedding"]
                 if not self.spec.is_siglip:
                     names.append("text_projection")

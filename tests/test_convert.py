@@ -244,3 +244,29 @@ def test_texts_do_not_queue_behind_a_batch_of_images(tiny_model, monkeypatch):
         release.set()
         images.join(30)
         model.close()
+
+
+def test_a_query_runs_on_every_thread_and_images_side_by_side(tiny_model, monkeypatch):
+    """The text tower loads with all the model's threads and runs its texts one after the other,
+    so a query (one text) gets them all; the image tower loads single-threaded and runs one
+    extractor per thread, which is what an indexing run's throughput needs. Several texts give
+    the vectors of each text alone (to float rounding: numpy projects the rows together)."""
+    from core.encoder import ClipModel
+
+    loaded: dict[str, int] = {}
+    with ClipModel(tiny_model.model_dir, threads=2) as model:
+        real_net = model._net
+
+        def recording_net(stem: str, threads: int, precision: str):
+            loaded[stem] = threads
+            return real_net(stem, threads, precision)
+
+        monkeypatch.setattr(model, "_net", recording_net)
+        texts = ["beach", "a red bicycle in the snow", "people"]
+        together = model.encode_texts(texts)
+        alone = np.concatenate([model.encode_texts([text]) for text in texts])
+        size = model.spec.preprocess.size
+        model.encode_pixels(np.zeros((2, 3, size, size), np.float32))
+        assert loaded == {"text": 2, "visual": 1}
+        np.testing.assert_allclose(together, alone, rtol=0, atol=1e-6)
+        assert "text" not in model._pools and "visual" in model._pools
