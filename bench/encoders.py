@@ -1,7 +1,11 @@
 """Encoder speed: our ncnn path against open_clip on PyTorch and against ONNX Runtime.
 
 All three run the same random weights in the same process, on the same number of threads, called
-in turn (one call of each per round, medians over the rounds):
+in turn (one call of each per round, medians over the rounds). Each call starts after a pause of
+``SETTLE_S``: an engine's worker threads keep spinning for a while after a call (ONNX Runtime's
+intra-op pool, PyTorch's OpenMP threads), and without the pause they take a core from the next
+engine's call, which a program running one engine never meets (measured: our two-threaded text
+query 69 ms alone, 126 to 135 ms right after an ONNX Runtime call, 70 ms after a 200 ms pause).
 
 - ours: the model installed with ``clipsearch-tui model install NAME --from CHECKPOINT`` and
   loaded with ``core.load_model``; images through ``encode_pixels`` (preprocessed pixels, so
@@ -64,6 +68,10 @@ TEXTS = [
 ]
 
 
+SETTLE_S = 0.2
+"""Pause before each timed call of :func:`timeit_interleaved`, in seconds."""
+
+
 def timeit(fn: Callable[[], object], seconds: float, min_runs: int = 3) -> float:
     """Median wall time of ``fn`` in seconds, after one warm-up call."""
     fn()
@@ -77,17 +85,22 @@ def timeit(fn: Callable[[], object], seconds: float, min_runs: int = 3) -> float
 
 
 def timeit_interleaved(
-    cases: dict[Any, Callable[[], object]], seconds: float, min_rounds: int = 3
+    cases: dict[Any, Callable[[], object]],
+    seconds: float,
+    min_rounds: int = 3,
+    settle: float = SETTLE_S,
 ) -> dict[Any, float]:
     """Median wall time of each case in seconds, the cases called in turn, one call each per round
-    (after one warm-up round), so that a change in the machine's load falls on all of them alike."""
+    (after one warm-up round), so that a change in the machine's load falls on all of them alike;
+    each call after a pause of ``settle`` seconds, so that no engine's spinning threads are left
+    over from the call before. ``seconds`` counts the calls, not the pauses."""
     for fn in cases.values():
         fn()
     times: dict[Any, list[float]] = {key: [] for key in cases}
-    start = time.perf_counter()
     rounds = 0
-    while rounds < min_rounds or time.perf_counter() - start < seconds:
+    while rounds < min_rounds or sum(map(sum, times.values())) < seconds:
         for key, fn in cases.items():
+            time.sleep(settle)
             t0 = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - t0)
