@@ -117,3 +117,16 @@ def param_layers(param_text: str) -> list[ParamLayer]:
             ParamLayer(fields[0], fields[1], fields[4:ends], fields[ends : ends + n_out], params)
         )
     return layers
+
+
+def reference_tokens(spec: Any, folder: Path, texts: list[str]) -> Any:
+    """Token ids as open_clip makes them for the model of ``spec``: CLIP's tokenizer, or for a
+    SigLIP model its ``HFTokenizer`` over the tokenizer files in ``folder`` (the hub repository
+    the model was installed from)."""
+    import open_clip
+
+    if spec.is_siglip:
+        from tests.reference import openclip_tokenizer
+
+        return openclip_tokenizer(folder, int(spec.architecture.text["context_length"]))(texts)
+    return open_clip.tokenize(texts)

@@ -54,7 +54,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_flags, cpu_model, export_image_tower, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    cpu_flags,
+    cpu_model,
+    export_image_tower,
+    reference_tokens,
+    write_section,
+)
 
 TEXTS = [
     "a red bicycle in the snow",
@@ -190,19 +196,6 @@ def onnx_sessions(reference, spec, workdir: Path, threads: int):
     )
 
 
-def reference_tokens(spec, workdir: Path, texts: list[str]):
-    """Token ids as open_clip makes them for ``spec``: its CLIP tokenizer, or its HFTokenizer
-    over the tokenizer files of the model's folder."""
-    import open_clip
-
-    if spec.is_siglip:
-        from tests.reference import openclip_tokenizer
-
-        context = int(spec.architecture.text["context_length"])
-        return openclip_tokenizer(workdir / f"{spec.name}-repo", context)(texts)
-    return open_clip.tokenize(texts)
-
-
 def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[dict]:
     import torch
 
@@ -231,7 +224,7 @@ def bench_model(name: str, threads: int, seconds: float, workdir: Path) -> list[
     for batch in (1, 8):
         pixels = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
         tensor = torch.from_numpy(pixels)
-        tokens = reference_tokens(spec, workdir, (TEXTS * 2)[:batch])
+        tokens = reference_tokens(spec, workdir / f"{name}-repo", (TEXTS * 2)[:batch])
         ids64 = tokens.numpy().astype(np.int64)
         texts = (TEXTS * 2)[:batch]
         cases = {

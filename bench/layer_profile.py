@@ -220,6 +220,70 @@ def variant_times(model_dir: Path, batch: np.ndarray, session, rounds: int) -> d
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+ELEMENTWISE_SHAPE = (64, 128, 128)  # the stem's GELU in MobileCLIP2-S0, its largest
+
+
+def elementwise_times(rounds: int) -> dict[str, float]:
+    """Seconds for one element-wise layer alone on ``ELEMENTWISE_SHAPE`` values, one thread,
+    best of ``rounds``: ncnn's exact and tanh GELU, a multiply by a constant (a pass over the
+    memory and nothing more), and ONNX Runtime's own Gelu and Mul nodes on the same values."""
+    import ncnn
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from bench.common import best_of
+
+    x = np.random.default_rng(0).standard_normal(ELEMENTWISE_SHAPE).astype(np.float32)
+    layers = {
+        "ncnn GELU, exact (erf)": "GELU op 1 1 x y 0=0",
+        "ncnn GELU, tanh (not exact)": "GELU op 1 1 x y 0=1",
+        "ncnn BinaryOp, multiply by a constant": "BinaryOp op 1 1 x y 0=2 1=1 2=1.5",
+    }
+    times: dict[str, float] = {}
+    empty = tempfile.NamedTemporaryFile(suffix=".bin", delete=False)
+    empty.close()
+    for name, line in layers.items():
+        net = ncnn.Net()
+        net.opt.num_threads = 1
+        assert net.load_param_mem(f"7767517\n2 2\nInput x 0 1 x\n{line}\n") == 0
+        assert net.load_model(empty.name) == 0
+
+        def run(net=net) -> None:
+            ex = net.create_extractor()
+            ex.input("x", ncnn.Mat(x).clone())
+            ex.extract("y")
+
+        times[name] = best_of(run, rounds, warm_up=True)
+    os.unlink(empty.name)
+    value = helper.make_tensor_value_info
+    nodes = {
+        "ONNX Runtime Gelu (com.microsoft, exact)": helper.make_node(
+            "Gelu", ["x"], ["y"], domain="com.microsoft"
+        ),
+        "ONNX Runtime Mul, multiply by a constant": helper.make_node("Mul", ["x", "c"], ["y"]),
+    }
+    for name, node in nodes.items():
+        graph = helper.make_graph(
+            [node],
+            "one",
+            [value("x", TensorProto.FLOAT, list(ELEMENTWISE_SHAPE))],
+            [value("y", TensorProto.FLOAT, list(ELEMENTWISE_SHAPE))],
+            [helper.make_tensor("c", TensorProto.FLOAT, [], [1.5])],
+        )
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+        model = helper.make_model(graph, opset_imports=opsets)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(
+            model.SerializeToString(),
+            options,
+            providers=["CPUExecutionProvider"],
+        )
+        times[name] = best_of(lambda s=session: s.run(None, {"x": x}), rounds, warm_up=True)
+    return times
+
+
 def group(rows, key) -> dict:
     out: dict = defaultdict(float)
     for row in rows:
@@ -313,6 +377,7 @@ def profile(name: str, rounds: int, batch_size: int, workdir: Path) -> dict:
         "ours": ours_rows,
         "ort": ort_rows,
         "variants": variants,
+        "elementwise": elementwise_times(max(rounds, 15)),
     }
 
 
@@ -358,6 +423,19 @@ def report(result: dict, load: str, command: str) -> list[str]:
             for name, t in r["variants"].items()
         ],
         "",
+        "One element-wise layer alone on "
+        f"{' x '.join(map(str, ELEMENTWISE_SHAPE))} values (the stem's GELU), one thread, best "
+        f"of {max(r['rounds'], 15)}. The multiply by a constant is what a run of one pass over the "
+        "values costs on that engine (for ncnn, with copying the input in and out of its packed "
+        "layout):",
+        "",
+        "| layer | ms | vs the engine's multiply |",
+        "| --- | --- | --- |",
+        *[
+            f"| {name} | {1000 * t:.2f} | {t / _multiply(r['elementwise'], name):.1f}x |"
+            for name, t in r["elementwise"].items()
+        ],
+        "",
         "By kind of layer:",
         "",
         *table(r, lambda row: row["kind"]),
@@ -387,6 +465,12 @@ def report(result: dict, load: str, command: str) -> list[str]:
             if not line.startswith("| ") or line.startswith("| group") or _big(line)
         ],
     ]
+
+
+def _multiply(times: dict[str, float], name: str) -> float:
+    """The time of the multiply by a constant on the engine of layer ``name``."""
+    engine = name.split()[0]
+    return next(t for key, t in times.items() if key.startswith(engine) and "ultipl" in key)
 
 
 def _big(line: str) -> bool:

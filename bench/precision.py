@@ -50,7 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_model, write_section  # noqa: E402
+from bench.common import cpu_model, reference_tokens, write_section  # noqa: E402
 from tests.samples import SAMPLES, SHARED_SAMPLES  # noqa: E402
 
 COSINE_TARGET = 0.9995
@@ -58,6 +58,7 @@ TOP10_TARGET = 0.95
 TOP = 10
 REPEAT_PIXEL_DIFFERENCE = 0.08  # mean absolute difference of the pixels, on a 0 to 1 scale
 MEASURED = ROOT / "models" / "measured.json"
+SIGLIP_CHECKPOINT = "open_clip_model.safetensors"  # its name in a SigLIP 2 hub repository
 
 SUBJECTS = [
     "a cat", "a dog", "a red car", "a bicycle", "a child", "an old man", "a bowl of soup",
@@ -197,16 +198,25 @@ def build_reference(
     weights: Path | None = None,
 ):
     """Random discriminative weights for ``name`` (or the real ones in the checkpoint file
-    ``weights``), installed in float32 and, with ``int8`` and where the model can be, with the
-    int8 image tower; returns the spec, the reference and the precisions to measure."""
+    ``weights``; for SigLIP 2, the folder of its hub repository), installed in float32 and, with
+    ``int8`` and where the model can be, with the int8 image tower; returns the spec, the
+    reference, the precisions to measure and what was installed from (a SigLIP model's folder
+    holds the tokenizer files)."""
     import torch
 
     from cli.main import main as cli_main
     from core.registry import get_spec
-    from tests.reference import save_checkpoint
+    from tests.reference import build_test_tokenizer, save_checkpoint
 
     spec = get_spec(name)
-    if spec.architecture.family == "fastvit":
+    if spec.is_siglip:
+        from tests.reference import make_siglip_reference, sharpen_siglip_attention
+
+        arch = spec.architecture
+        reference = make_siglip_reference(arch, 0, arch.vision["timm_model_name"])
+        if weights is None:
+            sharpen_siglip_attention(reference, attention, attention)
+    elif spec.architecture.family == "fastvit":
         from tests import reference_mobileclip as mobileclip
 
         reference = mobileclip.make_reference(spec.architecture, 0, spec.openclip_name)
@@ -220,11 +230,15 @@ def build_reference(
         reference = make_reference(spec.architecture, seed=0)
         if weights is None:
             make_discriminative(reference, torch.from_numpy(pixels[:16]), attention)
-    if weights is None:
-        checkpoint = save_checkpoint(reference, workdir / f"{name}.safetensors")
-    else:
-        load_weights(reference, weights)
+    if weights is not None:
+        load_weights(reference, weights / SIGLIP_CHECKPOINT if spec.is_siglip else weights)
         checkpoint = weights
+    elif spec.is_siglip:  # laid out as its hub repository: the checkpoint beside the tokenizer
+        checkpoint = workdir / f"{name}-repo"
+        build_test_tokenizer(checkpoint)
+        save_checkpoint(reference, checkpoint / SIGLIP_CHECKPOINT)
+    else:
+        checkpoint = save_checkpoint(reference, workdir / f"{name}.safetensors")
     precisions = ["fp32", "bf16"]
     for install in ("fp32", "int8") if int8 else ("fp32",):
         os.environ["CLIPSEARCH_HOME"] = str(workdir / f"home-{install}")
@@ -235,11 +249,10 @@ def build_reference(
             raise SystemExit(f"install of {name} failed")
         else:
             print(f"{name}: no int8 install, int8 left out", flush=True)
-    return spec, reference, precisions
+    return spec, reference, precisions, checkpoint
 
 
-def reference_embeddings(reference, pixels: np.ndarray, texts: list[str]):
-    import open_clip
+def reference_embeddings(reference, pixels: np.ndarray, tokens):
     import torch
 
     with torch.no_grad():
@@ -249,7 +262,7 @@ def reference_embeddings(reference, pixels: np.ndarray, texts: list[str]):
                 for i in range(0, len(pixels), 16)
             ]
         )
-        words = reference.encode_text(open_clip.tokenize(texts)).numpy()
+        words = reference.encode_text(tokens).numpy()
     # unit length, as ours: rankings compare directions
     return unit(images), unit(words)
 
@@ -351,8 +364,11 @@ def bench_model(
     spec = get_spec(name)
     paths, pixels = load_pixels(photo_paths(photos), spec)
     texts_in = queries()
-    spec, reference, precisions = build_reference(name, workdir, pixels, attention, weights=weights)
-    ref_img, ref_txt = reference_embeddings(reference, pixels, texts_in)
+    spec, reference, precisions, source = build_reference(
+        name, workdir, pixels, attention, weights=weights
+    )
+    tokens = reference_tokens(spec, source, texts_in)
+    ref_img, ref_txt = reference_embeddings(reference, pixels, tokens)
     images, texts = {"open_clip": ref_img}, {"open_clip": ref_txt}
     for precision in precisions:
         with ours(name, workdir, precision, threads) as model:
@@ -416,7 +432,9 @@ def write(
         f"Random weights made discriminative (ViT attention sharpened x{attention:g}, ResNet "
         "BatchNorm statistics from the photos; MobileCLIP2 as its parity test does: BatchNorm "
         "scales, shifts and layer scales set apart, statistics from the photos, text attention "
-        "sharpened), installed with `model install --from` in "
+        "sharpened; SigLIP 2 as its parity test does: attention of both towers sharpened "
+        f"x{attention:g}, a small tokenizer trained for the test), installed with "
+        "`model install --from` in "
         "float32 and with `--precision int8`; the same preprocessed real JPEGs (`gallery/`, "
         "`tests/photos/`, the shared samples; each picture once) and 120 text queries for "
         "every engine. Each tower is judged alone: its embeddings from the precision named, "
@@ -515,8 +533,9 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="MODEL=FILE",
-        help="measure MODEL with the real weights of FILE (the hub's open_clip checkpoint) "
-        "instead of random ones",
+        help="measure MODEL with the real weights of FILE (the hub's open_clip checkpoint; for "
+        "SigLIP 2 the folder of its hub repository, with the tokenizer files) instead of random "
+        "ones",
     )
     parser.add_argument("--section", default="## Precision", help="RESULTS.md section to write")
     parser.add_argument("--no-write", action="store_true", help="change no file")
@@ -527,7 +546,7 @@ def main() -> None:
     weights = {}
     for pair in args.checkpoint:
         model, sep, file = pair.partition("=")
-        if not sep or not Path(file).is_file():
+        if not sep or not Path(file).exists():
             parser.error(f"--checkpoint wants MODEL=FILE with an existing file, not {pair!r}")
         weights[model] = Path(file)
     results = [
