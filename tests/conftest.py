@@ -69,6 +69,40 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClipModel]:
     model.close()
 
 
+def link_tiny_model(home: Path, tiny_model: ClipModel) -> Path:
+    """Install the session's tiny model in a user folder by linking its models folder.
+
+    ``home/data/models`` becomes a link to the folder the tiny model was installed in, so the
+    model is neither copied nor converted again. That folder is shared by every test that links
+    it: a test that installs, removes or damages models needs its own copy instead.
+
+    Parameters
+    ----------
+    home : Path
+        The user folder (a ``CLIPSEARCH_HOME``); it is created when missing and must not hold
+        a models folder yet.
+    tiny_model : ClipModel
+        The ``tiny_model`` fixture.
+
+    Returns
+    -------
+    Path
+        ``home``, so that a fixture can return the call.
+    """
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    (home / "data" / "models").symlink_to(tiny_model.model_dir.parent, target_is_directory=True)
+    return home
+
+
+@pytest.fixture
+def tiny_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: ClipModel) -> Path:
+    """A ``CLIPSEARCH_HOME`` for this test with the tiny model installed (see
+    :func:`link_tiny_model`) and no library or settings yet."""
+    home = link_tiny_model(tmp_path / "home", tiny_model)
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     """Async tests run on asyncio only: Textual needs it, and anyio would otherwise also run

@@ -23,7 +23,7 @@ from core.capture_time import wall_time
 from core.encoder import DEFAULT_THREADS, ClipModel
 from core.indexer import IndexProgress
 from core.library import Library
-from tests.conftest import ALBUM_PHOTOS, BROKEN_PHOTOS, SKIPPED_FILES
+from tests.conftest import ALBUM_PHOTOS, BROKEN_PHOTOS, SKIPPED_FILES, link_tiny_model
 from tests.samples import SAMPLES as SAMPLE_ROOT
 from tui.text import inert
 
@@ -51,18 +51,10 @@ def _one_error(out: str, err: str) -> str:
     return lines[0][len(ERROR) :]
 
 
-def _link_models(home: Path, model: ClipModel) -> None:
-    (home / "data").mkdir(parents=True, exist_ok=True)
-    (home / "data" / "models").symlink_to(model.model_dir.parent, target_is_directory=True)
-
-
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: ClipModel) -> Path:
+def home(tiny_home: Path) -> Path:
     """An empty user folder where the tiny model is installed."""
-    folder = tmp_path / "home"
-    _link_models(folder, tiny_model)
-    monkeypatch.setenv("CLIPSEARCH_HOME", str(folder))
-    return folder
+    return tiny_home
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +69,7 @@ def indexed_home(
         for name in names:
             shutil.copy2(SAMPLES / name, album / folder / Path(name).name)
     folder = root / "home"
-    _link_models(folder, tiny_model)
+    link_tiny_model(folder, tiny_model)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CLIPSEARCH_HOME", str(folder))
         assert cli.main(["index", str(album), "--model", "tiny", "--json"]) == 0

@@ -122,18 +122,10 @@ def test_a_query_that_starts_with_a_slash_is_text_unless_it_names_a_photo() -> N
 
 
 def test_the_command_line_takes_the_shared_settings_from_config_toml(
-    tmp_path: Path,
-    tiny_model: object,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, tiny_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import shutil
 
-    from tests.test_cli import _link_models
-
-    home_folder = tmp_path / "home"
-    _link_models(home_folder, tiny_model)
-    monkeypatch.setenv("CLIPSEARCH_HOME", str(home_folder))
     album = tmp_path / "album"
     album.mkdir()
     gallery = Path(__file__).resolve().parents[1] / "gallery"
@@ -143,8 +135,8 @@ def test_the_command_line_takes_the_shared_settings_from_config_toml(
     # without settings the default model is asked for, and it is not installed
     code, _, err = _run(capsys, "index", str(album))
     assert code == 1 and "is not installed" in err
-    (home_folder / "config").mkdir(exist_ok=True)
-    (home_folder / "config" / "config.toml").write_text(
+    (tiny_home / "config").mkdir(exist_ok=True)
+    (tiny_home / "config" / "config.toml").write_text(
         '[tui]\nmodel = "tiny"\nbatch_size = 1\nprecision = "fp32"\n'
     )
     code, out, err = _run(capsys, "index", str(album), "--json")
@@ -153,7 +145,7 @@ def test_the_command_line_takes_the_shared_settings_from_config_toml(
     code, out, err = _run(capsys, "search", "a photo", "--json")
     assert code == 0 and len(json.loads(out)) == 2
 
-    (home_folder / "config" / "config.toml").write_text("[tui]\nbatch_size = 0\n")
+    (tiny_home / "config" / "config.toml").write_text("[tui]\nbatch_size = 0\n")
     code, out, err = _run(capsys, "search", "a photo", "--model", "tiny", "--json")
     assert code == 0 and "using the default settings" in err
 

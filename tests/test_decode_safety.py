@@ -23,6 +23,7 @@ from PIL import Image
 from core import preprocess as pp
 from core.encoder import ClipModel
 from core.registry import Preprocess
+from tests.conftest import link_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 STRIPS = [(1, 40000), (40000, 1), (4, 20000)]
@@ -165,10 +166,7 @@ def strips_home(tmp_path: Path, tiny_model: ClipModel) -> tuple[Path, Path]:
     album.mkdir()
     for width, height in [*STRIPS, (1, 12000)]:
         _strip(album, width, height)
-    home = tmp_path / "home"
-    (home / "data").mkdir(parents=True)
-    (home / "data" / "models").symlink_to(tiny_model.model_dir.parent, target_is_directory=True)
-    return album, home
+    return album, link_tiny_model(tmp_path / "home", tiny_model)
 
 
 def _cli_peak(home: Path, *argv: str) -> dict:

@@ -21,6 +21,7 @@ from PIL import Image
 from core.encoder import ClipModel
 from core.indexer import IndexProgress, index
 from core.library import Library
+from tests.conftest import link_tiny_model
 
 pytest.importorskip("distributed")
 
@@ -335,9 +336,7 @@ def test_without_a_cluster_nothing_of_dask_is_imported(
         assert not loaded, loaded
         """
     )
-    home = tmp_path / "home"
-    (home / "data").mkdir(parents=True)
-    (home / "data" / "models").symlink_to(_model_home(tiny_model) / "data" / "models")
+    home = link_tiny_model(tmp_path / "home", tiny_model)
     env = dict(os.environ, PYTHONPATH=str(ROOT), CLIPSEARCH_HOME=str(home))
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True

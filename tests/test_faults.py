@@ -25,6 +25,7 @@ from PIL import Image
 from core.encoder import ClipModel
 from core.install import PARTIAL_PREFIX
 from core.manifest import verify_manifest
+from tests.conftest import link_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 ERROR = "clipsearch-tui: error: "
@@ -69,10 +70,9 @@ def _one_error(done: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture
 def home(tmp_path: Path, tiny_model: ClipModel) -> Path:
-    folder = tmp_path / "home"
-    (folder / "data").mkdir(parents=True)
-    (folder / "data" / "models").symlink_to(tiny_model.model_dir.parent, target_is_directory=True)
-    return folder
+    """A user folder where the tiny model is installed; the commands get it through their
+    environment (see ``_cli``)."""
+    return link_tiny_model(tmp_path / "home", tiny_model)
 
 
 @pytest.fixture

@@ -144,12 +144,9 @@ def gallery_album(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: ClipModel) -> Path:
-    folder = tmp_path / "home"
-    (folder / "data").mkdir(parents=True)
-    (folder / "data" / "models").symlink_to(tiny_model.model_dir.parent, target_is_directory=True)
-    monkeypatch.setenv("CLIPSEARCH_HOME", str(folder))
-    return folder
+def home(tiny_home: Path) -> Path:
+    """An empty user folder where the tiny model is installed."""
+    return tiny_home
 
 
 def test_index_prints_the_precision_once(home, gallery_album, capsys, monkeypatch) -> None:

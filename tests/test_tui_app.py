@@ -101,7 +101,11 @@ def make_album(root: Path) -> Path:
 
 
 def link_model(home: Path, model: ClipModel) -> None:
-    """Make the shared tiny model an installed model of ``home``."""
+    """Make the shared tiny model an installed model of ``home``.
+
+    Unlike :func:`tests.conftest.link_tiny_model`, only the model is linked: the models folder
+    is this home's own and holds nothing but ``tiny``, whatever other tests leave in the
+    session's models folder."""
     models = home / "data" / "models"
     models.mkdir(parents=True, exist_ok=True)
     (models / "tiny").symlink_to(model.model_dir, target_is_directory=True)
