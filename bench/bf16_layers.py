@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import param_layers  # noqa: E402
+from bench.common import param_layers, scratch_folder  # noqa: E402
 from bench.precision import build_reference, load_pixels, photo_paths, queries  # noqa: E402
 
 # ncnn's bf16 storage stores every blob between layers as bfloat16. A layer may opt out
@@ -394,7 +394,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(f"ncnn float32 to bf16 on this CPU: {rounding_mode()}", flush=True)
-    workdir = Path(tempfile.mkdtemp(prefix="clipsearch-bf16-"))
+    workdir = scratch_folder("clipsearch-bf16-")
     os.environ["CLIPSEARCH_HOME"] = str(workdir / "home-fp32")
     for name in args.models:
         study(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import platform
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,3 +133,15 @@ def reference_tokens(spec: Any, folder: Path, texts: list[str]) -> Any:
 
         return openclip_tokenizer(folder, int(spec.architecture.text["context_length"]))(texts)
     return open_clip.tokenize(texts)
+
+
+def scratch_folder(prefix: str, given: Path | None = None) -> Path:
+    """The work folder of a bench script: ``given`` (made when missing, and kept), or a new
+    temporary folder that is removed when the script exits, however it exits short of being
+    killed (the scripts install models of several gigabytes into it)."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        return given
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

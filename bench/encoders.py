@@ -43,7 +43,6 @@ import os
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +58,7 @@ from bench.common import (  # noqa: E402
     cpu_model,
     export_image_tower,
     reference_tokens,
+    scratch_folder,
     write_section,
 )
 
@@ -332,8 +332,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     parser.add_argument("--section", default="## Encoders", help="RESULTS.md section to write")
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="clipsearch-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = scratch_folder("clipsearch-bench-", args.workdir)
     rows = []
     for name in args.models:
         rows += bench_model(name, args.threads, args.seconds, workdir)

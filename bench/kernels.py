@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import best_of, cpu_flags, cpu_model, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    best_of,
+    cpu_flags,
+    cpu_model,
+    scratch_folder,
+    write_section,
+)
 from core.ncnn_graph import INT8_TAG, Graph  # noqa: E402
 
 IN_FEATURES = 768
@@ -144,7 +149,7 @@ def vit_gflop(name: str = "ViT-B-32-256-datacomp") -> float:
 def scaling_lines(weight: np.ndarray, bias: np.ndarray, rng: np.random.Generator) -> list[str]:
     """Single-thread float32 speed of the MLP product as the number of rows grows, and ncnn's
     Gemm with other tile sizes."""
-    folder = Path(tempfile.mkdtemp(prefix="clipsearch-kernels-"))
+    folder = scratch_folder("clipsearch-kernels-")
     fp32 = ncnn_gemm(folder, weight, bias, "fp32")
     lines = [
         "",
@@ -201,7 +206,7 @@ def main() -> None:
     bias = rng.standard_normal(OUT_FEATURES).astype(np.float32)
     x = rng.standard_normal((args.rows, IN_FEATURES)).astype(np.float32)
     expected = x @ weight.T + bias
-    folder = Path(tempfile.mkdtemp(prefix="clipsearch-kernels-"))
+    folder = scratch_folder("clipsearch-kernels-")
     fp32 = ncnn_gemm(folder, weight, bias, "fp32")
     int8 = ncnn_gemm(folder, weight, bias, "int8")
 

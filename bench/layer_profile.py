@@ -46,6 +46,7 @@ from bench.common import (  # noqa: E402
     cpu_model,
     export_image_tower,
     param_layers,
+    scratch_folder,
     write_section,
 )
 
@@ -491,7 +492,7 @@ def main() -> None:
     args = parser.parse_args()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{cpu_model()} ({', '.join(cpu_flags()) or 'no AVX-512'}); load {load}", flush=True)
-    workdir = Path(tempfile.mkdtemp(prefix="clipsearch-profile-"))
+    workdir = scratch_folder("clipsearch-profile-")
     result = profile(args.model, args.rounds, args.batch, workdir)
     command = "python " + shlex.join(["bench/layer_profile.py", *sys.argv[1:]])
     lines = report(result, load, command)

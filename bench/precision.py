@@ -42,7 +42,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_model, reference_tokens, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    cpu_model,
+    reference_tokens,
+    scratch_folder,
+    write_section,
+)
 from tests.samples import SAMPLES, SHARED_SAMPLES  # noqa: E402
 
 COSINE_TARGET = 0.9995
@@ -540,7 +544,7 @@ def main() -> None:
     parser.add_argument("--section", default="## Precision", help="RESULTS.md section to write")
     parser.add_argument("--no-write", action="store_true", help="change no file")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="clipsearch-precision-"))
+    workdir = scratch_folder("clipsearch-precision-")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(cpu_line(), f"load average {load}", flush=True)
     weights = {}

@@ -60,7 +60,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -69,7 +68,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_flags, cpu_model, write_section  # noqa: E402
+from bench.common import cpu_flags, cpu_model, scratch_folder, write_section  # noqa: E402
 from bench.indexing import large_jpegs, make_album  # noqa: E402
 from tests.samples import SAMPLES, SHARED_SAMPLES  # noqa: E402
 
@@ -350,8 +349,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="clipsearch-rclip-e2e-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = scratch_folder("clipsearch-rclip-e2e-", args.workdir)
     version = subprocess.run([args.rclip, "--version"], capture_output=True, text=True).stdout
     sources, what = album_sources(args.source)
     if args.album is not None:
