@@ -154,7 +154,6 @@ class ClipModel:
         # (a query is one text, and it is what a user waits for). ncnn fixes a network's threads
         # when it loads.
         self._threads = {"visual": self.threads if self.vulkan else 1, "text": self.threads}
-        self._side_by_side = {"visual": True, "text": self.vulkan}
         self._visual: Any = None
         self._text: Any = None
         self._host: dict[str, np.ndarray] | None = None
@@ -208,7 +207,8 @@ class ClipModel:
         images is being encoded for indexing do not wait behind it; the threads are made by the
         first caller and keep its CPU priority (the indexer's lower one for images).
         """
-        if len(items) == 1 or self.threads == 1 or not self._side_by_side[tower]:
+        side_by_side = self.vulkan or self._threads[tower] == 1
+        if len(items) == 1 or self.threads == 1 or not side_by_side:
             return [fn(item) for item in items]
         return list(self._executor(tower).map(fn, items))
 
