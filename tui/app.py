@@ -38,7 +38,14 @@ from core.library import Library
 from core.paths import cache_dir
 from core.ranking import Hit, search, search_pages, similar
 from tui.commands import ClipSearchCommands, ModelCommands
-from tui.config import ConfigError, ImageMode, TuiConfig, config_path, load_config
+from tui.config import (
+    ConfigError,
+    ImageMode,
+    ResultsView,
+    TuiConfig,
+    config_path,
+    load_config,
+)
 from tui.engine import bucket_bounds, choose_model_name, gallery_folder
 from tui.indexing_job import IndexingJobs
 from tui.messages import (
@@ -625,8 +632,6 @@ class ClipSearchApp(App[int]):
 
     async def action_toggle_grid(self) -> None:
         """Show the results as a grid of thumbnails, or as a list again; remembered."""
-        from tui.config import ResultsView
-
         shown = self._results()
         view: ResultsView = "list" if self.config.view == "grid" else "grid"
         self.config = dataclasses.replace(self.config, view=view)
