@@ -514,6 +514,8 @@ def write_measured(results: list[dict]) -> None:
 
 
 def main() -> None:
+    from core.registry import UnknownModelError, get_spec
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["ViT-B-32-256-datacomp", "RN50-openai"])
     parser.add_argument("--threads", type=int, default=2)
@@ -550,8 +552,13 @@ def main() -> None:
     weights = {}
     for pair in args.checkpoint:
         model, sep, file = pair.partition("=")
-        if not sep or not Path(file).exists():
-            parser.error(f"--checkpoint wants MODEL=FILE with an existing file, not {pair!r}")
+        try:
+            siglip = bool(sep) and get_spec(model).is_siglip
+        except UnknownModelError as error:
+            parser.error(f"--checkpoint {pair!r}: {error}")
+        if not sep or not (Path(file) / SIGLIP_CHECKPOINT if siglip else Path(file)).is_file():
+            wanted = f"a folder holding {SIGLIP_CHECKPOINT}" if siglip else "an existing file"
+            parser.error(f"--checkpoint wants MODEL=FILE with {wanted}, not {pair!r}")
         weights[model] = Path(file)
     results = [
         bench_model(
