@@ -146,11 +146,12 @@ def vit_gflop(name: str = "ViT-B-32-256-datacomp") -> float:
     return 2 * macs / 1e9
 
 
-def scaling_lines(weight: np.ndarray, bias: np.ndarray, rng: np.random.Generator) -> list[str]:
+def scaling_lines(
+    weight: np.ndarray, bias: np.ndarray, rng: np.random.Generator, folder: Path, fp32: Path
+) -> list[str]:
     """Single-thread float32 speed of the MLP product as the number of rows grows, and ncnn's
-    Gemm with other tile sizes."""
-    folder = scratch_folder("clipsearch-kernels-")
-    fp32 = ncnn_gemm(folder, weight, bias, "fp32")
+    Gemm with other tile sizes (written into ``folder``); ``fp32`` is the float32 network of
+    :func:`ncnn_gemm` with ncnn's own tiles."""
     lines = [
         "",
         "Single thread, float32, the same product with more rows (65 rows is one image, 520 is "
@@ -237,7 +238,7 @@ def main() -> None:
         gflops = flops / ms / 1e6
         row = [str(threads), name, f"{ms:.2f}", f"{gflops:.0f}", f"{ratio:.2f}x", f"{error:.1e}"]
         lines.append("| " + " | ".join(row) + " |")
-    lines += scaling_lines(weight, bias, rng)
+    lines += scaling_lines(weight, bias, rng, folder, fp32)
     print("\n".join(lines))
     if not args.no_write:
         write_section("## Kernels", lines)

@@ -30,7 +30,6 @@ import re
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
     ParamLayer,
+    best_of,
     cpu_flags,
     cpu_model,
     export_image_tower,
@@ -224,15 +224,13 @@ def variant_times(model_dir: Path, batch: np.ndarray, session, rounds: int) -> d
 ELEMENTWISE_SHAPE = (64, 128, 128)  # the stem's GELU in MobileCLIP2-S0, its largest
 
 
-def elementwise_times(rounds: int) -> dict[str, float]:
+def elementwise_times(rounds: int, workdir: Path) -> dict[str, float]:
     """Seconds for one element-wise layer alone on ``ELEMENTWISE_SHAPE`` values, one thread,
     best of ``rounds``: ncnn's exact and tanh GELU, a multiply by a constant (a pass over the
     memory and nothing more), and ONNX Runtime's own Gelu and Mul nodes on the same values."""
     import ncnn
-    import onnxruntime as ort
+    import onnx
     from onnx import TensorProto, helper
-
-    from bench.common import best_of
 
     x = np.random.default_rng(0).standard_normal(ELEMENTWISE_SHAPE).astype(np.float32)
     layers = {
@@ -241,13 +239,13 @@ def elementwise_times(rounds: int) -> dict[str, float]:
         "ncnn BinaryOp, multiply by a constant": "BinaryOp op 1 1 x y 0=2 1=1 2=1.5",
     }
     times: dict[str, float] = {}
-    empty = tempfile.NamedTemporaryFile(suffix=".bin", delete=False)
-    empty.close()
+    empty = workdir / "no-weights.bin"
+    empty.write_bytes(b"")
     for name, line in layers.items():
         net = ncnn.Net()
         net.opt.num_threads = 1
         assert net.load_param_mem(f"7767517\n2 2\nInput x 0 1 x\n{line}\n") == 0
-        assert net.load_model(empty.name) == 0
+        assert net.load_model(str(empty)) == 0
 
         def run(net=net) -> None:
             ex = net.create_extractor()
@@ -255,7 +253,6 @@ def elementwise_times(rounds: int) -> dict[str, float]:
             ex.extract("y")
 
         times[name] = best_of(run, rounds, warm_up=True)
-    os.unlink(empty.name)
     value = helper.make_tensor_value_info
     nodes = {
         "ONNX Runtime Gelu (com.microsoft, exact)": helper.make_node(
@@ -263,7 +260,7 @@ def elementwise_times(rounds: int) -> dict[str, float]:
         ),
         "ONNX Runtime Mul, multiply by a constant": helper.make_node("Mul", ["x", "c"], ["y"]),
     }
-    for name, node in nodes.items():
+    for index, (name, node) in enumerate(nodes.items()):
         graph = helper.make_graph(
             [node],
             "one",
@@ -272,15 +269,9 @@ def elementwise_times(rounds: int) -> dict[str, float]:
             [helper.make_tensor("c", TensorProto.FLOAT, [], [1.5])],
         )
         opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-        model = helper.make_model(graph, opset_imports=opsets)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(
-            model.SerializeToString(),
-            options,
-            providers=["CPUExecutionProvider"],
-        )
+        path = workdir / f"elementwise-{index}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+        session = ort_session(path, profiled=False)
         times[name] = best_of(lambda s=session: s.run(None, {"x": x}), rounds, warm_up=True)
     return times
 
@@ -378,7 +369,7 @@ def profile(name: str, rounds: int, batch_size: int, workdir: Path) -> dict:
         "ours": ours_rows,
         "ort": ort_rows,
         "variants": variants,
-        "elementwise": elementwise_times(max(rounds, 15)),
+        "elementwise": elementwise_times(max(rounds, 15), workdir),
     }
 
 
