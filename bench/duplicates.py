@@ -51,7 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import cpu_flags, cpu_model, write_section  # noqa: E402
+from bench.common import cpu_flags, cpu_model, status_kib, write_section  # noqa: E402
 from core.duplicates import (  # noqa: E402
     DEFAULT_THRESHOLD,
     exact_pairs,
@@ -96,13 +96,6 @@ def synthetic_library(n: int, seed: int = 0) -> np.ndarray:
 def _unit(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32)
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def _reset_peak() -> None:
@@ -152,7 +145,7 @@ def measure(
 ) -> dict[str, Any]:
     """One size and method, in this process."""
     x = synthetic_library(n)
-    baseline = _status_kib("VmRSS")
+    baseline = status_kib("VmRSS")
     _reset_peak()
     started, cpu_started = time.perf_counter(), time.process_time()
     if method == "ours":
@@ -161,7 +154,7 @@ def measure(
         pairs, similarity = faiss_pairs(x, threshold, nprobe)
     groups = group_pairs(pairs, similarity)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    peak = (_status_kib("VmHWM") - baseline) * 1024
+    peak = (status_kib("VmHWM") - baseline) * 1024
     row: dict[str, Any] = {
         "n": n,
         "method": method if method == "ours" else f"{method}, nprobe {nprobe}",

@@ -79,7 +79,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_model, write_section  # noqa: E402
+from bench.common import cpu_model, status_kib, write_section  # noqa: E402
 
 DIM = 512
 MODEL_NAME = "bench"
@@ -87,14 +87,6 @@ LOGIT_SCALE = 100.0
 INSERT_CHUNK = 10_000
 TARGET_FIRST_S = 1.0
 TARGET_PEAK_BYTES = 1024
-
-
-def status_kib(field: str) -> int:
-    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def build_library(path: Path, count: int, seed: int = 0) -> float:
