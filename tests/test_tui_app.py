@@ -263,7 +263,14 @@ async def select_bucket(pilot: object, app: ClipSearchApp, key: str) -> None:
         parent.expand()
         parent = parent.parent
     tree.focus()
-    tree.move_cursor(node)
+
+    def on_node() -> bool:
+        # The tree numbers its lines again only when it next draws, and until then a node
+        # just added or shown by expanding reads as line -1: move again until it lands.
+        tree.move_cursor(node)
+        return tree.cursor_node is node
+
+    await settle(pilot, on_node)
 
 
 # --------------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ class TimelineTree(Tree[str]):
             node.remove()
         self._buckets = {key: self._buckets[key] for key in self._bucket_nodes}
         if first and self.root.children:
-            self.move_cursor(self.root.children[0])
+            # A node just added has no line number until the tree draws again.
+            self.call_after_refresh(self.move_cursor, self.root.children[0])
 
     def _insertion_point(self, parent: TreeNode[str], bucket: Bucket) -> TreeNode[str] | None:
         """The sibling to insert before so that dated buckets stay newest first."""
