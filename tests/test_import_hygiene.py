@@ -1,4 +1,5 @@
-"""``core`` is the headless engine: no module of it may pull in the UI toolkit or PyTorch."""
+"""``core`` is the headless engine: no module of it may pull in the UI toolkit or PyTorch, and
+its small modules load without the heavy ones."""
 
 from __future__ import annotations
 
@@ -13,11 +14,21 @@ MODULES = sorted(f"core.{p.stem}" for p in CORE.glob("*.py") if p.stem != "__ini
 FORBIDDEN = ("textual", "rich", "tui", "cli", "torch", "torchvision", "open_clip", "onnxruntime")
 
 
+def imported_by(statement: str) -> set[str]:
+    """Top-level packages in ``sys.modules`` after ``statement``, in a fresh interpreter."""
+    listing = "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    code = f"import sys\n{statement}\n{listing}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
 @pytest.mark.parametrize("module", ["core", *MODULES])
 def test_core_module_imports_no_ui_and_no_torch(module):
     code = (
         "import importlib, sys\n"
         f"importlib.import_module({module!r})\n"
+        "from core import *\n"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
         "print(' '.join(bad))\n"
     )
@@ -30,3 +41,22 @@ def test_the_check_can_fail():
     code = "import textual, sys; print('textual' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "True"
+
+
+def test_the_package_surface_loads_its_modules_on_first_use():
+    import core
+    from core.encoder import ClipModel, load_model
+    from core.registry import available_models
+    from core.tokenizer import tokenize
+
+    assert (core.ClipModel, core.load_model) == (ClipModel, load_model)
+    assert (core.available_models, core.tokenize) == (available_models, tokenize)
+    assert set(core.__all__) <= set(dir(core))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        core.nope  # noqa: B018
+
+
+def test_a_small_core_module_starts_without_numpy_pillow_or_the_tokenizer():
+    heavy = {"numpy", "PIL", "ftfy", "regex", "ncnn"}
+    assert not heavy & imported_by("import core.errors")
+    assert heavy - {"ncnn"} <= imported_by("from core import tokenize, ClipModel")
