@@ -59,6 +59,7 @@ from core.indexer import (
     save_results,
 )
 from core.library import Library, PendingPhoto
+from core.sync import digest_or_none
 from core.thumbnails import store_thumbnail, thumbnail_jpeg
 
 __all__ = ["ClusterError", "ModelRequest", "ShardResult", "encode_on_cluster", "encode_shard"]
@@ -107,16 +108,21 @@ class ShardResult:
     vectors
         Their embeddings, ``[K, D] float32``.
     thumbnails
-        ``(content hash, JPEG bytes)`` per encoded photo; bytes are empty when none could be
-        made.
+        ``(thumbnail name, JPEG bytes)`` per encoded photo: the name is the whole file's
+        digest, or the name the library gave when the file could not be read whole; bytes are
+        empty when none could be made.
     failed
         ``(photo id, error text)`` of the photos that could not be read or encoded.
+    digests
+        The whole file's digest per encoded photo as the worker read it (None where it could
+        not), ``[K]``.
     """
 
     ids: list[int] = field(default_factory=list)
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     thumbnails: list[tuple[str, bytes]] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
+    digests: list[str | None] = field(default_factory=list)
 
 
 def _fingerprint(model: ClipModel) -> str:
@@ -164,32 +170,36 @@ def encode_shard(request: ModelRequest, photos: Sequence[tuple[int, str, str]]) 
     request
         The model to use.
     photos
-        ``(photo id, path, content hash)`` per photo, in order.
+        ``(photo id, path, thumbnail name)`` per photo, in order, as
+        :class:`core.library.PendingPhoto` has them.
     """
     model = _worker_model(request)
     min_side = 2 * model.spec.preprocess.size if model.draft else None
     result = ShardResult(vectors=np.zeros((0, model.embed_dim), np.float32))
-    good: list[tuple[int, str, np.ndarray, object]] = []
-    for photo_id, path, digest in photos:
+    good: list[tuple[int, str | None, str, np.ndarray, object]] = []
+    for photo_id, path, name in photos:
+        digest = digest_or_none(path)
         decoded = decode_photo(Path(path), model, min_side)
         if isinstance(decoded, str):
             result.failed.append((photo_id, decoded))
         else:
-            good.append((photo_id, digest, *decoded))
+            good.append((photo_id, digest, digest or name, *decoded))
     if not good:
         return result
-    matrix, errors = encode_batch(model, [pixels for _, _, pixels, _ in good])
+    matrix, errors = encode_batch(model, [item[3] for item in good])
     keep = []
-    for row, ((photo_id, digest, _, image), error) in enumerate(zip(good, errors, strict=True)):
+    for row, (item, error) in enumerate(zip(good, errors, strict=True)):
+        photo_id, digest, name, _, image = item
         if error:
             result.failed.append((photo_id, error))
             continue
         keep.append(row)
         result.ids.append(photo_id)
+        result.digests.append(digest)
         try:
-            result.thumbnails.append((digest, thumbnail_jpeg(image)))  # type: ignore[arg-type]
+            result.thumbnails.append((name, thumbnail_jpeg(image)))  # type: ignore[arg-type]
         except (OSError, ValueError):
-            result.thumbnails.append((digest, b""))
+            result.thumbnails.append((name, b""))
     result.vectors = matrix[keep]
     return result
 
@@ -337,4 +347,4 @@ def _commit(
     ]
     vectors = result.vectors if len(result.ids) else np.zeros((0, model.embed_dim), np.float32)
     failed = [(by_id[photo_id], error) for photo_id, error in result.failed]
-    save_results(library, model.name, result.ids, vectors, thumbnails, failed, run)
+    save_results(library, model.name, result.ids, vectors, thumbnails, failed, run, result.digests)

@@ -55,7 +55,7 @@ from core.names import path_fields, readable
 from core.preprocess import load_image, preprocess, resize_for
 from core.progress import StageClock
 from core.scan import Skipped, scan
-from core.sync import SyncReport
+from core.sync import SyncReport, digest_or_none
 from core.thumbnails import THUMBNAIL_MAX_SIDE, save_thumbnail
 
 __all__ = [
@@ -185,6 +185,7 @@ class _Decoded:
     thumbnail: str | None = None
     error: str | None = None
     vector: np.ndarray | None = None
+    digest: str | None = None
 
 
 @dataclass(slots=True)
@@ -304,12 +305,20 @@ def decode_photo(
 
 
 def _decode(photo: PendingPhoto, model: ClipModel, min_side: int | None, folder: Path) -> _Decoded:
-    """Decode one photo (:func:`decode_photo`) and write its thumbnail; never raises."""
+    """Read the whole file's digest, decode the photo (:func:`decode_photo`) and write its
+    thumbnail, named after the digest; never raises.
+
+    The digest is read here rather than by the sync, which reads only the two ends of a new
+    file: the whole file is read once more just before it is decoded (from the page cache
+    then), instead of the whole album once more before indexing can start.
+    """
+    digest = digest_or_none(photo.path)
     decoded = decode_photo(photo.path, model, min_side)
     if isinstance(decoded, str):
         return _Decoded(photo, error=decoded)
     pixels, source = decoded
-    return _Decoded(photo, pixels, save_thumbnail(source, folder, photo.content_hash))
+    name = digest or photo.content_hash
+    return _Decoded(photo, pixels, save_thumbnail(source, folder, name), digest=digest)
 
 
 def encode_photo(model: ClipModel, pixels: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -458,7 +467,8 @@ def _commit(library: Library, model: ClipModel, window: list[_Decoded], run: Run
         vectors = np.stack([item.vector for item in good if item.vector is not None])
     ids = [item.photo.id for item in good]
     thumbnails = [item.thumbnail for item in good]
-    save_results(library, model.name, ids, vectors, thumbnails, failed, run)
+    digests = [item.digest for item in good]
+    save_results(library, model.name, ids, vectors, thumbnails, failed, run, digests)
 
 
 def save_results(
@@ -469,10 +479,16 @@ def save_results(
     thumbnails: Sequence[str | None],
     failed: Sequence[tuple[PendingPhoto, str]],
     run: RunCounters,
+    digests: Sequence[str | None] | None = None,
 ) -> None:
     """Commit one batch (:meth:`core.library.Library.save_batch`) and count it in ``run``."""
     library.save_batch(
-        model_name, ids, vectors, thumbnails, [(photo.id, error) for photo, error in failed]
+        model_name,
+        ids,
+        vectors,
+        thumbnails,
+        [(photo.id, error) for photo, error in failed],
+        digests,
     )
     run.indexed += len(ids)
     run.failed.extend((photo.path, error) for photo, error in failed)

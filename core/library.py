@@ -57,7 +57,7 @@ from core.database import (
     prefix_range,
     wall_text,
 )
-from core.sync import AlbumSync
+from core.sync import AlbumSync, digest_or_none
 from core.timeline import Timeline, build_timeline
 
 _SQL_CHUNK = 500  # ids per ``IN (...)`` list
@@ -268,6 +268,7 @@ class Library(AlbumSync):
         vectors: np.ndarray,
         thumbnails: Sequence[str | None],
         failed: Sequence[tuple[int, str]] = (),
+        digests: Sequence[str | None] | None = None,
     ) -> None:
         """Commit one batch of results in one transaction: embeddings and statuses together.
 
@@ -283,6 +284,12 @@ class Library(AlbumSync):
             Thumbnail file names inside :attr:`thumbnail_dir` (None where none was made), ``[B]``.
         failed
             ``(photo id, error text)`` of photos that could not be read.
+        digests
+            The whole-file digest (:func:`core.sync.file_digest`) of each encoded photo as it
+            was read for encoding, ``[B]``; None where it could not be read. It replaces the
+            stored one (the sync reads it only for a photo that may be a move or a copy).
+            Without it, each photo that has none stored is read for it here, before the
+            transaction: an indexed photo needs one, so that a later move keeps its vector.
 
         Raises
         ------
@@ -298,6 +305,10 @@ class Library(AlbumSync):
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
         if matrix.ndim != 2 or len(matrix) != len(ids) or len(thumbnails) != len(ids):
             raise ValueError(f"expected {len(ids)} vectors and thumbnails, got {matrix.shape}")
+        if digests is None:
+            digests = self._digests_read_now(ids)
+        elif len(digests) != len(ids):
+            raise ValueError(f"expected {len(ids)} digests, got {len(digests)}")
         with self._transaction() as db:
             before = self._generation(db)
             revision = self._bump(db)
@@ -312,8 +323,11 @@ class Library(AlbumSync):
             )
             db.executemany(
                 "UPDATE photos SET status = 'indexed', error = NULL, thumbnail = ?, model = ?,"
-                " vector_revision = ? WHERE id = ?",
-                [(t, model_name, revision, int(i)) for i, t in zip(ids, thumbnails, strict=True)],
+                " vector_revision = ?, file_digest = COALESCE(?, file_digest) WHERE id = ?",
+                [
+                    (t, model_name, revision, d, int(i))
+                    for i, t, d in zip(ids, thumbnails, digests, strict=True)
+                ],
             )
             db.executemany(
                 "UPDATE photos SET status = 'failed', error = ?, model = NULL WHERE id = ?",
@@ -321,6 +335,20 @@ class Library(AlbumSync):
                 [(path_text(error), int(i)) for i, error in failed],
             )
         self.refresh_vector_file(before)
+
+    def _digests_read_now(self, ids: Sequence[int]) -> list[str | None]:
+        """Per photo of ``ids``: its file's digest read now when none is stored, else None."""
+        missing: dict[int, str] = {}
+        wanted = [int(i) for i in ids]
+        for start in range(0, len(wanted), _SQL_CHUNK):
+            part = wanted[start : start + _SQL_CHUNK]
+            rows = self._query(
+                "SELECT id, path FROM photos WHERE file_digest IS NULL AND id IN "
+                f"({', '.join('?' * len(part))})",
+                part,
+            )
+            missing.update((photo_id, path_from_text(text)) for photo_id, text in rows)
+        return [digest_or_none(missing[i]) if i in missing else None for i in wanted]
 
     def add_encoded(
         self,

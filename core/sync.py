@@ -15,11 +15,14 @@ digest below tells them apart.
 
 File digest
 -----------
-So a stored embedding is reused only for the same photo, the sync also keeps
-:func:`file_digest`, a BLAKE2b of the whole file read in chunks, for each photo it reads. Before
-it treats a new path as a move or a copy it compares the new file's digest with the stored one
-(read from the old file when a library made before has none); when they differ, or the old
-digest cannot be known, the new file is a new photo and is encoded on its own.
+So a stored embedding is reused only for the same photo, the library also keeps
+:func:`file_digest`, a BLAKE2b of the whole file read in chunks. Before the sync treats a new
+path as a move or a copy it compares the new file's digest with the stored one (read from the
+old file when none is stored); when they differ, or the old digest cannot be known, the new file
+is a new photo and is encoded on its own. The sync reads a new file whole only when its content
+hash is that of a photo gone from the scan or of an indexed one; every other photo gets its
+digest when it is encoded (:mod:`core.indexer` reads it just before decoding), so a first sync
+reads two 64 KiB pieces of each photo, not the whole album.
 """
 
 from __future__ import annotations
@@ -150,7 +153,8 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _digest_or_none(path: str | os.PathLike[str]) -> str | None:
+def digest_or_none(path: str | os.PathLike[str]) -> str | None:
+    """:func:`file_digest`, or None when the file cannot be read."""
     try:
         return file_digest(path)
     except OSError:
@@ -311,7 +315,9 @@ class AlbumSync(LibraryDatabase):
                     break
                 chunk = work[start : start + SYNC_CHUNK]
                 moving = {digest for digest, paths in vanished_by_hash.items() if paths}
-                probes = list(pool.map(functools.partial(_probe, moving=moving), chunk))
+                known = moving | indexed_by_hash.keys()
+                read = functools.partial(_probe, moving=moving, known=known)
+                probes = list(pool.map(read, chunk))
                 with self._transaction() as db:
                     revision = self._bump(db)
                     for (entry, is_change), probe in zip(chunk, probes, strict=True):
@@ -405,7 +411,7 @@ class AlbumSync(LibraryDatabase):
             old = found[path]
             old_digest = old.file_digest
             if old_digest is None:
-                old_digest = _digest_or_none(path)
+                old_digest = digest_or_none(path)
                 if old_digest is None:
                     continue
                 db.execute("UPDATE photos SET file_digest = ? WHERE id = ?", (old_digest, old.id))
@@ -524,12 +530,17 @@ class AlbumSync(LibraryDatabase):
         """
 
 
-def _probe(item: tuple[FileEntry, bool], moving: set[str]) -> _Probe:
-    """Hash a new or changed file and read its capture time (not for a probable move)."""
+def _probe(item: tuple[FileEntry, bool], moving: set[str], known: set[str]) -> _Probe:
+    """Hash a new or changed file and read its capture time (not for a probable move).
+
+    The whole file is read for its digest only when its content hash is in ``known`` (a photo
+    gone from the scan or an indexed one: it may be a move or a copy); other photos get theirs
+    when they are encoded.
+    """
     entry, is_change = item
     try:
         digest = content_hash(entry.path, entry.size)
-        whole = file_digest(entry.path)
+        whole = file_digest(entry.path) if digest in known and not is_change else None
     except OSError as error:
         reason = "vanished before it was read" if isinstance(error, FileNotFoundError) else None
         return _Probe(entry, None, None, reason or error.strerror or str(error))

@@ -155,3 +155,66 @@ def test_colliding_photos_get_their_own_vectors(
     assert not np.allclose(vectors[0], vectors[1], atol=1e-4)
     thumbnails = [record.thumbnail for record in library.records(list(ids))]
     assert None not in thumbnails and thumbnails[0] != thumbnails[1]
+
+
+def test_a_first_sync_reads_only_the_ends_of_new_photos_and_indexing_keeps_the_digests(
+    library: Library,
+    tiny_model: ClipModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core import sync as sync_module
+    from core.sync import file_digest
+
+    root = tmp_path / "album"
+    root.mkdir()
+    for seed in range(3):
+        _bmp(root / f"{seed}.bmp", seed)
+    read_whole: list[str] = []
+
+    def counted(path: str | os.PathLike[str]) -> str:
+        read_whole.append(Path(path).name)
+        return file_digest(path)
+
+    monkeypatch.setattr(sync_module, "file_digest", counted)
+    library.add_roots([root])
+    report = _sync(library, root)
+    assert report.new == 3 and read_whole == []  # no photo is read whole before indexing
+    with sqlite3.connect(library.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM photos WHERE file_digest IS NULL").fetchone() == (
+            3,
+        )
+
+    summary = index(library, tiny_model, [root], batch_size=2, decoders=1)
+    assert summary.indexed == 3
+    with sqlite3.connect(library.path) as db:
+        stored = dict(db.execute("SELECT path, file_digest FROM photos").fetchall())
+    assert stored == {
+        str(root / f"{seed}.bmp"): file_digest(root / f"{seed}.bmp") for seed in range(3)
+    }
+
+    # the digest the indexer kept is what proves a later move: the vector stays, nothing is read
+    # again from the file that is gone
+    ids, before = library.vectors(tiny_model.name)
+    (root / "1.bmp").rename(root / "one.bmp")
+    read_whole.clear()
+    moved = index(library, tiny_model, [root])
+    assert (moved.moved, moved.new, moved.indexed) == (1, 0, 0)
+    assert read_whole == ["one.bmp"]  # the new name only: its content hash matched
+    ids_after, after = library.vectors(tiny_model.name)
+    assert list(ids_after) == list(ids) and np.array_equal(after, before)
+
+
+def test_a_batch_saved_without_digests_reads_them_from_the_files(
+    library: Library, tmp_path: Path
+) -> None:
+    from core.sync import file_digest
+
+    root = tmp_path / "album"
+    root.mkdir()
+    _bmp(root / "a.bmp", 1)
+    _add_and_index(library, root)  # save_batch without digests, as imports and tools call it
+    with sqlite3.connect(library.path) as db:
+        assert db.execute("SELECT file_digest FROM photos").fetchall() == [
+            (file_digest(root / "a.bmp"),)
+        ]

@@ -21,6 +21,7 @@ from PIL import Image
 from core.encoder import ClipModel
 from core.indexer import IndexProgress, index
 from core.library import Library
+from core.sync import file_digest
 from tests.conftest import link_tiny_model
 
 pytest.importorskip("distributed")
@@ -111,7 +112,10 @@ def test_the_cluster_stores_what_a_local_run_stores(
         tmp_path, "dask", tiny_model, photos, cluster=cluster.scheduler_address,
         progress=progress.append,
     )  # fmt: skip
+    with sqlite3.connect(library.path) as db:
+        digests = dict(db.execute("SELECT path, file_digest FROM photos WHERE status = 'indexed'"))
     library.close()
+    assert digests == {path: file_digest(path) for path in digests}  # read by the workers
     assert found == statuses  # the broken file failed, every photo indexed
     assert sorted(vectors) == sorted(expected)
     for name, vector in expected.items():
