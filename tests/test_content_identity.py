@@ -16,7 +16,7 @@ from core.encoder import ClipModel
 from core.indexer import index
 from core.library import Library
 from core.scan import scan
-from core.sync import HASH_CHUNK, SyncReport, content_hash
+from core.sync import HASH_CHUNK, SyncReport, content_hash, file_digest
 
 DIM = 8
 SIDE = 256  # 256 x 256 RGB BMP: 192 KiB of pixels, rows of 768 bytes
@@ -164,7 +164,6 @@ def test_a_first_sync_reads_only_the_ends_of_new_photos_and_indexing_keeps_the_d
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from core import sync as sync_module
-    from core.sync import file_digest
 
     root = tmp_path / "album"
     root.mkdir()
@@ -208,8 +207,6 @@ def test_a_first_sync_reads_only_the_ends_of_new_photos_and_indexing_keeps_the_d
 def test_a_batch_saved_without_digests_reads_them_from_the_files(
     library: Library, tmp_path: Path
 ) -> None:
-    from core.sync import file_digest
-
     root = tmp_path / "album"
     root.mkdir()
     _bmp(root / "a.bmp", 1)
