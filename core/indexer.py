@@ -2,10 +2,12 @@
 
 :func:`index` is a pipeline in three parts:
 
-1. **Decode pool.** ``decoders`` threads read ahead of the encoder: each opens one photo with
-   :func:`core.preprocess.load_image` (a JPEG at a reduced DCT scale when the model allows draft
-   decoding; EXIF orientation applied), turns it into the model input, and from the same decoded
-   image writes the photo's thumbnail, so no screen ever has to decode an original.
+1. **Decode pool.** ``decoders`` threads read ahead of the encoder: each reads the whole file's
+   digest (:func:`core.sync.file_digest`, kept with the vector so that a later move or copy can be
+   proven the same photo), opens the photo with :func:`core.preprocess.load_image` (a JPEG at a
+   reduced DCT scale when the model allows draft decoding; EXIF orientation applied), turns it
+   into the model input, and from the same decoded image writes the photo's thumbnail, named
+   after the digest, so no screen ever has to decode an original.
 2. **Inference, photo by photo.** Decoded photos are encoded one per call of
    :meth:`core.encoder.ClipModel.encode_pixels`, ``model.threads`` of them at a time, in the
    order of the run, while the pool decodes the next ones. The model runs each photo of a batch
