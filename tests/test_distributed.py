@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +125,41 @@ def test_the_cluster_stores_what_a_local_run_stores(
     encoding = [p for p in progress if p.stage == "encoding"]
     assert encoding[0].done == 0 and encoding[-1].done == encoding[-1].total == PHOTOS + 1
     assert [p.done for p in encoding] == sorted(p.done for p in encoding)
+
+
+def test_a_pause_on_a_cluster_holds_the_run_at_a_shard_and_it_resumes(
+    tmp_path: Path, tiny_model: ClipModel, photos: Path, cluster: Any
+) -> None:
+    pause = threading.Event()
+    reports: list[IndexProgress] = []
+    indexed_while_paused: list[int] = []
+
+    def progress(report: IndexProgress) -> None:
+        reports.append(report)
+        if report.stage == "encoding" and report.done and not indexed_while_paused:
+            pause.set()  # after the first shard was committed
+        if report.paused:
+            for _ in range(5):  # the run stays where it is while the pause lasts
+                indexed_while_paused.append(library.stats()["indexed"])
+                time.sleep(0.1)
+            pause.clear()
+
+    library = Library.open(tmp_path / "paused.sqlite", thumbnail_dir=tmp_path / "thumbs")
+    with library:
+        summary = index(
+            library, tiny_model, [photos], batch_size=2, cluster=cluster.scheduler_address,
+            progress=progress, pause=pause,
+        )  # fmt: skip
+        assert not summary.cancelled and summary.indexed == PHOTOS and summary.remaining == 0
+    encoding = [r for r in reports if r.stage == "encoding"]
+    paused = [r for r in encoding if r.paused]
+    assert len(paused) == 1 and paused[0].eta_s is None
+    assert paused[0].done == 2  # at the first shard (batch_size photos), committed
+    # that shard's photos are in the library (the broken file may be one of them), no more
+    assert indexed_while_paused[0] >= 1 and indexed_while_paused == indexed_while_paused[:1] * 5
+    after = encoding[encoding.index(paused[0]) + 1]
+    assert not after.paused and after.done == 2  # the resumption is reported
+    assert encoding[-1].done == encoding[-1].total == PHOTOS + 1
 
 
 def test_a_worker_killed_mid_run_changes_nothing(
