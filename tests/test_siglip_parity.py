@@ -182,6 +182,37 @@ def test_siglip_parity_fails_on_wrong_weights(tmp_path: Path, monkeypatch) -> No
     ours.close()
 
 
+def test_tiny_siglip_installed_in_int8_stays_close(tmp_path: Path, monkeypatch) -> None:
+    """``model install --precision int8``: the image tower's matrix products in int8 stay close
+    to open_clip (but are not float32), the text tower is still float32."""
+    paths = photos(12)
+    reference = make_siglip_reference(TINY_SIGLIP, seed=1)
+    sharpen_siglip_attention(reference, 4.0, 4.0)
+    folder = hub_folder(tmp_path, reference)
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    (home / "config").mkdir(parents=True)
+    registry = {"models": {"tiny-siglip": _tiny_spec_dict()}}
+    (home / "config" / "registry.json").write_text(json.dumps(registry))
+    install = ["model", "install", "tiny-siglip", "--from", str(folder), "--precision", "int8"]
+    assert cli_main(install) == 0
+    ours = load_model("tiny-siglip", threads=2, draft=False, precision="int8")
+    assert str(ours.precision) == "image int8, text fp32"
+    assert "18=8" in (ours.model_dir / "visual.param").read_text()  # int8 matrix products
+    pre = ours.spec.preprocess
+    pixels = reference_pixels(paths, pre.size, pre.mean, pre.std, resize_mode=pre.resize)
+    tokens = openclip_tokenizer(folder, TINY_SIGLIP.text["context_length"])(TEXTS)
+    with torch.no_grad():
+        ref_img = _normalized(reference.encode_image(pixels))
+        ref_txt = _normalized(reference.encode_text(tokens))
+    image_cosine = np.sum(ours.encode_images(paths) * ref_img, axis=1)
+    text_cosine = np.sum(ours.encode_texts(TEXTS) * ref_txt, axis=1)
+    # measured 0.99987 to 0.99992 for the photos: close, and not float32
+    assert image_cosine.min() > 0.999 and image_cosine.max() < 0.999999, image_cosine
+    assert text_cosine.min() >= 0.9999, text_cosine
+    ours.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ViT-B-32-SigLIP2-256-webli"])
 def test_full_size_siglip_parity(tmp_path: Path, monkeypatch, name: str) -> None:
