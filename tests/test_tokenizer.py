@@ -299,3 +299,26 @@ def test_live_decode_matches_open_clip(corpus: list[str]) -> None:
     for text in corpus[::7]:
         ids = ours.encode(text)
         assert ours.decode(ids) == reference.decode(ids), repr(text)
+
+
+def test_the_merges_read_in_small_pieces_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vocabulary is decompressed only as far as the merges used; pieces that cut lines in
+    two change nothing."""
+    import core.tokenizer as tokenizer_module
+
+    whole = tokenizer_module._read_merges()
+    assert len(whole) == tokenizer_module._MERGE_COUNT
+    monkeypatch.setattr(tokenizer_module, "_VOCAB_READ", 7)
+    assert tokenizer_module._read_merges() == whole
+
+
+def test_a_vocabulary_cut_short_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    import core.tokenizer as tokenizer_module
+
+    lines = ["#version: 0.2", *(f"{a} {b}" for a, b in tokenizer_module._read_merges()[:100])]
+    (tmp_path / tokenizer_module._VOCAB_FILE).write_bytes(gzip.compress("\n".join(lines).encode()))
+    monkeypatch.setattr(tokenizer_module.resources, "files", lambda package: tmp_path)
+    with pytest.raises(ValueError, match="is damaged: expected 48894 merge pairs"):
+        tokenizer_module._read_merges()
