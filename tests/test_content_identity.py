@@ -59,6 +59,15 @@ def _index_all(library: Library) -> None:
         library.save_batch("fake", [p.id for p in todo], rows, [None] * len(todo))
 
 
+def _album_of(tmp_path: Path, *names: str) -> Path:
+    """An album folder holding a BMP per name, the ``i``-th made with seed ``i + 1``."""
+    root = tmp_path / "album"
+    root.mkdir()
+    for seed, name in enumerate(names, start=1):
+        _bmp(root / name, seed)
+    return root
+
+
 def _sync(library: Library, root: Path) -> SyncReport:
     return library.sync(scan([root]), roots=[root])
 
@@ -102,9 +111,7 @@ def test_a_different_file_with_the_same_content_hash_is_not_a_move(
 
 
 def test_a_real_move_and_copy_keep_the_vector(library: Library, tmp_path: Path) -> None:
-    root = tmp_path / "album"
-    root.mkdir()
-    _bmp(root / "a.bmp", 1)
+    root = _album_of(tmp_path, "a.bmp")
     _add_and_index(library, root)
     ids, before = library.vectors("fake")
     (root / "a.bmp").rename(root / "moved.bmp")
@@ -122,10 +129,7 @@ def test_a_real_move_and_copy_keep_the_vector(library: Library, tmp_path: Path) 
 def test_a_library_without_digests_reads_the_old_file_or_treats_the_photo_as_new(
     library: Library, tmp_path: Path
 ) -> None:
-    root = tmp_path / "album"
-    root.mkdir()
-    _bmp(root / "a.bmp", 1)
-    _bmp(root / "c.bmp", 3)
+    root = _album_of(tmp_path, "a.bmp", "c.bmp")
     _add_and_index(library, root)
     with sqlite3.connect(library.path) as db:  # as a library made before digests were kept
         db.execute("UPDATE photos SET file_digest = NULL")
@@ -165,10 +169,7 @@ def test_a_first_sync_reads_only_the_ends_of_new_photos_and_indexing_keeps_the_d
 ) -> None:
     from core import sync as sync_module
 
-    root = tmp_path / "album"
-    root.mkdir()
-    for seed in range(3):
-        _bmp(root / f"{seed}.bmp", seed)
+    root = _album_of(tmp_path, "0.bmp", "1.bmp", "2.bmp")
     read_whole: list[str] = []
 
     def counted(path: str | os.PathLike[str]) -> str:
@@ -207,9 +208,7 @@ def test_a_first_sync_reads_only_the_ends_of_new_photos_and_indexing_keeps_the_d
 def test_a_batch_saved_without_digests_reads_them_from_the_files(
     library: Library, tmp_path: Path
 ) -> None:
-    root = tmp_path / "album"
-    root.mkdir()
-    _bmp(root / "a.bmp", 1)
+    root = _album_of(tmp_path, "a.bmp")
     _add_and_index(library, root)  # save_batch without digests, as imports and tools call it
     with sqlite3.connect(library.path) as db:
         assert db.execute("SELECT file_digest FROM photos").fetchall() == [
