@@ -1,6 +1,7 @@
 """Time scanning an album of 10,000 photos, reading their capture times, and rescanning it.
 
-Builds a throwaway album of copies of a few small camera JPEGs in a temporary folder, then times:
+Builds a throwaway album of copies of a few camera JPEGs (small ones unless ``--max-kb`` says
+otherwise) in a temporary folder, then times:
 
 1. the first scan (``core.scan.scan``),
 2. reading the capture time of every photo (``core.capture_time.read_capture_time``),
@@ -19,7 +20,8 @@ written to the "## Rescan" section of bench/RESULTS.md.
 
 Usage::
 
-    python bench/rescan.py [--files 10000] [--source FOLDER] [--repeat 3] [--no-write]
+    python bench/rescan.py [--files 10000] [--source FOLDER] [--repeat 3] [--max-kb 10]
+        [--no-write]
 """
 
 from __future__ import annotations
@@ -86,19 +88,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=10_000, help="photos in the album")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="JPEGs to copy")
     parser.add_argument("--repeat", type=int, default=3, help="rescans to time (median shown)")
+    parser.add_argument(
+        "--max-kb",
+        type=int,
+        default=MAX_SOURCE_BYTES // 1000,
+        help=f"largest source JPEG to copy, in KB (default {MAX_SOURCE_BYTES // 1000}: small "
+        "ones, so that 10,000 copies stay small; larger ones show what reading whole files costs)",
+    )
     parser.add_argument("--no-write", action="store_true", help="leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
 
     sources = sorted(
         p
         for p in args.source.glob("*.jpg")
-        if p.stat().st_size <= MAX_SOURCE_BYTES and read_capture_time(p).source != "mtime"
+        if p.stat().st_size <= 1000 * args.max_kb and read_capture_time(p).source != "mtime"
     )
     if not sources:
-        print(f"no small dated JPEG in {args.source}", file=sys.stderr)
+        print(f"no dated JPEG of at most {args.max_kb} KB in {args.source}", file=sys.stderr)
         return 1
+    mean_kb = sum(p.stat().st_size for p in sources) / len(sources) / 1000
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}")
-    print(f"album: {args.files} copies of {len(sources)} small JPEGs (warm page cache)")
+    print(
+        f"album: {args.files} copies of {len(sources)} JPEGs of at most {args.max_kb} KB "
+        f"({mean_kb:.0f} KB on average; warm page cache)"
+    )
 
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as tmp:
         root = Path(tmp) / "album"
@@ -136,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"CPU: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}; "
         f"{time.strftime('%Y-%m-%d')}; `python bench/rescan.py --files {args.files} "
-        f"--repeat {args.repeat}`. An album of {args.files} copies of {len(sources)} small dated "
-        f"JPEGs in {args.files // FILES_PER_FOLDER} folders, warm page cache, a real library "
+        f"--repeat {args.repeat} --max-kb {args.max_kb}`. An album of {args.files} copies of "
+        f"{len(sources)} dated JPEGs of at most {args.max_kb} KB ({mean_kb:.0f} KB on average) "
+        f"in {args.files // FILES_PER_FOLDER} folders, warm page cache, a real library "
         "database in a temporary folder.",
         "",
         "| step | seconds |",
