@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -304,12 +305,20 @@ async def test_thumbnails_are_decoded_off_the_ui_thread(
         ui_thread = threading.current_thread().name
         results = app.query_one(ResultsList)
         await results.show(_hits(40, thumb))
+
+        def red_thumbnail() -> bool:
+            row = app.query(ResultRow).first()
+            colours = {segment.style.bgcolor for segment in row.render_line(0)}
+            return any(c is not None and c.triplet and c.triplet.red > 150 for c in colours)
+
+        # the loading worker may start only after the list is laid out, later under load
+        deadline = time.monotonic() + 20
+        while (len(threads) < 30 or not red_thumbnail()) and time.monotonic() < deadline:
+            await pilot.pause(0.05)
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         assert len(threads) == 30 and ui_thread not in threads
-        row = app.query(ResultRow).first()
-        colours = {segment.style.bgcolor for segment in row.render_line(0)}
-        assert any(c is not None and c.triplet and c.triplet.red > 150 for c in colours)
+        assert red_thumbnail()
 
 
 def test_list_thumbnails_are_drawn_inline() -> None:
