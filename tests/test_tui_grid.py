@@ -201,6 +201,8 @@ async def test_kitty_thumbnails_are_drawn_in_the_cells(tmp_path: Path) -> None:
     async with app.run_test(size=(60, 20)) as pilot:
         grid = app.query_one(ResultsGrid)
         await grid.show(_hits(40, thumb))
+        # the loading worker may start only after the grid is laid out, later under load
+        await settle(pilot, lambda: grid.thumbnails_requested >= 12)
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         # 20 lines show rows 0 and 1 and the top of row 2; row 3 is read ahead; not the page
