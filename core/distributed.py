@@ -186,10 +186,11 @@ def encode_shard(request: ModelRequest, photos: Sequence[tuple[int, str, str]]) 
             good.append((photo_id, digest, digest or name, *decoded))
     if not good:
         return result
-    matrix, errors = encode_batch(model, [item[3] for item in good])
+    matrix, errors = encode_batch(model, [pixels for _, _, _, pixels, _ in good])
     keep = []
-    for row, (item, error) in enumerate(zip(good, errors, strict=True)):
-        photo_id, digest, name, _, image = item
+    for row, ((photo_id, digest, name, _, image), error) in enumerate(
+        zip(good, errors, strict=True)
+    ):
         if error:
             result.failed.append((photo_id, error))
             continue
