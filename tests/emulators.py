@@ -16,6 +16,7 @@ import select
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,12 +60,19 @@ class Display:
     def __init__(self, size: tuple[int, int] = SCREEN, attempts: int = 4) -> None:
         assert XVFB is not None and XDOTOOL is not None
         self.size = size
+        self.attempts = attempts
+        self.errors = tempfile.TemporaryFile()
+        self.start()
+
+    def start(self) -> None:
+        """Start a server; on a display number of Xvfb's choice first."""
+        attempts = self.attempts
         for attempt in range(attempts):
             number = None if attempt == 0 else random.randrange(200, 60000)
             self.process, name = self._start(number)
             if name is not None:
                 self.name = name
-                if self._answers():
+                if self.answers():
                     return
             self.close()
         raise RuntimeError(f"Xvfb could not start a display of its own in {attempts} attempts")
@@ -78,10 +86,11 @@ class Display:
         try:
             process = subprocess.Popen(
                 [XVFB, *chosen, "-displayfd", str(write), "-screen", "0", screen]
-                + ["-nolisten", "tcp"],
+                # no reset when the last client leaves: nothing to race with between clients
+                + ["-nolisten", "tcp", "-noreset"],
                 pass_fds=(write,),
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=self.errors,
             )
         finally:
             os.close(write)
@@ -98,7 +107,7 @@ class Display:
                     answer += chunk
         return process, f":{int(answer)}" if answer.strip().isdigit() else None
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         """True when a client reaches this display and finds this server's screen there."""
         assert XDOTOOL is not None
         try:
@@ -106,6 +115,22 @@ class Display:
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
             return False
         return text.split() == [str(self.size[0]).encode(), str(self.size[1]).encode()]
+
+    def restart(self) -> None:
+        """Stop this server and start another in its place (its display name may change)."""
+        self.close()
+        self.start()
+
+    def state(self) -> str:
+        """Whether the server runs and answers, and the end of what it wrote, for a failure."""
+        running = self.process.poll() is None
+        answers = running and self.answers()
+        self.errors.seek(0)
+        said = self.errors.read()[-1500:].decode(errors="replace")
+        return (
+            f"Xvfb {self.name}: {'running' if running else f'exited {self.process.returncode}'}, "
+            f"{'answers' if answers else 'does not answer'}\nXvfb stderr:\n{said}"
+        )
 
     def environment(self, **extra: str) -> dict[str, str]:
         """This process's environment pointed at this display, without other terminals' marks."""
@@ -155,7 +180,10 @@ class Emulator:
     """One terminal emulator window on ``display``, started with ``command`` line.
 
     ``log`` is where the emulator writes the bytes the program sent it (xterm ``-lf``, kitty
-    ``--dump-bytes``); ``ready`` is only a name for error messages.
+    ``--dump-bytes``); ``extra`` are variables set for it besides ``DISPLAY``; ``name`` is only a
+    name for error messages. The window is waited for here. An emulator that exits because it
+    could not open the display is started again (``attempts`` in all), on a new server when the
+    display no longer answers; what happened goes into the error if the last attempt fails too.
     """
 
     def __init__(
@@ -164,17 +192,35 @@ class Emulator:
         command: Sequence[str],
         log: Path,
         *,
-        environment: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None,
         name: str = "terminal",
+        attempts: int = 3,
     ) -> None:
         self.display = display
+        self.command = list(command)
+        self.extra = extra or {}
         self.log = log
         self.name = name
         self.errors = log.with_suffix(".stderr")
+        self.earlier: list[str] = []
+        for attempt in range(attempts):
+            self._launch()
+            try:
+                self.window()
+                return
+            except AssertionError:
+                said = self.errors.read_bytes().decode(errors="replace")
+                if "open display" not in said or attempt == attempts - 1:
+                    raise
+            self.earlier.append(f"attempt {attempt + 1}: {said.strip()[-300:]}\n{display.state()}")
+            if not display.answers():
+                display.restart()
+
+    def _launch(self) -> None:
         with open(self.errors, "wb") as errors:
             self.process = subprocess.Popen(
-                list(command),
-                env=environment or display.environment(),
+                self.command,
+                env=self.display.environment(**self.extra),
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
                 start_new_session=True,
@@ -190,8 +236,10 @@ class Emulator:
         errors = self.errors.read_bytes().decode(errors="replace")[-2000:]
         tail = self.output()[-1500:]
         state = "running" if self.process.poll() is None else f"exited {self.process.returncode}"
+        earlier = "".join(f"\nearlier, {text}" for text in self.earlier)
         return AssertionError(
             f"{self.name}: {what} ({state})\nemulator stderr:\n{errors}\nlast output: {tail!r}"
+            f"\n{self.display.state()}{earlier}"
         )
 
     def wait_output(self, text: bytes, timeout: float = 30.0, *, after: int = 0) -> int:

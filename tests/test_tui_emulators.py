@@ -144,7 +144,7 @@ def start_xterm(display: Display, home: Path, album: Path, log: Path) -> Termina
         "-e",
         *app_command(home, album),
     ]
-    terminal = Terminal(display, command, log, environment=display.environment(), name="xterm")
+    terminal = Terminal(display, command, log, name="xterm")
     terminal.measure_cells(COLUMNS, ROWS)
     return terminal
 
@@ -254,8 +254,8 @@ def start_kitty(display: Display, home: Path, album: Path, log: Path) -> Termina
         *app_command(home, album),
     ]
     # kitty draws with OpenGL 3.3: Mesa's software renderer on a display without a GPU
-    environment = display.environment(LIBGL_ALWAYS_SOFTWARE="1")
-    terminal = Terminal(display, command, log, environment=environment, name="kitty")
+    extra = {"LIBGL_ALWAYS_SOFTWARE": "1"}
+    terminal = Terminal(display, command, log, extra=extra, name="kitty")
     terminal.measure_cells(COLUMNS, ROWS)
     return terminal
 
