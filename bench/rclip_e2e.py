@@ -50,6 +50,11 @@ Run (needs the test extra: torch, open_clip_torch, onnx)::
 
 Results go to the "## End to end against rclip" section of bench/RESULTS.md, and our photos per
 second to ``models/measured.json``, where ``model list`` and the first-run dialog read them.
+
+``--queries N`` times what a scripted query costs instead: the album is indexed once by each
+program, then each round runs one query as a whole process, rclip's ``rclip -n -f -t 1 "a
+photo"`` (``-n``: no index update) and our ``search "a photo" --top 1``, the order alternating;
+medians and their ratio go to the "## A query from the command line against rclip" section.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -272,6 +278,49 @@ def run_ours(name: str, album: Path, home: Path, precision: str) -> tuple[float,
     return total_s, index_s, int(summary["indexed"]), (said[0] if said else "")
 
 
+def time_query(command: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
+    """Seconds of one whole query process (it must succeed)."""
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0 or not done.stdout.strip():
+        raise SystemExit(f"{command[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return seconds
+
+
+def query_rounds(
+    rclip: str, album: Path, exported: Path, models: dict[str, Path], workdir: Path, rounds: int
+) -> tuple[dict[str, list[float]], str]:
+    """Index ``album`` once with rclip and with each of our models, then time ``rounds`` rounds
+    of one query process each, the order alternating; the seconds of every query, by program,
+    and the load average before the rounds."""
+    datadir = fresh_rclip_datadir(exported, workdir / "query-rclip")
+    run_rclip(rclip, album, datadir)
+    rclip_env = dict(os.environ, RCLIP_DATADIR=str(datadir), HF_HUB_OFFLINE="1")
+    rclip_env.pop("PYTHONPATH", None)
+    rclip_env.pop("PYTHONPYCACHEPREFIX", None)
+    commands: dict[str, tuple[list[str], dict[str, str], Path | None]] = {
+        "rclip": ([rclip, "-n", "-f", "-t", "1", QUERY], rclip_env, album)
+    }
+    for name, installed in models.items():
+        home = fresh_home(installed, workdir / f"query-{name}")
+        env = ours_env(home)
+        subprocess.run(
+            ours_command("index", str(album), "--model", name), env=env, check=True,
+            capture_output=True,
+        )  # fmt: skip
+        commands[name] = (ours_command("search", QUERY, "--top", "1", "--model", name), env, None)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    for command, env, cwd in commands.values():  # once each, untimed: warm the page cache
+        time_query(command, env, cwd)
+    times: dict[str, list[float]] = {engine: [] for engine in commands}
+    engines = list(commands)
+    for round_ in range(rounds):
+        for engine in engines if round_ % 2 == 0 else engines[::-1]:
+            times[engine].append(time_query(*commands[engine]))
+    return times, load
+
+
 def same_weights(models: Path, datadir: Path) -> str:
     """How close rclip's stored vectors are to ours for the same photos, in words.
 
@@ -334,6 +383,36 @@ def breakdown(models: dict[str, Path], album: Path, threads: int) -> list[str]:
     return lines
 
 
+def query_lines(
+    times: dict[str, list[float]], load: str, photos: int, what: str, version: str, rounds: int
+) -> list[str]:
+    """The RESULTS section of ``--queries``."""
+    rclip = statistics.median(times["rclip"])
+    lines = [
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores (flags: "
+        f"{', '.join(cpu_flags()) or 'no AVX-512, no AMX'}); load average {load} before the "
+        f"rounds; {version.strip()}; {dt.date.today().isoformat()}; "
+        f"`python bench/rclip_e2e.py {shown_arguments(sys.argv[1:])}`.",
+        "",
+        f"Album: {photos} photos, {what}, indexed once by each program. Each round runs one "
+        f'query as a whole process: rclip\'s `rclip -n -f -t 1 "{QUERY}"` in the album (no '
+        f'index update), ours `search "{QUERY}" --top 1 --model NAME`; {rounds} rounds, the '
+        "order alternating, after one untimed query each. Both programs' Python modules "
+        "byte-compiled beforehand.",
+        "",
+        "| program | model | median (s) | fastest (s) | slowest (s) | rclip / this (medians) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for engine, seconds in times.items():
+        program, model = ("rclip 3.3", RCLIP_MODEL) if engine == "rclip" else ("ours", engine)
+        median = statistics.median(seconds)
+        lines.append(
+            f"| {program} | {model} | {median:.3f} | {min(seconds):.3f} | {max(seconds):.3f} | "
+            f"{rclip / median:.2f}x |"
+        )
+    return lines
+
+
 def shown_arguments(argv: list[str]) -> str:
     """The command's arguments for RESULTS, with the machine's own paths as placeholders."""
     shown, hide = [], {"--rclip": "RCLIP", "--workdir": "WORK", "--album": "ALBUM"}
@@ -362,6 +441,12 @@ def main() -> None:
         "--breakdown",
         action="store_true",
         help="instead of the rounds: time decoding and the image tower alone, per model",
+    )
+    parser.add_argument(
+        "--queries",
+        type=int,
+        metavar="N",
+        help="instead of the rounds: index once, then time N rounds of one query process each",
     )
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
@@ -404,6 +489,14 @@ def main() -> None:
         return
 
     byte_compile_ours(workdir / "pycache")
+    if args.queries:
+        chosen = {name: models[name] for name in args.models}
+        times, load = query_rounds(args.rclip, album, exported, chosen, workdir, args.queries)
+        lines = query_lines(times, load, photos, what, version, args.queries)
+        print("\n".join(lines), flush=True)
+        if not args.no_write:
+            write_section("## A query from the command line against rclip", lines)
+        return
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     probe = fresh_rclip_datadir(exported, workdir / "probe-rclip")
     run_rclip(args.rclip, album, probe)
