@@ -28,7 +28,6 @@ character falls back to its UTF-8 bytes in a byte-fallback vocabulary such as Ge
 
 from __future__ import annotations
 
-import html
 import json
 import string
 import threading
@@ -36,10 +35,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import ftfy
 import numpy as np
 
 from core.errors import TokenizerError
+from core.text_repair import repair
 
 __all__ = ["REQUIRED_FILES", "HFTokenizer", "canonicalize", "clean_function"]
 
@@ -58,7 +57,7 @@ _SPECIAL_NAMES = ("bos_token", "eos_token", "pad_token", "unk_token")
 
 
 def _basic_clean(text: str) -> str:
-    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return repair(text).strip()
 
 
 def canonicalize(text: str) -> str:

@@ -6,7 +6,8 @@ corpus of a few thousand strings to prove it. For each text:
 
 1. ``ftfy.fix_text`` repairs mojibake and odd Unicode (and unescapes HTML entities once when the
    text holds no ``<`` or ``>``), ``html.unescape`` runs twice more, runs of whitespace become
-   one space, the ends are stripped and the text is lower-cased.
+   one space, the ends are stripped and the text is lower-cased (:func:`core.text_repair.repair`:
+   a text of printable ASCII without ``&``, which ftfy would not change, skips loading it).
 2. The text is split into words by one pattern, tried in this order at each position: the names
    of the two special tokens (``<start_of_text>`` and ``<end_of_text>``, which become those
    tokens' ids wherever they appear in the text), the contractions ``'s 't 're 've 'm 'll 'd``
@@ -28,16 +29,16 @@ from __future__ import annotations
 
 import functools
 import gzip
-import html
 import itertools
 import operator
 import threading
 from collections.abc import Iterable, Sequence
 from importlib import resources
 
-import ftfy
 import numpy as np
 import regex
+
+from core.text_repair import repair
 
 __all__ = [
     "CONTEXT_LENGTH",
@@ -101,8 +102,7 @@ def _byte_symbols() -> dict[int, str]:
 
 def _clean(text: str) -> str:
     """Repair, unescape, collapse whitespace and lower-case ``text`` (step 1 of the pipeline)."""
-    text = html.unescape(html.unescape(ftfy.fix_text(text)))
-    return " ".join(text.split()).lower()
+    return " ".join(repair(text).split()).lower()
 
 
 class ClipTokenizer:

@@ -49,4 +49,13 @@ def test_the_package_surface_loads_its_modules_on_first_use():
 def test_a_small_core_module_starts_without_numpy_pillow_or_the_tokenizer():
     heavy = {"numpy", "PIL", "ftfy", "regex", "ncnn"}
     assert not heavy & imported_by("import core.errors")
-    assert heavy - {"ncnn"} <= imported_by("from core import tokenize, ClipModel")
+    assert heavy - {"ncnn", "ftfy"} <= imported_by("from core import tokenize, ClipModel")
+
+
+def test_a_plain_query_is_tokenized_without_loading_ftfy():
+    """ftfy is loaded only for a text it might change (see core.text_repair)."""
+    for tokenizer in ("core.tokenizer import tokenize", "core.hf_tokenizer import canonicalize"):
+        plain = imported_by(f"from {tokenizer} as t\nt('A red bicycle, in the snow!')")
+        assert "ftfy" not in plain, tokenizer
+        for text in ("café", "fish &amp; chips", "two\nlines"):
+            assert "ftfy" in imported_by(f"from {tokenizer} as t\nt({text!r})"), (tokenizer, text)

@@ -207,6 +207,31 @@ def test_unicode_is_repaired_before_splitting() -> None:
     assert np.array_equal(tokenize("wait\x85"), tokenize("wait…"))
 
 
+def test_the_repair_shortcut_gives_what_ftfy_gives() -> None:
+    """Texts of printable ASCII without "&" skip ftfy; on random texts from an alphabet around
+    that boundary (controls, escapes, entities, mojibake, curly quotes, wide letters), the result
+    is always what ftfy and html.unescape give."""
+    import html
+
+    import ftfy
+
+    from core.text_repair import repair
+
+    alphabet = [chr(code) for code in range(0x20, 0x7F)] * 3
+    alphabet += [*"\x00\x07\t\n\x0b\x0c\r\x1b\x7f", "&", "&amp;", "&lt;", "&#39;", "\x1b[31m"]
+    alphabet += [*"\x85\x92é\u00a0\u2019\u201c\ufb01\uff24\u0301\u2028", "Ã©", "â€™", "😀"]
+    rng = random.Random(7)
+    texts = ["", " ", "a photo of a dog", "&", "<b>&amp;</b>", "x\ry", "Ã©t\u00e9"]
+    texts += ["".join(rng.choices(alphabet, k=rng.randint(1, 40))) for _ in range(4000)]
+    texts += ["".join(rng.choices(alphabet[:285], k=rng.randint(1, 40))) for _ in range(1000)]
+    skipped = 0
+    for text in texts:
+        expected = html.unescape(html.unescape(ftfy.fix_text(text)))
+        assert repair(text) == expected, repr(text)
+        skipped += text.isascii() and text.isprintable() and "&" not in text
+    assert 800 < skipped < len(texts) - 2000  # both ways are taken many times
+
+
 def test_decode_reads_back_the_text() -> None:
     tokenizer = default_tokenizer()
     assert tokenizer.decode(tokenizer.encode("A Photo of  a Dog!")) == "a photo of a dog ! "
