@@ -138,6 +138,16 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
         engine_log.setLevel(level)
 
 
+class _VersionAction(argparse._VersionAction):
+    """``--version``: print the program's version and exit, looking the version up only then
+    (reading the installed package's metadata costs every other command time). A kind of
+    argparse's own version action, so that completion scripts treat it as one."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        sys.stdout.write(f"{PROG} {clipsearch_version()}\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: top-level options, album folders, and every command group."""
     parser = SafeArgumentParser(
@@ -146,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         usage=f"{PROG} [-h] [--version] [--images MODE] [--gpu] [PATH ...] | {PROG} COMMAND ...",
         epilog=f"With no command, {PROG} opens the app, on the album folders PATH if given.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {clipsearch_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument(
         "--images",
         choices=IMAGE_MODES,
@@ -177,7 +187,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         return parser.parse_args(argv)
     app = SafeArgumentParser(prog=PROG, usage=parser.usage, add_help=False)
     app.add_argument("-h", "--help", action="help", help=argparse.SUPPRESS)
-    app.add_argument("--version", action="version", version=f"{PROG} {clipsearch_version()}")
+    app.add_argument("--version", action=_VersionAction)
     app.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     app.add_argument("--images", choices=IMAGE_MODES, default="auto")
     app.add_argument("--gpu", action="store_true")

@@ -28,7 +28,6 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +256,8 @@ def _reason(error: BaseException) -> str:
 
 def clipsearch_version() -> str:
     """Installed version of clipsearch-tui, or ``"unknown"`` when run from a bare checkout."""
+    from importlib import metadata  # here: its import alone costs a command tens of ms
+
     try:
         return metadata.version(_DISTRIBUTION)
     except metadata.PackageNotFoundError:

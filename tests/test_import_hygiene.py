@@ -59,3 +59,14 @@ def test_a_plain_query_is_tokenized_without_loading_ftfy():
         assert "ftfy" not in plain, tokenizer
         for text in ("café", "fish &amp; chips", "two\nlines"):
             assert "ftfy" in imported_by(f"from {tokenizer} as t\nt({text!r})"), (tokenizer, text)
+
+
+def test_the_command_line_reads_its_version_only_for_version():
+    """Reading the installed package's metadata (``importlib.metadata``) costs every command
+    tens of milliseconds; only ``--version`` needs it."""
+    code = (
+        "import sys, cli.main\ncli.main.build_parser()\nprint('importlib.metadata' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False"]
