@@ -687,11 +687,16 @@ def install_any_as_tiny(
     return asked
 
 
+SCROLLBAR_GLYPHS = str.maketrans("", "", "\u2581\u2582\u2583\u2584\u2585\u2586\u2587")
+"""The block elements a vertical scrollbar's thumb ends are drawn with (its body is blank)."""
+
+
 def dialog_text(app: ClipSearchApp) -> str:
     """The text inside the dialog on screen, its wrapped lines joined (each row of the dialog
-    reads "...█ text █...")."""
+    reads "...█ text █...", and a dialog taller than the screen has a scrollbar inside it)."""
     rows = [row.split("\u2588") for row in screen_text(app).splitlines()]
-    return " ".join(" ".join(parts[1].split()) for parts in rows if len(parts) >= 3)
+    inner = [parts[1].translate(SCROLLBAR_GLYPHS) for parts in rows if len(parts) >= 3]
+    return " ".join(" ".join(row.split()) for row in inner)
 
 
 async def test_first_run_installs_the_model_with_progress(
