@@ -229,16 +229,21 @@ def fresh_home(models: Path, folder: Path) -> Path:
     return folder
 
 
-def run_rclip(rclip: str, album: Path, datadir: Path) -> tuple[float, int]:
-    """Seconds for rclip to index ``album`` and answer one query; photos in its index."""
+def rclip_env(datadir: Path) -> dict[str, str]:
+    """rclip's environment: its data folder, offline, none of our Python settings."""
     env = dict(os.environ, RCLIP_DATADIR=str(datadir), HF_HUB_OFFLINE="1")
     env.pop("PYTHONPATH", None)
     env.pop("PYTHONPYCACHEPREFIX", None)  # rclip's byte code is in its venv, made at install
+    return env
+
+
+def run_rclip(rclip: str, album: Path, datadir: Path) -> tuple[float, int]:
+    """Seconds for rclip to index ``album`` and answer one query; photos in its index."""
     start = time.perf_counter()
     done = subprocess.run(
         [rclip, "-f", "-t", "1", QUERY],
         cwd=album,
-        env=env,
+        env=rclip_env(datadir),
         capture_output=True,
         text=True,
     )
@@ -296,11 +301,8 @@ def query_rounds(
     and the load average before the rounds."""
     datadir = fresh_rclip_datadir(exported, workdir / "query-rclip")
     run_rclip(rclip, album, datadir)
-    rclip_env = dict(os.environ, RCLIP_DATADIR=str(datadir), HF_HUB_OFFLINE="1")
-    rclip_env.pop("PYTHONPATH", None)
-    rclip_env.pop("PYTHONPYCACHEPREFIX", None)
     commands: dict[str, tuple[list[str], dict[str, str], Path | None]] = {
-        "rclip": ([rclip, "-n", "-f", "-t", "1", QUERY], rclip_env, album)
+        "rclip": ([rclip, "-n", "-f", "-t", "1", QUERY], rclip_env(datadir), album)
     }
     for name, installed in models.items():
         home = fresh_home(installed, workdir / f"query-{name}")
