@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import tui
 from core.library import PhotoRecord
 from core.ranking import Hit
 from core.timeline import Bucket, build_timeline
+from tests.test_tui_app import settle
 from tui.config import DEFAULT_LABELS, ConfigError, TuiConfig, load_config
 from tui.engine import bucket_bounds
 from tui.text import duration, file_size, inert, pace, percent, plural
@@ -312,9 +312,7 @@ async def test_thumbnails_are_decoded_off_the_ui_thread(
             return any(c is not None and c.triplet and c.triplet.red > 150 for c in colours)
 
         # the loading worker may start only after the list is laid out, later under load
-        deadline = time.monotonic() + 20
-        while (len(threads) < 30 or not red_thumbnail()) and time.monotonic() < deadline:
-            await pilot.pause(0.05)
+        await settle(pilot, lambda: len(threads) >= 30 and red_thumbnail())
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         assert len(threads) == 30 and ui_thread not in threads
