@@ -123,11 +123,15 @@ class Display:
 
     def state(self) -> str:
         """Whether the server runs and answers, and the end of what it wrote, for a failure."""
+        return self.checked()[1]
+
+    def checked(self) -> tuple[bool, str]:
+        """Whether the server answers, with :meth:`state`'s text (one question to the server)."""
         running = self.process.poll() is None
         answers = running and self.answers()
         self.errors.seek(0)
         said = self.errors.read()[-1500:].decode(errors="replace")
-        return (
+        return answers, (
             f"Xvfb {self.name}: {'running' if running else f'exited {self.process.returncode}'}, "
             f"{'answers' if answers else 'does not answer'}\nXvfb stderr:\n{said}"
         )
@@ -212,8 +216,9 @@ class Emulator:
                 said = self.errors.read_bytes().decode(errors="replace")
                 if "open display" not in said or attempt == attempts - 1:
                     raise
-            self.earlier.append(f"attempt {attempt + 1}: {said.strip()[-300:]}\n{display.state()}")
-            if not display.answers():
+            answers, state = display.checked()
+            self.earlier.append(f"attempt {attempt + 1}: {said.strip()[-300:]}\n{state}")
+            if not answers:
                 display.restart()
 
     def _launch(self) -> None:
