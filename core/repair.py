@@ -38,9 +38,11 @@ TABLES = ("meta", "roots", "photos", "embeddings", "skipped")
 CHUNK = 4096
 """Rows read per range; a range that fails is split down to single rows."""
 _EMPTY_RUN = 16
-_COUNTERS = ("revision", "vectors_removed", "vector_generation", health.WRITER_KEY)
-"""``meta`` keys not copied: the new database starts its own counters (so every reader of the
-old vector file sees a new generation and reads the vectors again)."""
+_COUNTERS = ("revision", "vectors_removed", "vector_generation", "library_id", health.WRITER_KEY)
+"""``meta`` keys not copied: the new database starts its own counters and draws its own
+``library_id``. The counters start again from zero, so they cannot tell the repaired vectors from
+the old ones; a new name makes the vector file, the approximate index and every cached copy of the
+old vectors foreign to it, and they are made again from the repaired vectors."""
 
 
 @dataclass
@@ -231,6 +233,10 @@ def _write(
                 except sqlite3.Error:
                     report.unreadable += 1
         _keep_sound_vectors(db, meta, report)
+        # The copied revisions were counted by the damaged file, and the new database counts
+        # again from zero: every kept vector predates the new database's first revision, or
+        # the vector file would take the kept vectors for new ones and add them a second time.
+        db.execute("UPDATE photos SET vector_revision = 0")
         db.execute("COMMIT")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core import vectorfile
 from core.encoder import ClipModel
 from core.install import PARTIAL_PREFIX
 from core.manifest import verify_manifest
@@ -164,6 +165,35 @@ def test_a_damaged_table_page_says_so_and_repair_keeps_every_sound_vector(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["indexed"] == lost  # only what lost its vector
     assert _counts(home) == (PHOTOS, PHOTOS)
+
+
+def test_after_a_repair_the_vector_file_holds_each_photo_once(home: Path, album: Path) -> None:
+    """The vectors a repair kept are not added to the vector file again by the next index."""
+    _indexed(home, album)
+    before = _library_id(home)
+    pages, size = _pages_of(home, "embeddings")
+    _garble(home, pages[len(pages) // 2], size)
+    assert _cli(home, "library", "repair").returncode == 0
+    # a new name: caches of the old vectors (the approximate index) are foreign to it
+    assert _library_id(home) != before
+    for argv in (("search", "a photo"), ("index", str(album))):
+        done = _cli(home, *argv, "--json")
+        assert done.returncode == 0, done.stderr
+        assert _counts(home)[1] == _vector_file_rows(home), argv
+    done = _cli(home, "search", "a photo", "--top", str(2 * PHOTOS), "--json")
+    paths = [hit["path"] for hit in json.loads(done.stdout)]
+    assert len(paths) == len(set(paths)) == PHOTOS
+
+
+def _library_id(home: Path) -> str:
+    with sqlite3.connect(_library(home)) as db:
+        return db.execute("SELECT value FROM meta WHERE key = 'library_id'").fetchone()[0]
+
+
+def _vector_file_rows(home: Path) -> int:
+    header = vectorfile.read_header(_library(home).with_name("library.sqlite.vectors"))
+    assert header is not None
+    return header.count
 
 
 @pytest.mark.parametrize("why", ["schedule", "unclean"])
