@@ -639,8 +639,11 @@ def index(
             )
         synced, _ = _scan_and_sync(library, folders, run)
         cancelled = synced.cancelled
+        waiting = 0  # pending after the sync, in every date range
         if not cancelled:
             todo = library.pending(since=since, until=until, roots=folders)
+            dated = since is not None or until is not None
+            waiting = len(library.pending(roots=folders)) if dated else len(todo)
             if cluster is None:
                 cancelled = _pipeline(library, model, todo, run, batch_size, workers)
             else:
@@ -665,9 +668,12 @@ def index(
             for record in library.failures()
             if record.path not in this_run and any(record.path.is_relative_to(f) for f in folders)
         ]
+    # unchanged files that were still pending (left by a cancelled run) are not "unchanged":
+    # they are encoded now, or stay pending
+    unchanged_pending = max(0, waiting - synced.new - synced.changed)
     return IndexSummary(
         indexed=run.indexed,
-        unchanged=max(0, synced.unchanged - len(earlier)),
+        unchanged=max(0, synced.unchanged - len(earlier) - unchanged_pending),
         skipped=synced.skipped,
         failed=sorted([*run.failed, *earlier], key=lambda item: str(item[0])),
         cancelled=cancelled,

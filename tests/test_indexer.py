@@ -298,6 +298,8 @@ def test_cancel_stops_between_photos_and_the_next_run_resumes(
     tried_now = [item for item in rest.failed if item not in summary.failed]
     assert rest.indexed + len(tried_now) == summary.new - handled
     assert len(recorder.decoded) == summary.new - handled
+    # unchanged: what was indexed before this run, not the pending photos it encoded
+    assert rest.unchanged == summary.indexed
 
 
 def test_a_library_of_another_model_is_refused(
