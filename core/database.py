@@ -343,6 +343,24 @@ class _WriterLock:
                 self._lock.release()
 
 
+def _why(path: Path, error: BaseException) -> str:
+    """``error``, with the reason when the library's folder cannot be written.
+
+    SQLite's own words for that are "unable to open database file" or "attempt to write a
+    readonly database"; the library writes beside its file (the journal, the lock) even to search.
+    """
+    folder = path.parent
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return str(error)
+    if read_only:
+        return f"{error} (its folder {folder} is on a read-only file system)"
+    if not os.access(folder, os.W_OK):
+        return f"{error} (its folder {folder} is not writable: the library writes beside its file)"
+    return str(error)
+
+
 class LibraryDatabase:
     """The library's database connection: transactions, snapshots, the revision and the lock.
 
@@ -365,7 +383,7 @@ class LibraryDatabase:
                 path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
         except (OSError, sqlite3.Error) as error:
-            raise LibraryError(f"cannot open the library {path}: {error}") from error
+            raise LibraryError(f"cannot open the library {path}: {_why(path, error)}") from error
         try:
             if health.is_foreign(self._db):  # before WAL mode would change its header
                 raise health.damaged(path, "it holds the tables of another program")
@@ -375,7 +393,9 @@ class LibraryDatabase:
         except sqlite3.DatabaseError as error:
             self._db.close()
             known = health.library_error(path, error, "open")
-            raise known or LibraryError(f"cannot open the library {path}: {error}") from error
+            raise known or LibraryError(
+                f"cannot open the library {path}: {_why(path, error)}"
+            ) from error
         except BaseException:
             self._db.close()
             raise

@@ -6,6 +6,7 @@ The library database, sync with the album, vectors for a search.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -161,6 +162,23 @@ def test_a_newer_or_foreign_database_is_refused_with_a_clear_error(tmp_path: Pat
     with pytest.raises(LibraryError, match="not a SQLite database.*clipsearch-tui library repair"):
         Library.open(garbage)
     assert garbage.read_bytes() == b"not sqlite at all" * 100  # left as it was
+
+
+def test_a_library_in_a_read_only_folder_says_so(tmp_path: Path, monkeypatch) -> None:
+    """SQLite says only "unable to open database file"; the error names the read-only folder."""
+    Library.open(tmp_path / "library.sqlite").close()
+    import core.database
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    def refuse(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(core.database.os, "statvfs", lambda folder: ReadOnly())
+    monkeypatch.setattr(core.database.sqlite3, "connect", refuse)
+    with pytest.raises(LibraryError, match=re.escape(f"its folder {tmp_path} is on a read-only")):
+        Library.open(tmp_path / "library.sqlite")
 
 
 # --------------------------------------------------------------------------------------------
