@@ -76,8 +76,8 @@ def add_index_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     index.add_argument(
         "--reindex",
         action="store_true",
-        help="the library holds another model's embeddings: drop them and encode every photo "
-        "again with --model",
+        help="the library holds another model's embeddings, or this model's from weights "
+        "installed before: drop them and encode every photo again with --model",
     )
     index.add_argument(
         "--json",
@@ -191,7 +191,7 @@ def _index(args: argparse.Namespace) -> int:
         with _load_model(name, gpu=args.gpu or settings.gpu, precision=precision) as model:
             print(f"{PROG}: encoding with {model.name} in {model.precision}", file=sys.stderr)
             if args.reindex:
-                library.use_model(model.name, model.embed_dim, replace=True)
+                library.use_model(model.name, model.embed_dim, weights=model.weights, replace=True)
             cancel = threading.Event()
             bar = ProgressBar(sys.stderr)
             try:

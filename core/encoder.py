@@ -134,6 +134,11 @@ class ClipModel:
         """The learned bias of a SigLIP model's sigmoid loss; None for CLIP models."""
         self.context_length: int = int(self.spec.architecture.text["context_length"])
         self.embed_dim: int = int(self.spec.architecture.embed_dim)
+        source = manifest.get("source")
+        weights = source.get("sha256") if isinstance(source, dict) else None
+        self.weights: str | None = weights if isinstance(weights, str) and weights else None
+        """The sha256 of the checkpoint the model was installed from (None when not recorded):
+        the same name installed again from other weights gives other embeddings."""
         self.threads = max(1, int(threads or DEFAULT_THREADS))
         self.draft = draft
         self.vulkan = bool(vulkan) and gpu_count() > 0

@@ -631,7 +631,7 @@ def index(
     workers = max(1, decoders or DEFAULT_DECODERS)
     run = RunCounters(progress, pause, cancel)
     with library.indexing_lock():
-        library.use_model(model.name, model.embed_dim)
+        library.use_model(model.name, model.embed_dim, weights=model.weights)
         folders = library.add_roots(roots) if roots else library.roots()
         if not folders:
             raise ClipsearchError(

@@ -188,6 +188,12 @@ class Library(AlbumSync):
         value = self._meta("embed_dim")
         return int(value) if value else None
 
+    @property
+    def model_weights(self) -> str | None:
+        """The sha256 of the checkpoint the stored embeddings' model was installed from; None
+        when the library is new, or was indexed before it recorded one."""
+        return self._meta("model_weights")
+
     def _mismatch(self, stored: str, wanted: str) -> ModelMismatchError:
         return ModelMismatchError(
             f"this library was indexed with model {stored!r}; use --model {stored}, or re-index "
@@ -195,7 +201,16 @@ class Library(AlbumSync):
             "encodes every photo again"
         )
 
-    def use_model(self, name: str, embed_dim: int, *, replace: bool = False) -> None:
+    def _other_weights(self, name: str) -> ModelMismatchError:
+        return ModelMismatchError(
+            f"this library was indexed with other weights of model {name!r} (it was installed "
+            f"again since, from another checkpoint); encode every photo again with the weights "
+            f"installed now: clipsearch-tui index --model {name} --reindex"
+        )
+
+    def use_model(
+        self, name: str, embed_dim: int, *, weights: str | None = None, replace: bool = False
+    ) -> None:
         """Make ``name`` the model of this library.
 
         Parameters
@@ -204,22 +219,35 @@ class Library(AlbumSync):
             The model's name.
         embed_dim
             Its embedding length D.
+        weights
+            The sha256 of the checkpoint it was installed from (:attr:`ClipModel.weights`), when
+            known. A library records it with its first embeddings; one indexed before it did
+            records it now.
         replace
-            When the library holds another model's embeddings: drop them all and make every
-            indexed photo pending again (thumbnails and capture times are kept).
+            When the library holds another model's embeddings, or the same model's from other
+            weights: drop them all and make every indexed photo pending again (thumbnails and
+            capture times are kept).
 
         Raises
         ------
         ModelMismatchError
-            The library holds another model's embeddings and ``replace`` is False.
+            The library holds another model's embeddings, or embeddings of other weights of
+            this model, and ``replace`` is False.
         LibraryBusyError
             ``replace`` is needed and another process is indexing.
         """
-        stored = self.model_name
-        if stored == name and self.embed_dim == embed_dim:
+        stored, stored_weights = self.model_name, self.model_weights
+        same_weights = weights is None or stored_weights is None or weights == stored_weights
+        if stored == name and self.embed_dim == embed_dim and same_weights:
+            if weights is not None and stored_weights is None:
+                with self._transaction() as db:
+                    self._set_meta(db, "model_weights", weights)
             return
-        if stored is not None and stored != name and not replace:
-            raise self._mismatch(stored, name)
+        if stored is not None and not replace:
+            if stored != name:
+                raise self._mismatch(stored, name)
+            if not same_weights:
+                raise self._other_weights(name)
         with self.indexing_lock(), self._transaction() as db:
             db.execute("DELETE FROM embeddings")
             db.execute(
@@ -227,6 +255,10 @@ class Library(AlbumSync):
             )
             self._set_meta(db, "model", name)
             self._set_meta(db, "embed_dim", str(int(embed_dim)))
+            if weights is None:
+                db.execute("DELETE FROM meta WHERE key = 'model_weights'")
+            else:
+                self._set_meta(db, "model_weights", weights)
             self._bump(db)
 
     # -- writing results ---------------------------------------------------------------------
@@ -501,15 +533,20 @@ class Library(AlbumSync):
             params.extend((low, high))
         return " AND ".join(clauses) or "1", params
 
-    def check_model(self, model_name: str | None) -> None:
+    def check_model(self, model_name: str | None, weights: str | None = None) -> None:
         """Raise :class:`ModelMismatchError` when the library holds another model's embeddings.
 
         The one check, and the one message, for whoever reads embeddings with a model: the
-        readers below call it, and so does a search before it starts.
+        readers below call it, and so does a search before it starts. ``weights``, when given
+        (:attr:`ClipModel.weights`), must also be those the embeddings were made with, where
+        the library recorded them.
         """
         stored = self.model_name
         if model_name is not None and stored is not None and stored != model_name:
             raise self._mismatch(stored, model_name)
+        recorded = self.model_weights if weights is not None else None
+        if model_name is not None and recorded is not None and recorded != weights:
+            raise self._other_weights(model_name)
 
     def photo_ids(
         self,

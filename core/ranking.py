@@ -160,7 +160,7 @@ def _candidates(
     folder: str | os.PathLike[str] | None,
 ) -> _Candidates:
     """Fetch what a search ranks; raise :class:`NoCandidatesError` when nothing is left."""
-    library.check_model(model.name)
+    library.check_model(model.name, model.weights)
     with library.snapshot():  # the copy and the filtered ids describe the same moment
         compact = compact_vectors(library, model.name)
         if since is None and until is None and folder is None:

@@ -267,7 +267,9 @@ def test_empty_library_and_other_model_are_clear_errors(
     with pytest.raises(NoCandidatesError, match="no indexed photos match: .*index a folder first"):
         search(empty_library, tiny_model, "a cat")
     library, album = indexed
-    other = SimpleNamespace(name="ViT-other", embed_dim=tiny_model.embed_dim, logit_scale=100.0)
+    other = SimpleNamespace(
+        name="ViT-other", embed_dim=tiny_model.embed_dim, logit_scale=100.0, weights=None
+    )
     with pytest.raises(ModelMismatchError, match="indexed with model 'tiny'.*--model tiny"):
         search(library, other, np.ones(tiny_model.embed_dim, np.float32))  # type: ignore[arg-type]
     with pytest.raises(ModelMismatchError):
@@ -341,7 +343,7 @@ class _FakeLibrary:
     def embed_dim(self) -> int:
         return int(self.matrix.shape[1])
 
-    def check_model(self, model_name: str | None) -> None:
+    def check_model(self, model_name: str | None, weights: str | None = None) -> None:
         assert model_name in (None, self.model_name)
 
     @contextlib.contextmanager
@@ -396,7 +398,7 @@ class _FakeLibrary:
 
 
 def _fake_model(dim: int) -> Any:
-    return SimpleNamespace(name="fake", embed_dim=dim, logit_scale=100.0)
+    return SimpleNamespace(name="fake", embed_dim=dim, logit_scale=100.0, weights=None)
 
 
 def _random_unit(rows: int, dim: int, seed: int) -> np.ndarray:

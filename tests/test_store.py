@@ -644,6 +644,29 @@ def test_another_model_needs_an_explicit_reindex(tmp_path: Path, album: Path) ->
         assert library.model_name == "second" and library.vectors("second")[1].shape == (0, 4)
 
 
+def test_the_same_model_from_other_weights_needs_an_explicit_reindex(
+    tmp_path: Path, album: Path
+) -> None:
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        _synced(library, album)
+        _index_all(library, "first")  # a library indexed before it recorded the weights
+        library.use_model("first", DIM, weights="a" * 64)  # records them, keeps the vectors
+        assert library.model_weights == "a" * 64 and library.stats()["pending"] == 0
+        library.check_model("first", "a" * 64)
+        library.check_model("first")  # a reader that does not know the weights
+        for refused in (
+            lambda: library.use_model("first", DIM, weights="b" * 64),
+            lambda: library.check_model("first", "b" * 64),
+        ):
+            with pytest.raises(ModelMismatchError, match="other weights of model 'first'"):
+                refused()
+        assert library.stats()["pending"] == 0
+        library.use_model("first", DIM, weights="b" * 64, replace=True)
+        stats = library.stats()
+        assert stats["indexed"] == 0 and stats["pending"] == stats["photos"] > 0
+        assert library.model_weights == "b" * 64
+
+
 def test_one_writer_at_a_time_and_readers_never_wait(tmp_path: Path, album: Path) -> None:
     path = tmp_path / "lib.sqlite"
     with Library.open(path) as first, Library.open(path) as second:

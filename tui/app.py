@@ -712,7 +712,7 @@ class ClipSearchApp(App[int]):
             self.call_from_thread(self._hint, str(error), error=True)
             return
         try:
-            self.library.use_model(model.name, model.embed_dim, replace=True)
+            self.library.use_model(model.name, model.embed_dim, weights=model.weights, replace=True)
         except ClipsearchError as error:
             model.close()
             self.call_from_thread(self._hint, str(error), error=True)

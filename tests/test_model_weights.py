@@ -1,0 +1,76 @@
+"""A model installed again from other weights: the library's embeddings are not mixed with them.
+
+The library records the sha256 of the checkpoint its embeddings came from. Indexing or searching
+with the same model name installed from another checkpoint is refused with one line that says
+how to encode again; ``index --reindex`` does it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli.main import main
+
+ERROR = "clipsearch-tui: error: "
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    pytest.importorskip("open_clip")
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _install(tmp_path: Path, seed: int) -> None:
+    from tests.reference import TINY_VIT, make_reference, save_checkpoint
+
+    checkpoint = save_checkpoint(
+        make_reference(TINY_VIT, seed), tmp_path / f"tiny-{seed}.safetensors"
+    )
+    assert main(["model", "install", "--from", str(checkpoint), "--as", "tiny"]) == 0
+
+
+def _album(tmp_path: Path) -> Path:
+    root = tmp_path / "album"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for number in range(4):
+        pixels = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels, "RGB").save(root / f"IMG_{number}.png")
+    return root
+
+
+def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(ERROR)]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_reinstalled_weights_need_a_reindex(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    album = _album(tmp_path)
+    _install(tmp_path, seed=3)
+    assert main(["index", str(album), "--model", "tiny", "--json"]) == 0
+    capsys.readouterr()
+    _install(tmp_path, seed=3)  # the same checkpoint again: nothing to encode
+    capsys.readouterr()
+    assert main(["index", str(album), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["indexed"] == 0
+
+    _install(tmp_path, seed=4)
+    capsys.readouterr()
+    for argv in (["index", str(album)], ["search", "a photo"]):
+        assert main(argv) == 1
+        line = _one_error(capsys)
+        assert "other weights of model 'tiny'" in line and "--reindex" in line, line
+
+    assert main(["index", str(album), "--reindex", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["indexed"] == 4
+    assert main(["search", "a photo", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 4
