@@ -16,6 +16,7 @@ from core.errors import ClipsearchError
 from core.languages import script_hint
 from core.names import path_fields
 from core.precision import PRECISIONS
+from core.query import MAX_TERMS
 from core.scoring import RULE_HELP
 from tui.text import plural
 
@@ -111,8 +112,9 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         description=(
             "Rank the indexed photos by similarity to QUERY, and print one path per line, best "
             'first. Terms combine with + and -, weights as 2:cat or 0.5:"red car"; a term that '
-            "starts with ./, ../, / or ~, or with img:, is an image file. The words of QUERY are "
-            "joined with spaces, so  search beach + sunset - people  needs no quotes."
+            "starts with ./, ../, / or ~, or with img:, is an image file; at most "
+            f"{MAX_TERMS} terms. The words of QUERY are joined with spaces, so  search beach + "
+            "sunset - people  needs no quotes."
         ),
     )
     search.add_argument("query", nargs="*", metavar="QUERY", help="the query")

@@ -1,8 +1,8 @@
 """The query language: a typed query parsed into weighted terms and turned into one vector.
 
-Public surface: :func:`parse_query`, :func:`query_vector` and :class:`QueryTerm`; the helpers
-:func:`normalised`, :func:`existing_image`, :func:`record_for`, :func:`stored_vector` and
-:func:`image_vector` that ranking shares.
+Public surface: :func:`parse_query`, :func:`query_vector`, :class:`QueryTerm` and
+:data:`MAX_TERMS`; the helpers :func:`normalised`, :func:`existing_image`, :func:`record_for`,
+:func:`stored_vector` and :func:`image_vector` that ranking shares.
 
 Query syntax
 ------------
@@ -25,6 +25,8 @@ A query is one or more *terms* joined by ``+`` and ``-``::
   ``/a red car`` is text, and a mistyped ``./cat.jpg`` is reported as a missing image. A
   name such as ``cat.jpg`` is text (write ``./cat.jpg``). An image that is an indexed photo uses
   its stored embedding; any other image file is encoded.
+- **Size**: a query has at most :data:`MAX_TERMS` (64) terms, far more than a person types; a
+  longer one is refused when it is parsed, before any term is looked up or encoded.
 
 The query vector is ``normalise(sum(sign * weight * normalise(embedding(term))))``.
 """
@@ -51,6 +53,9 @@ TermKind = Literal["text", "image"]
 
 IMAGE_PREFIX = "img:"
 """Prefix that makes a term an image path whatever it looks like."""
+
+MAX_TERMS = 64
+"""Most terms a query may have: each is encoded, which takes time and memory."""
 
 _WEIGHT = re.compile(r"([0-9.]+):(?![0-9])")
 _PATH_LIKE = re.compile(r"(?:/|\.{1,2}[/\\]|~[\w.-]*[/\\]|[A-Za-z]:[/\\])")
@@ -177,12 +182,28 @@ def parse_query(text: str) -> list[QueryTerm]:
     ------
     QueryError
         The query is empty, has an unbalanced quote, an empty term (``a + + b``, a leading or
-        trailing operator, ``""``), a quote inside a term, or a weight that is not a positive
-        finite number.
+        trailing operator, ``""``), a quote inside a term, a weight that is not a positive
+        finite number, or more than :data:`MAX_TERMS` terms.
     """
     if not text.strip():
         raise QueryError("bad query: the query is empty")
+    read = _read_terms(text)
+    if len(read) > MAX_TERMS:
+        raise QueryError(f"a query has at most {MAX_TERMS} terms (this one has {len(read)})")
     terms: list[QueryTerm] = []
+    for weight, forced_image, value in read:
+        kind = _classify(value, forced_image)
+        terms.append(QueryTerm(weight, kind, value if kind == "image" else value.strip()))
+    return terms
+
+
+def _read_terms(text: str) -> list[tuple[float, bool, str]]:
+    """Split a non-empty query into its terms: signed weight, ``img:`` given, value as typed.
+
+    Nothing is looked up on disk here, so that a query of too many terms is refused at the cost
+    of reading it.
+    """
+    terms: list[tuple[float, bool, str]] = []
     sign = 1.0
     i = 0
     while True:
@@ -207,8 +228,7 @@ def parse_query(text: str) -> list[QueryTerm]:
             i = _skip_space(text, i)
         if not value.strip():
             raise QueryError(f"bad query: empty term at character {term_start + 1}: {text}")
-        kind = _classify(value, forced_image)
-        terms.append(QueryTerm(sign * weight, kind, value if kind == "image" else value.strip()))
+        terms.append((sign * weight, forced_image, value))
         if i >= len(text):
             return terms
         sign = 1.0 if text[i] == "+" else -1.0

@@ -388,6 +388,19 @@ def test_paths_are_checked_before_the_library_or_a_model(
         assert "model" not in err and "library" not in err, err
 
 
+def test_a_query_of_too_many_terms_is_one_error_before_the_library_or_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "bare-home"))  # nothing installed
+    query = " + ".join(f"qq{i}" for i in range(1000))
+    code, out, err = _run(capsys, "search", query)
+    assert code == 1
+    assert _one_error(out, err) == "a query has at most 64 terms (this one has 1000)"
+    assert "model" not in err and "library" not in err, err
+    code, out, err = _run(capsys, "search", "--help")
+    assert code == 0 and "at most 64 terms" in " ".join(out.split())
+
+
 # -- terminal safety -----------------------------------------------------------------------------
 
 EVIL = "evil\x1b]0;pwned\x07\x1b[2J\u202egpj.jpg"

@@ -24,7 +24,7 @@ from core.database import ModelMismatchError, VectorVersion
 from core.encoder import ClipModel
 from core.indexer import index
 from core.library import Library, PhotoRecord
-from core.query import QueryError, QueryTerm, parse_query, query_vector
+from core.query import MAX_TERMS, QueryError, QueryTerm, parse_query, query_vector
 from core.ranking import NoCandidatesError, describe, search, search_pages, similar
 from core.scan import scan
 from tests.samples import SAMPLES as SAMPLE_ROOT
@@ -131,6 +131,26 @@ def test_parse_errors_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(QueryError, match="bad query") as caught:
         parse_query(text)
     assert message in str(caught.value)
+
+
+def test_a_query_has_at_most_max_terms_terms() -> None:
+    assert MAX_TERMS == 64  # the number the documentation and the error message give
+    most = " + ".join(f"word{i}" for i in range(MAX_TERMS))
+    assert len(parse_query(most)) == MAX_TERMS
+    for count in (MAX_TERMS + 1, 1000):
+        with pytest.raises(QueryError) as caught:
+            parse_query(" - ".join(f"word{i}" for i in range(count)))
+        assert str(caught.value) == f"a query has at most 64 terms (this one has {count})"
+
+
+def test_a_query_of_too_many_image_terms_is_refused_before_any_file_is_looked_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    looked_up: list[Path] = []
+    monkeypatch.setattr(Path, "is_file", lambda path: bool(looked_up.append(path)))
+    with pytest.raises(QueryError, match="at most 64 terms"):
+        parse_query(" + ".join(f"./photo{i}" for i in range(100)))
+    assert looked_up == []
 
 
 # -- query vectors -------------------------------------------------------------------------------
