@@ -1,8 +1,9 @@
 """The query language: a typed query parsed into weighted terms and turned into one vector.
 
-Public surface: :func:`parse_query`, :func:`query_vector`, :class:`QueryTerm` and
-:data:`MAX_TERMS`; the helpers :func:`normalised`, :func:`existing_image`, :func:`record_for`,
-:func:`stored_vector` and :func:`image_vector` that ranking shares.
+Public surface: :func:`parse_query`, :func:`query_vector`, :class:`QueryTerm`,
+:data:`MAX_TERMS`, :data:`MIN_WEIGHT` and :data:`MAX_WEIGHT`; the helpers :func:`normalised`,
+:func:`existing_image`, :func:`record_for`, :func:`stored_vector` and :func:`image_vector` that
+ranking shares.
 
 Query syntax
 ------------
@@ -15,8 +16,9 @@ A query is one or more *terms* joined by ``+`` and ``-``::
 
 - **Operators** are a ``+`` or ``-`` standing alone, with white space (or a quote) on both sides.
   ``t-shirt``, ``black-and-white`` and ``c++`` are plain text.
-- **Weights** are a positive decimal number and a colon in front of a term: ``2:cat``,
-  ``0.5:"red car"``. A colon followed by a digit is not a weight, so ``10:30 at night`` is text.
+- **Weights** are a decimal number from :data:`MIN_WEIGHT` (0.001) to :data:`MAX_WEIGHT`
+  (1000) and a colon in front of a term: ``2:cat``, ``0.5:"red car"``. A colon followed by a
+  digit is not a weight, so ``10:30 at night`` is text.
 - **Quotes** are double quotes around a whole term; inside them ``+``, ``-`` and ``:`` lose their
   meaning and ``\\"`` is a literal quote. Single quotes are ordinary text (``Grandma's cat``).
 - **Images**: a term is an image when it starts with ``img:``, or when it looks like a path
@@ -56,6 +58,13 @@ IMAGE_PREFIX = "img:"
 
 MAX_TERMS = 64
 """Most terms a query may have: each is encoded, which takes time and memory."""
+
+MIN_WEIGHT = 0.001
+"""Smallest weight a term may have. Only the ratios of the weights matter: a million to one is
+more than any query needs, and no sum of weights in this range overflows or vanishes."""
+
+MAX_WEIGHT = 1000.0
+"""Largest weight a term may have (see :data:`MIN_WEIGHT`)."""
 
 _WEIGHT = re.compile(r"([0-9.]+):(?![0-9])")
 _PATH_LIKE = re.compile(r"(?:/|\.{1,2}[/\\]|~[\w.-]*[/\\]|[A-Za-z]:[/\\])")
@@ -147,8 +156,11 @@ def _parse_weight(text: str, i: int) -> tuple[float, int]:
         weight = float(literal)
     except ValueError:
         weight = math.nan
-    if not math.isfinite(weight) or weight <= 0:
-        raise QueryError(f'bad query: bad weight "{literal}" (expected a positive number): {text}')
+    if not MIN_WEIGHT <= weight <= MAX_WEIGHT:  # NaN too
+        raise QueryError(
+            f'bad query: bad weight "{literal}" (expected a number from {MIN_WEIGHT:g} to '
+            f"{MAX_WEIGHT:g}): {text}"
+        )
     return weight, match.end()
 
 
@@ -182,8 +194,8 @@ def parse_query(text: str) -> list[QueryTerm]:
     ------
     QueryError
         The query is empty, has an unbalanced quote, an empty term (``a + + b``, a leading or
-        trailing operator, ``""``), a quote inside a term, a weight that is not a positive
-        finite number, or more than :data:`MAX_TERMS` terms.
+        trailing operator, ``""``), a quote inside a term, a weight outside
+        :data:`MIN_WEIGHT` to :data:`MAX_WEIGHT`, or more than :data:`MAX_TERMS` terms.
     """
     if not text.strip():
         raise QueryError("bad query: the query is empty")
@@ -326,5 +338,7 @@ def query_vector(
             embedding = next(text_vectors)
         else:
             embedding = image_vector(model, term.value, library)
-        total += term.weight * normalised(embedding, f'the embedding of "{term.value}"')
+        unit = normalised(embedding, f'the embedding of "{term.value}"').astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows is reported
+            total += term.weight * unit
     return normalised(total, "the query")

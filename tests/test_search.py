@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,15 @@ from core.database import ModelMismatchError, VectorVersion
 from core.encoder import ClipModel
 from core.indexer import index
 from core.library import Library, PhotoRecord
-from core.query import MAX_TERMS, QueryError, QueryTerm, parse_query, query_vector
+from core.query import (
+    MAX_TERMS,
+    MAX_WEIGHT,
+    MIN_WEIGHT,
+    QueryError,
+    QueryTerm,
+    parse_query,
+    query_vector,
+)
 from core.ranking import NoCandidatesError, describe, search, search_pages, similar
 from core.scan import scan
 from tests.samples import SAMPLES as SAMPLE_ROOT
@@ -122,7 +131,12 @@ def test_parse_query(text: str, expected: list[tuple[float, str, str]]) -> None:
         ("2:", "empty term"),
         ('red "car"', "a quote must enclose a whole term"),
         ('"red" car', "expected + or - after the quoted term"),
-        ("0:cat", 'bad weight "0"'),
+        ("0:cat", 'bad weight "0" (expected a number from 0.001 to 1000)'),
+        ("0.0001:cat", 'bad weight "0.0001"'),
+        ("1000.5:cat", 'bad weight "1000.5"'),
+        ("1" + "0" * 307 + ":cat + 1" + "0" * 307 + ":dog", 'bad weight "1000000'),
+        ("0." + "0" * 299 + "1:cat", 'bad weight "0.000'),
+        ("1" + "0" * 400 + ":cat", 'bad weight "1000000'),
         ("1.2.3:cat", 'bad weight "1.2.3"'),
         ("beach + .:sun", 'bad weight "."'),
     ],
@@ -131,6 +145,24 @@ def test_parse_errors_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(QueryError, match="bad query") as caught:
         parse_query(text)
     assert message in str(caught.value)
+
+
+def test_weights_from_the_smallest_to_the_largest_are_taken() -> None:
+    assert (MIN_WEIGHT, MAX_WEIGHT) == (0.001, 1000)  # the numbers the documentation gives
+    got = parse_query("0.001:cat - 1000:dog + 1000.0:bird")
+    assert [term.weight for term in got] == [0.001, -1000.0, 1000.0]
+
+
+def test_a_query_vector_of_extreme_weights_is_finite_and_warns_nothing(
+    tiny_model: ClipModel,
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        low = query_vector(tiny_model, parse_query("0.001:people"))
+        high = query_vector(tiny_model, parse_query("1000:people + 1000:a red car"))
+    people, car = tiny_model.encode_texts(["people", "a red car"]).astype(np.float64)
+    np.testing.assert_allclose(low, people, atol=1e-6)
+    np.testing.assert_allclose(high, (people + car) / np.linalg.norm(people + car), atol=1e-6)
 
 
 def test_a_query_has_at_most_max_terms_terms() -> None:
