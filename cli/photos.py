@@ -16,7 +16,7 @@ from core.errors import ClipsearchError
 from core.languages import script_hint
 from core.names import path_fields
 from core.precision import PRECISIONS
-from core.query import MAX_TERMS
+from core.query import MAX_LABELS, MAX_TERMS
 from core.scoring import RULE_HELP
 from tui.text import plural
 
@@ -156,7 +156,11 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     describe.add_argument("image", type=Path, metavar="IMAGE", help="an image file")
     describe.add_argument(
-        "--labels", nargs="+", required=True, metavar="TEXT", help="candidate descriptions"
+        "--labels",
+        nargs="+",
+        required=True,
+        metavar="TEXT",
+        help=f"candidate descriptions (at most {MAX_LABELS}; each is encoded)",
     )
     _add_model_option(describe)
     _add_gpu_option(describe)
@@ -297,9 +301,10 @@ def _search(args: argparse.Namespace) -> int:
 
 def _describe(args: argparse.Namespace) -> int:
     from core.library import Library
-    from core.ranking import describe
+    from core.ranking import check_labels, describe
 
     _existing_image(str(args.image))
+    check_labels(args.labels)  # too many labels is said before a library or model is opened
     with Library.open() as library:
         settings = _settings()
         with _load_model(

@@ -1,9 +1,9 @@
 """The query language: a typed query parsed into weighted terms and turned into one vector.
 
-Public surface: :func:`parse_query`, :func:`query_vector`, :class:`QueryTerm`,
-:data:`MAX_TERMS`, :data:`MIN_WEIGHT` and :data:`MAX_WEIGHT`; the helpers :func:`normalised`,
-:func:`existing_image`, :func:`record_for`, :func:`stored_vector` and :func:`image_vector` that
-ranking shares.
+Public surface: :func:`parse_query`, :func:`query_vector`, :class:`QueryTerm`, the limits
+:data:`MAX_TERMS`, :data:`MIN_WEIGHT`, :data:`MAX_WEIGHT` and :data:`MAX_LABELS`; the helpers
+:func:`normalised`, :func:`existing_image`, :func:`record_for`, :func:`stored_vector` and
+:func:`image_vector` that ranking shares.
 
 Query syntax
 ------------
@@ -58,6 +58,11 @@ IMAGE_PREFIX = "img:"
 
 MAX_TERMS = 64
 """Most terms a query may have: each is encoded, which takes time and memory."""
+
+MAX_LABELS = 1000
+"""Most labels :func:`core.ranking.describe` ranks at once: each is encoded like a term, and a
+thousand holds a classifier's whole list (ImageNet has 1000 classes). Kept here, beside
+:data:`MAX_TERMS`, so that the command line's help can give it without loading the ranking."""
 
 MIN_WEIGHT = 0.001
 """Smallest weight a term may have. Only the ratios of the weights matter: a million to one is

@@ -1,8 +1,9 @@
 """Ranking the indexed photos: text to image, image to image, image to text, text to text.
 
-Public surface: :func:`search`, :func:`search_pages`, :func:`similar`, :func:`describe`, and the
-result types :class:`Hit` and :class:`Label`. Queries are parsed by :mod:`core.query`; the
-compact copy of the vectors that a search scores comes from :mod:`core.vector_cache`.
+Public surface: :func:`search`, :func:`search_pages`, :func:`similar`, :func:`describe` and
+:func:`check_labels`, and the result types :class:`Hit` and :class:`Label`. Queries are parsed
+by :mod:`core.query`; the compact copy of the vectors that a search scores comes from
+:mod:`core.vector_cache`.
 
 Scores and probabilities
 ------------------------
@@ -53,6 +54,7 @@ from core import ann
 from core.compact import CompactVectors
 from core.errors import ClipsearchError
 from core.query import (
+    MAX_LABELS,
     QueryError,
     existing_image,
     image_vector,
@@ -506,12 +508,26 @@ def similar(
     return next(_ranked(library, model, found, vector, (top,), first))
 
 
-def _rank_labels(model: ClipModel, query: np.ndarray, labels: Sequence[str]) -> list[Label]:
+def check_labels(labels: Sequence[str]) -> list[str]:
+    """Check the labels of :func:`describe` before anything is encoded; return them as a list.
+
+    Raises
+    ------
+    QueryError
+        No label, an empty one, or more than :data:`core.query.MAX_LABELS`.
+    """
     texts = list(labels)
     if not texts:
         raise QueryError("give at least one label")
+    if len(texts) > MAX_LABELS:
+        raise QueryError(f"give at most {MAX_LABELS} labels (these are {len(texts)})")
     if any(not text.strip() for text in texts):
         raise QueryError("a label is empty")
+    return texts
+
+
+def _rank_labels(model: ClipModel, query: np.ndarray, texts: list[str]) -> list[Label]:
+    """Rank ``texts`` (checked by :func:`check_labels`) against a unit vector ``[D]``."""
     vectors = model.encode_texts(texts)
     scores = np.clip(vectors.astype(np.float64) @ query.astype(np.float64), -1.0, 1.0)
     if not np.isfinite(scores).all():
@@ -537,7 +553,8 @@ def describe(
     image
         An image file path or a PIL image.
     labels
-        Candidate descriptions, e.g. ``["a cat", "a dog", "a car"]``.
+        Candidate descriptions, e.g. ``["a cat", "a dog", "a car"]``: from 1 to
+        :data:`core.query.MAX_LABELS`, none empty (:func:`check_labels`).
     library
         When given and ``image`` is one of its indexed photos, its stored embedding is used.
 
@@ -546,9 +563,15 @@ def describe(
     list[Label]
         All labels, best first; for CLIP models the probabilities are a softmax over the labels
         and sum to 1, for SigLIP models each is its own sigmoid (:mod:`core.scoring`).
+
+    Raises
+    ------
+    QueryError
+        The labels fail :func:`check_labels`, or the image file does not exist.
     """
+    texts = check_labels(labels)  # before the image is read or encoded
     if isinstance(image, (str, os.PathLike)):
         embedding = image_vector(model, image, library)
     else:
         embedding = model.encode_images([image])[0]
-    return _rank_labels(model, normalised(embedding, "the image's embedding"), labels)
+    return _rank_labels(model, normalised(embedding, "the image's embedding"), texts)

@@ -401,6 +401,19 @@ def test_a_query_of_too_many_terms_is_one_error_before_the_library_or_a_model(
     assert code == 0 and "at most 64 terms" in " ".join(out.split())
 
 
+def test_describe_of_too_many_labels_is_one_error_before_the_library_or_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "bare-home"))  # nothing installed
+    labels = [f"l{i}" for i in range(1500)]
+    code, out, err = _run(capsys, "describe", str(SAMPLES / "Canon_40D.jpg"), "--labels", *labels)
+    assert code == 1
+    assert _one_error(out, err) == "give at most 1000 labels (these are 1500)"
+    assert "model" not in err and "library" not in err, err
+    code, out, err = _run(capsys, "describe", "--help")
+    assert code == 0 and "at most 1000" in out
+
+
 # -- terminal safety -----------------------------------------------------------------------------
 
 EVIL = "evil\x1b]0;pwned\x07\x1b[2J\u202egpj.jpg"

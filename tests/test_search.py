@@ -26,6 +26,7 @@ from core.encoder import ClipModel
 from core.indexer import index
 from core.library import Library, PhotoRecord
 from core.query import (
+    MAX_LABELS,
     MAX_TERMS,
     MAX_WEIGHT,
     MIN_WEIGHT,
@@ -34,7 +35,14 @@ from core.query import (
     parse_query,
     query_vector,
 )
-from core.ranking import NoCandidatesError, describe, search, search_pages, similar
+from core.ranking import (
+    NoCandidatesError,
+    check_labels,
+    describe,
+    search,
+    search_pages,
+    similar,
+)
 from core.scan import scan
 from tests.samples import SAMPLES as SAMPLE_ROOT
 
@@ -366,6 +374,26 @@ def test_describe(indexed: tuple[Library, Path], tiny_model: ClipModel) -> None:
     )
     with pytest.raises(QueryError, match="at least one label"):
         describe(tiny_model, photo, [])
+
+
+def test_describe_ranks_at_most_max_labels_and_refuses_more_before_encoding(
+    tiny_model: ClipModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert MAX_LABELS == 1000  # the number the command's help gives
+    photo = SAMPLES / "Canon_40D.jpg"
+    encoded: list[int] = []
+    real = tiny_model.encode_texts
+
+    def counting(texts: list[str]) -> np.ndarray:
+        encoded.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(tiny_model, "encode_texts", counting)
+    with pytest.raises(QueryError) as caught:
+        describe(tiny_model, photo, [f"label {i}" for i in range(MAX_LABELS + 1)])
+    assert str(caught.value) == "give at most 1000 labels (these are 1001)"
+    assert encoded == []
+    assert len(check_labels(["a"] * MAX_LABELS)) == MAX_LABELS
 
 
 # -- a stand-in library: non-finite rows, the compact copy, the cache ------------------------------
