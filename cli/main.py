@@ -11,7 +11,7 @@
     clipsearch-tui index PATH... [--model NAME] [--since DATE] [--until DATE] [--reindex] [--json]
                          [--precision {auto,fp32,bf16,int8}] [--dask ADDRESS]
     clipsearch-tui search QUERY... [--top N] [--in PATH] [--since DATE] [--until DATE]
-                                [--model NAME] [--json]
+                                [--model NAME] [--json | -0]
     clipsearch-tui search --similar IMAGE [same options]
     clipsearch-tui describe IMAGE --labels TEXT... [--model NAME] [--json]
     clipsearch-tui timeline [PATH] [--json]

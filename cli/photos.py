@@ -133,14 +133,15 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     _add_model_option(search)
     _add_gpu_option(search)
-    search.add_argument(
+    formats = search.add_mutually_exclusive_group()
+    formats.add_argument(
         "--json",
         action="store_true",
         help="print a JSON list of objects: path, rank, score, probability, taken_at (a name "
         "that is not valid UTF-8 has U+FFFD in path and its exact bytes in base64 in "
         "path_bytes); " + RULE_HELP,
     )
-    search.add_argument(
+    formats.add_argument(
         "-0",
         "--null",
         action="store_true",
