@@ -79,7 +79,20 @@ def print_null_separated(paths: list[str]) -> None:
 
 
 class SafeArgumentParser(argparse.ArgumentParser):
-    """An argument parser whose messages (usage errors echo what was typed) are escaped."""
+    """An argument parser whose messages (usage errors echo what was typed) are escaped, and
+    where a negative number is always a value.
+
+    argparse takes ``-1`` for an option as soon as the parser has an option that looks like a
+    number (``search -0``), so that ``--top -1`` said "expected one argument" instead of what
+    is wrong with -1. Here a negative number is a value unless it is itself an option.
+    """
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        if arg_string not in self._option_string_actions and self._negative_number_matcher.match(
+            arg_string
+        ):
+            return None
+        return super()._parse_optional(arg_string)
 
     def _print_message(self, message: str, file: Any = None) -> None:
         if message:

@@ -343,6 +343,8 @@ def test_errors_are_one_line_and_exit_1(
         (["search"], "give a QUERY, or --similar IMAGE"),
         (["search", "cat", "--similar", "x.jpg"], "not both"),
         (["search", "cat", "--top", "0"], "must be at least 1"),
+        (["search", "cat", "--top", "-1"], "argument --top: must be at least 1: '-1'"),
+        (["search", "cat", "--top", "-2.5"], "argument --top: not a whole number: '-2.5'"),
         (["search", "cat", "--top", "many"], "not a whole number"),
         (["search", "cat", "-0", "--json"], "argument --json: not allowed with argument -0/--null"),
         (["search", "cat", "--json", "--null"], "not allowed with argument --json"),
