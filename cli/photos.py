@@ -434,11 +434,11 @@ def existing_folder(path: Path, what: str = "folder") -> Path:
 
 
 def _existing_image(value: str) -> None:
-    """Refuse an image argument that names no file, before a library or model is opened."""
-    from core.query import QueryError
+    """Refuse an image argument that names no regular file, before a library or model is opened
+    (:func:`core.query.existing_image`)."""
+    from core.query import existing_image
 
-    if not Path(value).expanduser().is_file():
-        raise QueryError(f"image not found: {value}")
+    existing_image(value)
 
 
 def _load_model(name: str | None, *, gpu: bool = False, precision: str = "auto") -> ClipModel:

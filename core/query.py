@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,9 +269,23 @@ def normalised(vector: np.ndarray, what: str) -> np.ndarray:
 
 
 def existing_image(value: str) -> Path:
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise QueryError(f"image not found: {value}")
+    """The image file ``value`` names (``~`` expanded), checked to be a regular file.
+
+    Raises
+    ------
+    QueryError
+        Nothing is there ("image not found"), it is a folder, a pipe or a device ("not a
+        regular file"), or it cannot be looked up (a folder on the way that cannot be read).
+    """
+    try:
+        path = Path(value).expanduser()
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError, RuntimeError, ValueError):
+        raise QueryError(f"image not found: {value}") from None  # ValueError: a NUL in the name
+    except OSError as error:
+        raise QueryError(f"cannot read image {value}: {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):
+        raise QueryError(f"image is not a regular file: {value}")
     return path
 
 

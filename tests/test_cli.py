@@ -392,6 +392,24 @@ def test_paths_are_checked_before_the_library_or_a_model(
         assert "model" not in err and "library" not in err, err
 
 
+def test_an_image_that_is_not_a_regular_file_is_said_to_be_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "bare-home"))  # nothing installed
+    os.mkfifo(tmp_path / "fifo.jpg")
+    (tmp_path / "dir.jpg").mkdir()
+    for image in (tmp_path / "fifo.jpg", tmp_path / "dir.jpg", Path("/dev/zero")):
+        for argv in (
+            ["describe", str(image), "--labels", "a"],
+            ["search", "--similar", str(image)],
+            ["search", f"img:{image} + cat"],
+        ):
+            code, out, err = _run(capsys, *argv)
+            assert code == 1
+            assert _one_error(out, err) == f"image is not a regular file: {image}"
+            assert "model" not in err and "library" not in err, err
+
+
 def test_a_query_of_too_many_terms_is_one_error_before_the_library_or_a_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -237,6 +237,13 @@ def test_image_terms_use_stored_vectors_or_encode_the_file(
 
     with pytest.raises(QueryError, match="image not found: ./no-such-photo.jpg"):
         query_vector(tiny_model, parse_query("./no-such-photo.jpg"), library)
+    with pytest.raises(QueryError) as caught:
+        query_vector(tiny_model, parse_query(f"img:{tmp_path}"), library)
+    assert str(caught.value) == f"image is not a regular file: {tmp_path}"
+    with pytest.raises(QueryError, match="image is not a regular file: /dev/null"):
+        describe(tiny_model, "/dev/null", ["a cat"])
+    with pytest.raises(QueryError, match="image is not a regular file"):
+        similar(library, tiny_model, tmp_path)
 
 
 # -- ranking -------------------------------------------------------------------------------------
