@@ -105,8 +105,9 @@ class ProgressBar:
 
     On a terminal the bar is redrawn in place at most every 0.1 s; otherwise (a log file, a
     pipe) a line is written when a stage begins or a pause begins or ends, and then at most
-    every 10 s. The rate and ETA are the engine's, worded as the app words them
-    (:func:`tui.text.pace`).
+    every 10 s, and a stage's last report that was held back is written when the next stage
+    begins (so that a log says how many photos the scan found). The rate and ETA are the
+    engine's, worded as the app words them (:func:`tui.text.pace`).
     """
 
     WIDTH = 24
@@ -120,6 +121,7 @@ class ProgressBar:
         self._last = 0.0
         self._stage: str | None = None
         self._state: tuple[str, int, int, bool] | None = None
+        self._held: IndexProgress | None = None
         self._drawn = False
 
     def __call__(self, progress: IndexProgress) -> None:
@@ -135,22 +137,28 @@ class ProgressBar:
                 or now - self._last >= interval
             )
             if not due:
+                self._held = progress
                 return
+            held, self._held = self._held, None
+            if held is not None and held.stage != progress.stage and not self.tty:
+                self._write(self._line(held))
             self._stage, self._state, self._last = progress.stage, state, now
-            line = self._line(progress)
-            try:
-                if self.tty:
-                    self.stream.write(f"\r{line}\x1b[K")
-                    self._drawn = True
-                else:
-                    self.stream.write(line + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
+            self._write(self._line(progress))
+
+    def _write(self, line: str) -> None:
+        try:
+            if self.tty:
+                self.stream.write(f"\r{line}\x1b[K")
+                self._drawn = True
+            else:
+                self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
 
     def _line(self, p: IndexProgress) -> str:
         if p.stage == "scanning":
-            return f"scanning {plural(p.done, 'photo')} found"
+            return f"scanning {plural(p.done, 'photo')} found" if p.done else "scanning..."
         if p.stage == "loading":
             return pace(p)
         if p.total <= 0:

@@ -549,6 +549,7 @@ def _scan_and_sync(
         progress=lambda count: run.step("scanning", count, 0, scanning),
     )
     files = len(found.files)
+    run.report("scanning", files, 0, scanning, force=True)  # the count, whatever the interval
     found.errors.extend(missing)
     reading = StageClock(run.clock)
     synced = library.sync(

@@ -23,6 +23,7 @@ from core.capture_time import wall_time
 from core.encoder import DEFAULT_THREADS, ClipModel
 from core.indexer import IndexProgress
 from core.library import Library
+from core.scan import scan
 from tests.conftest import ALBUM_PHOTOS, BROKEN_PHOTOS, SKIPPED_FILES, link_tiny_model
 from tests.samples import SAMPLES as SAMPLE_ROOT
 from tui.text import inert
@@ -100,6 +101,7 @@ def test_index_prints_a_summary_with_every_skip_and_failure_and_its_reason(
         assert len(line) > len(f"  {album / name}: ")  # a reason follows the path
     assert lines.index("skipped:") < lines.index("failed:")
     assert "encoding" in err and "\r" not in err  # progress as plain lines: stderr is no TTY
+    assert f"\nscanning {len(scan([album]).files)} photos found\n" in err
 
     code, out, err = _run(capsys, "index", str(album), "--json")  # the library's model
     summary = json.loads(out)
@@ -581,17 +583,19 @@ def test_progress_bar_says_loading_starting_and_paused_rather_than_a_rate_of_zer
     bar = output.ProgressBar(log)
     bar(IndexProgress(0, 0, 0.0, None, None, 0, "scanning"))
     bar(IndexProgress(1, 0, 0.0, None, None, 0, "scanning"))
+    bar(IndexProgress(101, 0, 0.0, None, None, 0, "scanning"))
     bar(IndexProgress(0, 40, 0.0, None, None, 0, "loading"))
     bar(IndexProgress(0, 40, 0.0, None, None, 0, "encoding"))
     bar(IndexProgress(10, 40, 2.0, None, None, 0, "encoding", paused=True))
     bar(IndexProgress(10, 40, 2.0, 15.0, None, 0, "encoding"))
     lines = log.getvalue().splitlines()
-    assert lines[0] == "scanning 0 photos found"
-    assert lines[1] == "loading the model"
-    assert lines[2].endswith("0/40    0%  starting...")
-    assert lines[3].endswith("10/40   25%  paused")
-    assert lines[4].endswith("10/40   25%  2.0 photos/s  ETA 0:15")
-    assert "0.0 photos/s" not in log.getvalue() and "ETA" not in "".join(lines[:4])
+    assert lines[0] == "scanning..."
+    assert lines[1] == "scanning 101 photos found"  # held back by the interval, then written
+    assert lines[2] == "loading the model"
+    assert lines[3].endswith("0/40    0%  starting...")
+    assert lines[4].endswith("10/40   25%  paused")
+    assert lines[5].endswith("10/40   25%  2.0 photos/s  ETA 0:15")
+    assert "0.0 photos/s" not in log.getvalue() and "ETA" not in "".join(lines[:5])
 
 
 @pytest.fixture(autouse=True)
