@@ -56,7 +56,7 @@ from core.library import Library, PendingPhoto
 from core.names import path_fields, readable
 from core.preprocess import load_image, preprocess, resize_for
 from core.progress import StageClock
-from core.scan import Skipped, scan
+from core.scan import ScanOptions, Skipped, scan
 from core.sync import SyncReport, digest_or_none
 from core.thumbnails import THUMBNAIL_MAX_SIDE, save_thumbnail
 
@@ -539,12 +539,17 @@ def sync_album(
 def _scan_and_sync(
     library: Library, folders: Sequence[Path], run: RunCounters
 ) -> tuple[SyncReport, int]:
-    """Scan ``folders`` (a missing one keeps its photos) and sync the library with the scan."""
+    """Scan ``folders`` (a missing one keeps its photos) and sync the library with the scan.
+
+    The scan never enters the program's own folders nor the library's thumbnail folder, even
+    when an album folder holds them.
+    """
     cancel = run.cancel or threading.Event()
     present, missing = _split_roots(folders)
     scanning = run.start("scanning")
     found = scan(
         present,
+        ScanOptions(skip_folders=(library.thumbnail_dir,)),
         cancel=cancel,
         progress=lambda count: run.step("scanning", count, 0, scanning),
     )

@@ -49,6 +49,17 @@ def models_dir() -> Path:
     return data_dir() / "models"
 
 
+def own_folders() -> list[Path]:
+    """The folders the program writes to: data, models, cache and configuration.
+
+    A scan of the album never enters them (:func:`core.scan.scan`), wherever they lie: an album
+    root above them (the home folder, or a ``$CLIPSEARCH_HOME`` inside the album) would
+    otherwise index the program's own thumbnails. The models folder is named apart because it
+    may be a link to a folder elsewhere.
+    """
+    return [data_dir(), models_dir(), cache_dir(), config_dir()]
+
+
 def is_model_name(name: str) -> bool:
     """Whether ``name`` can name a model: a folder inside :func:`models_dir`, never a path."""
     return bool(MODEL_NAME.fullmatch(name or "")) and ".." not in name

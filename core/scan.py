@@ -24,6 +24,7 @@ from PIL import features
 
 from core.errors import AlbumNotFoundError
 from core.heif import heif_available
+from core.paths import own_folders
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -91,11 +92,17 @@ class ScanOptions:
     follow_symlinks
         Follow symbolic links to folders and files. Loops are detected, and a photo reachable
         through several links is listed once.
+    skip_folders
+        Folders never entered, besides the program's own (:func:`core.paths.own_folders`, always
+        left out): the library's thumbnail folder when it lies elsewhere. Matched by identity
+        (device and inode), so a link to one of them, or another spelling of its path, is left
+        out too.
     """
 
     excludes: tuple[str, ...] = DEFAULT_EXCLUDES
     skip_hidden: bool = True
     follow_symlinks: bool = True
+    skip_folders: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +203,17 @@ def _identity(path: str, st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def _folder_identities(folders: Sequence[Path]) -> set[tuple[int, int]]:
+    """The ``(st_dev, st_ino)`` of those of ``folders`` that exist."""
+    found = set()
+    for folder in folders:
+        try:
+            found.add(_identity(str(folder), os.stat(folder)))
+        except OSError:
+            continue
+    return found
+
+
 def _hidden(entry: os.DirEntry[str]) -> bool:
     if entry.name.startswith("."):
         return True
@@ -218,6 +236,10 @@ def scan(
     under its plain path. A file reached twice (through links, or as hard links of one file) is
     listed once, by its ``(st_dev, st_ino)``. Nothing found in the album raises: unreadable
     folders and files go to ``ScanResult.errors``.
+
+    The program's own folders (data, models, cache, configuration: :func:`core.paths.own_folders`)
+    and ``options.skip_folders`` are never entered, even as a root or through a link, so an album
+    that holds them never lists the program's thumbnails as photos.
 
     Parameters
     ----------
@@ -243,6 +265,7 @@ def scan(
         A root does not exist or is not a folder (checked before anything is walked).
     """
     folders = [_album_root(root) for root in roots]
+    never_entered = _folder_identities([*own_folders(), *options.skip_folders])
     supported, skip_reasons = _suffix_table()
     exclude = (
         re.compile("|".join(translate(p) for p in options.excludes), re.IGNORECASE)
@@ -275,7 +298,7 @@ def scan(
     def walk_folder(folder: str) -> None:
         try:
             key = _identity(folder, os.stat(folder))
-            if key in seen_folders:
+            if key in never_entered or key in seen_folders:
                 return
             seen_folders.add(key)
             entries = os.scandir(folder)

@@ -17,8 +17,10 @@ from PIL import ExifTags, Image, ImageFile, TiffImagePlugin, features
 
 from core import scan as scan_module
 from core.capture_time import CaptureTime, read_capture_time, wall_time
+from core.database import is_under
 from core.errors import AlbumNotFoundError, BadDateError, ClipsearchError, PhotoMissingError
 from core.heif import heif_available
+from core.paths import own_folders
 from core.scan import (
     AVIF_MISSING_REASON,
     AVIF_SUFFIXES,
@@ -135,6 +137,46 @@ def test_photos_outside_reached_through_a_link_keep_the_link_path(tmp_path: Path
     except OSError:
         pytest.skip("symbolic links not available")
     assert _relative(scan([root]), root) == ["linked/x.jpg"]
+
+
+def test_the_programs_own_folders_are_never_entered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    album = tmp_path / "album"
+    (album / "trip").mkdir(parents=True)
+    shutil.copyfile(SMALL_JPEG, album / "trip" / "cat.jpg")
+    home = album / "cliphome"
+    for folder in ("data/models/tiny", "cache/thumbnails", "config"):
+        (home / folder).mkdir(parents=True)
+        shutil.copyfile(SMALL_JPEG, home / folder / "thumb.jpg")
+    thumbnails = tmp_path / "thumbnails"
+    thumbnails.mkdir()
+    shutil.copyfile(SMALL_JPEG, thumbnails / "thumb.jpg")
+    try:
+        (album / "thumbs").symlink_to(home / "cache", target_is_directory=True)
+        (album / "more").symlink_to(thumbnails, target_is_directory=True)
+    except OSError:
+        pytest.skip("symbolic links not available")
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+
+    options = ScanOptions(skip_folders=(thumbnails,))
+    assert _relative(scan([album], options), album) == ["trip/cat.jpg"]
+    assert scan([home / "cache"]).files == []
+    assert _relative(scan([album]), album) == ["more/thumb.jpg", "trip/cat.jpg"]
+
+    # the platform's folders, when no CLIPSEARCH_HOME is set (XDG on Linux): a user who
+    # indexes the home folder
+    shutil.rmtree(home)
+    monkeypatch.delenv("CLIPSEARCH_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(album / "share"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(album / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(album / "config"))
+    if not all(is_under(str(f), [str(album)]) for f in own_folders()):
+        pytest.skip("the platform's folders do not follow XDG here")
+    for folder in own_folders():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SMALL_JPEG, folder / "thumb.jpg")
+    assert _relative(scan([album], options), album) == ["trip/cat.jpg"]
 
 
 def test_hidden_excluded_and_unsupported_files(tmp_path: Path) -> None:

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from cli import photos
+from core.encoder import ClipModel
 from core.timeline import parse_date
-from tests.test_cli import _run, album_in_library, home, indexed_home  # noqa: F401 - fixtures
+from tests.conftest import link_tiny_model
+from tests.samples import SAMPLES
+from tests.test_cli import (  # noqa: F401 - fixtures
+    PHOTOS,
+    _run,
+    album_in_library,
+    home,
+    indexed_home,
+)
 
 NOW = datetime(2026, 12, 3, 10, 30)
 
@@ -190,3 +200,26 @@ def test_bash_completes_a_command_and_its_options(
     assert complete("clipsearch-tui dupl") == ["duplicates"]
     assert "--threshold" in complete("clipsearch-tui duplicates --th")
     assert "install" in complete("clipsearch-tui model ")
+
+
+def test_indexing_an_album_that_holds_the_programs_folders_leaves_them_out(
+    tmp_path: Path,
+    tiny_model: ClipModel,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    album = tmp_path / "album3"
+    (album / "trip").mkdir(parents=True)
+    for name in PHOTOS["trips"][:2]:
+        shutil.copy2(SAMPLES / "jpg" / name, album / "trip" / Path(name).name)
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(link_tiny_model(album / "cliphome", tiny_model)))
+
+    runs = []
+    for _ in range(3):
+        code, out, err = _run(capsys, "index", str(album), "--model", "tiny", "--json")
+        assert code == 0, err
+        runs.append(json.loads(out))
+    assert [(run["new"], run["unchanged"]) for run in runs] == [(2, 0), (0, 2), (0, 2)]
+    code, out, err = _run(capsys, "search", "cat", "--json")
+    assert code == 0, err
+    assert sorted(Path(hit["path"]).parent for hit in json.loads(out)) == [album / "trip"] * 2
