@@ -50,6 +50,7 @@ import numpy as np
 from PIL import Image
 
 from core import ann
+from core.database import is_under
 from core.encoder import ClipModel
 from core.errors import ClipsearchError
 from core.library import Library, PendingPhoto
@@ -542,9 +543,14 @@ def _scan_and_sync(
     """Scan ``folders`` (a missing one keeps its photos) and sync the library with the scan.
 
     The scan never enters the program's own folders nor the library's thumbnail folder, even
-    when an album folder holds them.
+    when an album folder holds them. The library's album folders inside ``folders`` are scanned
+    with them, as roots of their own: they own their photos (:meth:`core.sync.AlbumSync.sync`),
+    so a folder is scanned and synced the same whether it is indexed alone or with the others.
     """
     cancel = run.cancel or threading.Event()
+    texts = [str(folder) for folder in folders]
+    inside = [r for r in library.roots() if str(r) not in texts and is_under(str(r), texts)]
+    folders = [*folders, *inside]
     present, missing = _split_roots(folders)
     scanning = run.start("scanning")
     found = scan(

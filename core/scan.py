@@ -237,6 +237,12 @@ def scan(
     listed once, by its ``(st_dev, st_ino)``. Nothing found in the album raises: unreadable
     folders and files go to ``ScanResult.errors``.
 
+    Each path belongs to the deepest root that holds it, and a root lists the photos it holds
+    whatever the other roots hold: a root that is a link to a folder of another root lists
+    that folder's photos under its own path. A file is left out only when it is already listed
+    under the same root or under a root inside it, so what a root lists does not depend on the
+    roots above it that are scanned with it.
+
     The program's own folders (data, models, cache, configuration: :func:`core.paths.own_folders`)
     and ``options.skip_folders`` are never entered, even as a root or through a link, so an album
     that holds them never lists the program's thumbnails as photos.
@@ -245,7 +251,8 @@ def scan(
     ----------
     roots
         Album folders. ``~`` is expanded and relative paths are made absolute (not resolved).
-        A root is walked even if it is hidden or excluded. Nested or repeated roots are fine.
+        A root is walked even if it is hidden or excluded. Nested or repeated roots are fine;
+        they are walked in path order, each above the roots inside it.
     options
         What to leave out.
     cancel
@@ -264,7 +271,15 @@ def scan(
     AlbumNotFoundError
         A root does not exist or is not a folder (checked before anything is walked).
     """
-    folders = [_album_root(root) for root in roots]
+    folders = sorted({_album_root(root) for root in roots}, key=str)
+    owners = {str(folder) for folder in folders}
+    # a root and the roots inside it: a file listed under any of them is not listed again
+    holding = {
+        owner: frozenset(
+            o for o in owners if o == owner or o.startswith(owner.rstrip(os.sep) + os.sep)
+        )
+        for owner in owners
+    }
     never_entered = _folder_identities([*own_folders(), *options.skip_folders])
     supported, skip_reasons = _suffix_table()
     exclude = (
@@ -273,21 +288,30 @@ def scan(
         else None
     )
     result = ScanResult()
-    seen_folders: set[tuple[int, int]] = set()
-    seen_files: set[tuple[int, int]] = set()
-    pending = [str(folder) for folder in reversed(folders)]
-    through_links: deque[str] = deque()
+    seen_folders: dict[tuple[int, int], set[str]] = {}  # identity: the roots it was walked under
+    seen_files: dict[tuple[int, int], set[str]] = {}  # identity: the roots it was listed under
+    pending = [(str(folder), str(folder)) for folder in reversed(folders)]  # (path, its root)
+    through_links: deque[tuple[str, str]] = deque()
     last_report = time.monotonic()
 
-    def add_file(path: str, name: str, st: os.stat_result) -> None:
+    def owner_of(path: str, parent_owner: str) -> str:
+        return path if path in owners else parent_owner
+
+    def first_time(seen: dict[tuple[int, int], set[str]], key: tuple[int, int], owner: str) -> bool:
+        """Record ``key`` under ``owner``; False when that root or one inside it had it."""
+        under = seen.setdefault(key, set())
+        if not under.isdisjoint(holding[owner]):
+            return False
+        under.add(owner)
+        return True
+
+    def add_file(path: str, name: str, st: os.stat_result, owner: str) -> None:
         suffix = os.path.splitext(name)[1].lower()
         if suffix not in supported and suffix not in skip_reasons:
             result.ignored += 1
             return
-        key = _identity(path, st)
-        if key in seen_files:
+        if not first_time(seen_files, _identity(path, st), owner):
             return
-        seen_files.add(key)
         if suffix not in supported:
             result.skipped.append(Skipped(Path(path), skip_reasons[suffix]))
         elif st.st_size == 0:
@@ -295,12 +319,11 @@ def scan(
         else:
             result.files.append(FileEntry(Path(path), st.st_size, st.st_mtime_ns))
 
-    def walk_folder(folder: str) -> None:
+    def walk_folder(folder: str, owner: str) -> None:
         try:
             key = _identity(folder, os.stat(folder))
-            if key in never_entered or key in seen_folders:
+            if key in never_entered or not first_time(seen_folders, key, owner):
                 return
-            seen_folders.add(key)
             entries = os.scandir(folder)
         except OSError as error:
             result.errors.append(Skipped(Path(folder), os_error_reason(error)))
@@ -315,23 +338,23 @@ def scan(
                         continue
                     if entry.is_symlink():
                         if options.follow_symlinks:
-                            through_links.append(entry.path)
+                            through_links.append((entry.path, owner))
                     elif entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
+                        pending.append((entry.path, owner_of(entry.path, owner)))
                     elif entry.is_file(follow_symlinks=False):
-                        add_file(entry.path, name, entry.stat(follow_symlinks=False))
+                        add_file(entry.path, name, entry.stat(follow_symlinks=False), owner)
                     else:
                         result.ignored += 1
                 except OSError as error:
                     result.errors.append(Skipped(Path(entry.path), os_error_reason(error)))
 
-    def follow_link(path: str) -> None:
+    def follow_link(path: str, owner: str) -> None:
         try:
             st = os.stat(path)
             if stat.S_ISDIR(st.st_mode):
-                pending.append(path)
+                pending.append((path, owner_of(path, owner)))
             elif stat.S_ISREG(st.st_mode):
-                add_file(path, os.path.basename(path), st)
+                add_file(path, os.path.basename(path), st, owner)
             else:
                 result.ignored += 1
         except FileNotFoundError:
@@ -344,9 +367,9 @@ def scan(
             result.cancelled = True
             break
         if pending:
-            walk_folder(pending.pop())
+            walk_folder(*pending.pop())
         else:
-            follow_link(through_links.popleft())
+            follow_link(*through_links.popleft())
         if progress is not None and time.monotonic() - last_report >= _PROGRESS_INTERVAL_S:
             progress(len(result.files))
             last_report = time.monotonic()

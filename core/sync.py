@@ -183,6 +183,24 @@ class _Probe(NamedTuple):
     file_digest: str | None = None
 
 
+class _Owners(NamedTuple):
+    """The album folders a sync covers, and the library's other album folders."""
+
+    folders: list[str]
+    others: list[str]
+
+    def synced(self, path: str) -> bool:
+        """Whether ``path`` belongs to one of ``folders``: the deepest album folder holding it
+        is one of them, not one of ``others``."""
+        if not is_under(path, self.folders):
+            return False
+        holders = [len(other) for other in self.others if is_under(path, [other])]
+        if not holders:
+            return True
+        deepest = max(holders)
+        return any(len(f) > deepest and is_under(path, [f]) for f in self.folders)
+
+
 class AlbumSync(LibraryDatabase):
     """The library database with its album folders and the sync with a scan of them."""
 
@@ -234,6 +252,10 @@ class AlbumSync(LibraryDatabase):
         - A path with the same size and modification time is *unchanged* and not opened at all.
         - A stored photo under ``roots`` that the scan did not list is *deleted*, unless the scan
           was cancelled or the photo lies under a folder or file in ``scan_result.errors``.
+          A photo belongs to the deepest album folder that holds it: one that belongs to
+          another of the library's album folders inside ``roots`` is left alone, since a scan
+          of ``roots`` alone may list it under another path (that folder being a link to one
+          the scan reaches first) and the sync of that folder keeps it.
 
         Work is committed every :data:`SYNC_CHUNK` photos, so a crash or a cancel keeps what was
         read. Takes the writer lock for the call.
@@ -243,8 +265,8 @@ class AlbumSync(LibraryDatabase):
         scan_result
             What :func:`core.scan.scan` found.
         roots
-            The folders that were scanned (default: :meth:`roots`); photos outside them are left
-            alone.
+            The folders that were scanned (default: :meth:`roots`); photos outside them, and
+            photos that belong to another album folder inside them, are left alone.
         cancel
             When set, stops after the current chunk; nothing is deleted then.
         progress
@@ -257,14 +279,16 @@ class AlbumSync(LibraryDatabase):
         """
         folders = [str(absolute_path(r)) for r in roots] if roots is not None else None
         with self.indexing_lock():
+            known = [str(r) for r in self.roots()]
             if folders is None:
-                folders = [str(r) for r in self.roots()]
-            return self._sync(scan_result, folders, cancel, progress)
+                folders = known
+            others = [root for root in known if root not in folders and is_under(root, folders)]
+            return self._sync(scan_result, _Owners(folders, others), cancel, progress)
 
     def _sync(
         self,
         scan_result: ScanResult,
-        folders: list[str],
+        owners: _Owners,
         cancel: threading.Event | None,
         progress: Callable[[int, int], None] | None,
     ) -> SyncReport:
@@ -294,7 +318,7 @@ class AlbumSync(LibraryDatabase):
         missing = {
             path: found
             for path, found in stored.items()
-            if path not in listed and is_under(path, folders)
+            if path not in listed and owners.synced(path)
         }
         vanished_by_hash: dict[str, list[str]] = {}
         for path, found in missing.items():
@@ -374,7 +398,7 @@ class AlbumSync(LibraryDatabase):
                     [
                         (text,)
                         for (text,) in db.execute("SELECT path FROM skipped")
-                        if is_under(path_from_text(text), folders)
+                        if owners.synced(path_from_text(text))
                     ],
                 )
             db.executemany(

@@ -117,9 +117,19 @@ def test_symlink_loops_end_and_photos_are_listed_once(tmp_path: Path) -> None:
     except OSError:
         pytest.skip("symbolic links not available")
 
-    result = scan([root, root / "a"])
+    result = scan([root])
     assert _relative(result, root) == ["a/photo.jpg"]
     assert result.errors == [Skipped(root / "broken.jpg", "broken symbolic link")]
+
+    # a nested root lists what it reaches on its own, whatever the root above it holds: its
+    # loop back up leads it to the broken link under its own path too
+    result = scan([root, root / "a"])
+    assert _relative(result, root) == ["a/photo.jpg"]
+    assert result.errors == [
+        Skipped(root / "a" / "loop" / "broken.jpg", "broken symbolic link"),
+        Skipped(root / "broken.jpg", "broken symbolic link"),
+    ]
+    assert scan([root / "a"]).errors == result.errors[:1]
 
     result = scan([root], ScanOptions(follow_symlinks=False))
     assert _relative(result, root) == ["a/photo.jpg"]
@@ -137,6 +147,23 @@ def test_photos_outside_reached_through_a_link_keep_the_link_path(tmp_path: Path
     except OSError:
         pytest.skip("symbolic links not available")
     assert _relative(scan([root]), root) == ["linked/x.jpg"]
+
+
+def test_a_root_linked_to_a_folder_of_another_root_lists_its_photos(tmp_path: Path) -> None:
+    nu = tmp_path / "nu"
+    (nu / "phötos").mkdir(parents=True)
+    shutil.copyfile(SMALL_JPEG, nu / "phötos" / "cat.jpg")
+    try:
+        (nu / "link").symlink_to(nu / "phötos", target_is_directory=True)
+    except OSError:
+        pytest.skip("symbolic links not available")
+
+    # each root lists what it holds, so the link root's photos do not depend on whether its
+    # parent is scanned with it
+    assert _relative(scan([nu]), nu) == ["phötos/cat.jpg"]
+    assert _relative(scan([nu / "link"]), nu) == ["link/cat.jpg"]
+    assert _relative(scan([nu, nu / "link"]), nu) == ["link/cat.jpg", "phötos/cat.jpg"]
+    assert _relative(scan([nu / "link", nu]), nu) == ["link/cat.jpg", "phötos/cat.jpg"]
 
 
 def test_the_programs_own_folders_are_never_entered(

@@ -223,3 +223,39 @@ def test_indexing_an_album_that_holds_the_programs_folders_leaves_them_out(
     code, out, err = _run(capsys, "search", "cat", "--json")
     assert code == 0, err
     assert sorted(Path(hit["path"]).parent for hit in json.loads(out)) == [album / "trip"] * 2
+
+
+def test_an_album_folder_linked_inside_another_is_stable_whichever_is_indexed(
+    tmp_path: Path,
+    tiny_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nu = tmp_path / "nu"
+    (nu / "phötos").mkdir(parents=True)
+    for name in PHOTOS["trips"][:2]:
+        shutil.copy2(SAMPLES / "jpg" / name, nu / "phötos" / Path(name).name)
+    link = nu / "link"
+    try:
+        link.symlink_to(nu / "phötos", target_is_directory=True)
+    except OSError:
+        pytest.skip("symbolic links not available")
+
+    def index(*folders: Path) -> tuple[int, int, int, int]:
+        code, out, err = _run(capsys, "index", *map(str, folders), "--model", "tiny", "--json")
+        assert code == 0, err
+        run = json.loads(out)
+        return run["new"], run["copied"], run["deleted"], run["unchanged"]
+
+    assert index(nu) == (2, 0, 0, 0)
+    assert index(link) == (0, 2, 0, 0)
+    for _ in range(2):
+        assert index(nu) == (0, 0, 0, 4)  # the link folder is indexed with its parent
+        assert index(link) == (0, 0, 0, 2)
+        assert index(nu, link) == (0, 0, 0, 4)
+    code, out, err = _run(capsys, "search", "cat", "--in", str(link), "--json")
+    assert code == 0, err
+    assert sorted(Path(hit["path"]).parent for hit in json.loads(out)) == [link] * 2
+
+    # a photo deleted from the linked folder leaves both, whichever folder is indexed
+    (nu / "phötos" / Path(PHOTOS["trips"][0]).name).unlink()
+    assert index(nu) == (0, 0, 2, 2)

@@ -308,6 +308,36 @@ def test_photos_are_kept_when_the_scan_was_cancelled_or_their_folder_failed(
         assert library.stats()["photos"] == count - 3
 
 
+def test_a_sync_leaves_alone_the_photos_of_another_album_folder_inside_its_own(
+    tmp_path: Path,
+) -> None:
+    nu = tmp_path / "nu"
+    photos, link = nu / "phötos", nu / "link"
+    photos.mkdir(parents=True)
+    for shade in range(2):
+        Image.new("RGB", (8, 8), (shade * 90, 40, 40)).save(photos / f"{shade}.jpg")
+    try:
+        link.symlink_to(photos, target_is_directory=True)
+    except OSError:
+        pytest.skip("symbolic links not available")
+
+    with Library.open(tmp_path / "lib.sqlite") as library:
+        library.add_roots([nu, link])
+        assert library.sync(scan([nu, link])).new == 4
+        # the scan of nu alone reaches the link's photos under their plain path only
+        report = library.sync(scan([nu]), roots=[nu])
+        assert (report.deleted, report.unchanged) == (0, 2)
+        assert library.stats()["photos"] == 4
+
+        # a nested folder added on its own owns its photos too
+        library.add_roots([photos])
+        (photos / "0.jpg").unlink()
+        assert library.sync(scan([nu]), roots=[nu]).deleted == 0
+        assert library.sync(scan([photos]), roots=[photos]).deleted == 1
+        assert library.sync(scan([link]), roots=[link]).deleted == 1
+        assert library.sync(scan([nu, photos, link])).unchanged == 2
+
+
 def test_cancel_during_sync_keeps_what_was_read(
     tmp_path: Path, album: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
