@@ -343,7 +343,9 @@ def _commit(
     by_id = {photo.id: photo for photo in shard}
     folder = library.thumbnail_dir
     thumbnails = [
-        store_thumbnail(folder, digest, functools.partial(bytes, data)) if data else None
+        store_thumbnail(folder, digest, functools.partial(bytes, data), run.thumbnails_full)
+        if data
+        else None
         for digest, data in result.thumbnails
     ]
     vectors = result.vectors if len(result.ids) else np.zeros((0, model.embed_dim), np.float32)

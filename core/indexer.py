@@ -195,7 +195,9 @@ class _Decoded:
 class RunCounters:
     """Counters of one run, its progress callback, and the events that pause and cancel it.
 
-    ``clock`` is :func:`time.monotonic` unless a test passes a fake one.
+    ``clock`` is :func:`time.monotonic` unless a test passes a fake one. ``thumbnails_full`` is
+    set once a thumbnail found the disk full: the run writes no more thumbnails then, and says
+    so once (:func:`core.thumbnails.store_thumbnail`).
     """
 
     progress: Callable[[IndexProgress], None] | None
@@ -205,6 +207,7 @@ class RunCounters:
     indexed: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
     last_report: float = float("-inf")
+    thumbnails_full: threading.Event = field(default_factory=threading.Event)
 
     def start(self, stage: Stage, total: int = 0) -> StageClock:
         """Begin timing ``stage`` and report it (nothing done yet)."""
@@ -307,7 +310,13 @@ def decode_photo(
     return pixels, resized if shrunk else image
 
 
-def _decode(photo: PendingPhoto, model: ClipModel, min_side: int | None, folder: Path) -> _Decoded:
+def _decode(
+    photo: PendingPhoto,
+    model: ClipModel,
+    min_side: int | None,
+    folder: Path,
+    disk_full: threading.Event | None = None,
+) -> _Decoded:
     """Read the whole file's digest, decode the photo (:func:`decode_photo`) and write its
     thumbnail, named after the digest; never raises.
 
@@ -321,7 +330,8 @@ def _decode(photo: PendingPhoto, model: ClipModel, min_side: int | None, folder:
         return _Decoded(photo, error=decoded)
     pixels, source = decoded
     name = digest or photo.content_hash
-    return _Decoded(photo, pixels, save_thumbnail(source, folder, name), digest=digest)
+    thumbnail = save_thumbnail(source, folder, name, disk_full)
+    return _Decoded(photo, pixels, thumbnail, digest=digest)
 
 
 def encode_photo(model: ClipModel, pixels: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -421,7 +431,9 @@ def _pipeline(
                 photo = next(pending, None)
                 if photo is None:
                     return
-                decoding.append(decode_pool.submit(_decode, photo, model, min_side, folder))
+                decoding.append(
+                    decode_pool.submit(_decode, photo, model, min_side, folder, run.thumbnails_full)
+                )
 
         try:
             fill()

@@ -10,6 +10,7 @@ photo's content hash, so copies and moved photos share one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -28,6 +29,8 @@ THUMBNAIL_FORMAT = "JPEG"
 THUMBNAIL_QUALITY = 85
 
 log = logging.getLogger(__name__)
+_DISK_FULL_LOCK = threading.Lock()  # so that one thread reports a full disk, not each
+_NO_ROOM = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 def thumbnail_jpeg(image: Image.Image) -> bytes:
@@ -42,30 +45,55 @@ def thumbnail_jpeg(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def store_thumbnail(folder: Path, name: str, make: Callable[[], bytes]) -> str | None:
+def store_thumbnail(
+    folder: Path,
+    name: str,
+    make: Callable[[], bytes],
+    disk_full: threading.Event | None = None,
+) -> str | None:
     """Write ``<name>.jpg`` into ``folder`` from ``make()``, unless that file exists already.
 
     The file appears whole or not at all (written aside, then renamed). Returns the file name,
     or None when it could not be written (the reason is logged; the photo is indexed anyway).
+
+    ``disk_full`` is one run's note that the disk is full: the first write that finds no room
+    sets it and logs it once for the run, and while it is set no thumbnail is written (None),
+    so a full disk is one warning, not one per photo.
     """
     file_name = f"{name}.jpg"
     target = folder / file_name
     if target.is_file():
         return file_name
+    if disk_full is not None and disk_full.is_set():
+        return None
     partial = folder / f".{file_name}.{os.getpid()}.{threading.get_ident()}.part"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(make())
         os.replace(partial, target)
     except (OSError, ValueError) as error:
-        log.warning("cannot write the thumbnail %s: %s", target, error)
         with contextlib.suppress(OSError):
             partial.unlink()
+        if disk_full is None or getattr(error, "errno", None) not in _NO_ROOM:
+            log.warning("cannot write the thumbnail %s: %s", target, error)
+            return None
+        with _DISK_FULL_LOCK:
+            first = not disk_full.is_set()
+            disk_full.set()
+        if first:
+            log.warning(
+                "cannot write thumbnails into %s: %s; the photos of this run are indexed "
+                "without them",
+                folder,
+                error,
+            )
         return None
     return file_name
 
 
-def save_thumbnail(image: Image.Image, folder: Path, name: str) -> str | None:
+def save_thumbnail(
+    image: Image.Image, folder: Path, name: str, disk_full: threading.Event | None = None
+) -> str | None:
     """Write a small copy of a decoded photo, unless a thumbnail of that name exists already.
 
     Parameters
@@ -77,6 +105,8 @@ def save_thumbnail(image: Image.Image, folder: Path, name: str) -> str | None:
         The thumbnail folder; created when missing.
     name
         The photo's content hash; the file is ``<name>.jpg``.
+    disk_full
+        The run's note that the disk is full (see :func:`store_thumbnail`).
 
     Returns
     -------
@@ -84,7 +114,7 @@ def save_thumbnail(image: Image.Image, folder: Path, name: str) -> str | None:
         The file name inside ``folder``, or None when it could not be written (the photo is
         indexed anyway; the reason is logged).
     """
-    return store_thumbnail(folder, name, lambda: thumbnail_jpeg(image))
+    return store_thumbnail(folder, name, lambda: thumbnail_jpeg(image), disk_full)
 
 
 def load_thumbnail(path: Path | None, longest: int) -> Image.Image | None:

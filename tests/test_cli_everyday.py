@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from cli import photos
+from core import thumbnails
 from core.encoder import ClipModel
 from core.timeline import parse_date
 from tests.conftest import link_tiny_model
@@ -259,3 +262,26 @@ def test_an_album_folder_linked_inside_another_is_stable_whichever_is_indexed(
     # a photo deleted from the linked folder leaves both, whichever folder is indexed
     (nu / "phötos" / Path(PHOTOS["trips"][0]).name).unlink()
     assert index(nu) == (0, 0, 2, 2)
+
+
+def test_a_full_disk_is_one_warning_for_the_thumbnails_not_one_per_photo(
+    home: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    album = tmp_path / "more"
+    album.mkdir()
+    for number in range(12):
+        Image.new("RGB", (64, 48), (number * 20, 90, 160)).save(album / f"{number}.jpg")
+
+    def no_room(image: Image.Image) -> bytes:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(thumbnails, "thumbnail_jpeg", no_room)
+    code, out, err = _run(capsys, "index", str(album), "--model", "tiny", "--json")
+    assert code == 0, err
+    assert json.loads(out)["indexed"] == 12
+    warnings = [line for line in err.splitlines() if "cannot write" in line]
+    assert len(warnings) == 1, err
+    assert "No space left on device" in warnings[0] and "without them" in warnings[0]
