@@ -508,3 +508,87 @@ def test_zip_of_other_things_is_not_a_checkpoint(tmp_path: Path) -> None:
         archive.writestr("readme.txt", "hello")
     with pytest.raises(CheckpointError, match="without data.pkl"):
         load_state_dict(path)
+
+
+# -- hostile files: every one is refused in one line, within bounded memory -----------------------
+
+PEAK_PROBE = """
+import resource, sys
+from core.checkpoint import load_state_dict
+from core.errors import CheckpointError
+try:
+    load_state_dict(sys.argv[1])
+except CheckpointError as exc:
+    print(exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+PEAK_BOUND_MB = 400  # the limits let a pickle build about 200 MB; the old reader took gigabytes
+
+
+def _repeat_calls(global_opcode: bytes, argument: bytes, calls: int) -> bytes:
+    """A protocol 2 pickle of a list that holds ``calls`` results of one stand-in, each called
+    with the same argument: ``argument`` (opcodes that push it) is memoised once, then reused."""
+    head = b"\x80\x02]q\x00" + global_opcode + b"q\x01" + argument + b"q\x02" + b"("
+    call = b"h\x01h\x02\x85R"  # BINGET stand-in, BINGET argument, TUPLE1, REDUCE
+    return head + call * calls + b"e."
+
+
+def _int_list(count: int) -> bytes:
+    return b"](" + b"K\x07" * count + b"e"
+
+
+def _int_dict(count: int) -> bytes:
+    return b"}(" + b"".join(b"J" + i.to_bytes(4, "little") + b"K\x00" for i in range(count)) + b"u"
+
+
+def _hostile(name: str) -> tuple[bytes, bool]:
+    """The bytes of a hostile file, and whether they go into a torch zip as its data.pkl."""
+    if name == "many-objects":  # 20 million EMPTY_LIST opcodes, 20 kB once deflated
+        return b"\x80\x02" + b"]" * 20_000_000 + b".", True
+    if name == "memo-index":  # 9 bytes: one LONG_BINPUT at index 50 million
+        return b"\x80\x02]r" + (50_000_000).to_bytes(4, "little") + b".", False
+    if name == "zip-bomb":  # a 40 MB string, 40 kB once deflated
+        return b"\x80\x02X" + (40 << 20).to_bytes(4, "little") + bytes(40 << 20) + b".", True
+    if name == "copying-calls":  # torch.Size of one 200,000-item list, 400 times
+        return _repeat_calls(b"ctorch\nSize\n", _int_list(200_000), 400), True
+    assert name == "copying-state"  # 120 OrderedDicts given one 100,000-entry dict as state
+    ordered = b"ccollections\nOrderedDict\nq\x01)R"
+    state = _int_dict(100_000) + b"q\x02"
+    one = b"h\x01)Rh\x02b"  # BINGET OrderedDict, EMPTY_TUPLE, REDUCE, BINGET state, BUILD
+    body = b"\x80\x02]q\x00" + ordered + state + b"0(" + one * 120 + b"e."
+    return body, True
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("many-objects", "more than 2,000,000 steps"),
+        ("memo-index", "plain pickle"),
+        ("zip-bomb", "unpacks to 41,943,048 bytes, more than the 33,554,432"),
+        ("copying-calls", "more than 2,000,000 steps"),
+        ("copying-state", "more than 2,000,000 steps"),
+    ],
+)
+def test_hostile_pickle_is_refused_within_bounded_memory(
+    tmp_path: Path, name: str, expected: str
+) -> None:
+    data, zipped = _hostile(name)
+    path = tmp_path / f"{name}.bin"
+    if zipped:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("archive/data.pkl", data)
+            archive.writestr("archive/byteorder", "little")
+    else:
+        path.write_bytes(data)
+    assert path.stat().st_size < 200_000
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    message, peak_mb = result.stdout.splitlines()
+    assert message.startswith("not a checkpoint:") or message.startswith("damaged checkpoint")
+    assert expected in message and str(path) in message
+    assert int(peak_mb) < PEAK_BOUND_MB, f"{name} took {peak_mb} MB"
