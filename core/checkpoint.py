@@ -726,7 +726,7 @@ def _load_safetensors(path: Path, size: int) -> dict[str, np.ndarray]:
             )
         try:
             header = json.loads(file.read(header_size))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nesting
             raise CheckpointError(
                 f"damaged checkpoint {path}: unreadable safetensors header ({_brief(exc)})"
             ) from exc

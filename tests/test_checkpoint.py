@@ -592,3 +592,12 @@ def test_hostile_pickle_is_refused_within_bounded_memory(
     assert message.startswith("not a checkpoint:") or message.startswith("damaged checkpoint")
     assert expected in message and str(path) in message
     assert int(peak_mb) < PEAK_BOUND_MB, f"{name} took {peak_mb} MB"
+
+
+def test_safetensors_header_nested_too_deep(tmp_path: Path) -> None:
+    header = b'{"a":' * 100_000
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(CheckpointError, match="unreadable safetensors header") as caught:
+        load_state_dict(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
