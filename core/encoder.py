@@ -353,7 +353,8 @@ class ClipModel:
             rc, out = ex.extract("tokens")
             if rc != 0:
                 raise ClipsearchError(f"ncnn failed to encode a text (code {rc})")
-            token: np.ndarray = np.array(out, dtype=np.float32).reshape(length, -1)[end]
+            # a copy of the one row, not a view that would keep every position's output alive
+            token: np.ndarray = np.array(out, dtype=np.float32).reshape(length, -1)[end].copy()
             return token
 
         rows = self._map("text", one, list(tokens))

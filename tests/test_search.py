@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tracemalloc
 import warnings
 from collections.abc import Iterator
 from datetime import datetime
@@ -772,3 +773,20 @@ def test_search_pages_scores_once_and_equals_search(
         ]
     with pytest.raises(ValueError, match="at least 1"):
         next(search_pages(library, tiny_model, "x", (0,)))
+
+
+def test_encoding_many_texts_keeps_one_row_of_each(tiny_model: ClipModel) -> None:
+    """A CLIP text tower's output has a row for every position; only the end-of-text row of
+    each text is kept while the others are encoded (describe encodes up to a thousand labels)."""
+    texts = [f"{'word ' * 70}{number}" for number in range(64)]  # about the whole context
+    tokens = tiny_model.tokenize(texts)
+    tiny_model.encode_tokens(tokens[:2])  # the network is loaded before the measurement
+    width = int(tiny_model.spec.architecture.text["width"])
+    every_position = len(texts) * tiny_model.context_length * width * 4
+    tracemalloc.start()
+    try:
+        tiny_model.encode_tokens(tokens)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < every_position / 4, (peak, every_position)
