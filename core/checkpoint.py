@@ -46,7 +46,9 @@ __all__ = ["load_state_dict"]
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
-SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+# Real headers take well under 1 MB (about 100 bytes a tensor); 16 MB of JSON, even of empty
+# lists, builds a few hundred megabytes of objects at most.
+SAFETENSORS_MAX_HEADER = 16 * 1024 * 1024
 # Bounds on reading a pickle, far above real checkpoints: open_clip's largest (MobileCLIP2-S4,
 # ViT-bigG-14) pickle their state dicts in under 0.5 MB and 100,000 opcodes. A step is one opcode,
 # or one item copied by a call or a state update the pickle asks for; a hostile pickle builds
@@ -717,7 +719,8 @@ def _load_safetensors(path: Path, size: int) -> dict[str, np.ndarray]:
         header_size = int.from_bytes(file.read(8), "little")
         if header_size > SAFETENSORS_MAX_HEADER:
             raise CheckpointError(
-                f"damaged checkpoint {path}: safetensors header of {header_size} bytes"
+                f"damaged checkpoint {path}: safetensors header of {header_size:,} bytes, more "
+                f"than the {SAFETENSORS_MAX_HEADER:,} a checkpoint's may take"
             )
         if 8 + header_size > size:
             raise CheckpointError(

@@ -604,3 +604,12 @@ def test_safetensors_header_nested_too_deep(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="unreadable safetensors header") as caught:
         load_state_dict(path)
     assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_safetensors_header_larger_than_a_checkpoints_is_refused_unread(tmp_path: Path) -> None:
+    """A header of more than 16 MB (real ones take under 1 MB) is refused before it is read."""
+    size = 16 * 1024 * 1024 + 1
+    path = tmp_path / "large-header.safetensors"
+    path.write_bytes(size.to_bytes(8, "little") + b"{" + b"[]," * 1000)
+    with pytest.raises(CheckpointError, match=f"safetensors header of {size:,} bytes, more than"):
+        load_state_dict(path)
