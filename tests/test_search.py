@@ -156,6 +156,18 @@ def test_parse_errors_say_what_is_wrong(text: str, message: str) -> None:
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ['"' + "x" * 100_000, "a + + " + "b" * 100_000, "c" * 100_000 + " + ", "1" * 100_000 + ":cat"],
+)
+def test_a_long_bad_query_gets_a_short_error(text: str) -> None:
+    """The error repeats the query cut in the middle, so any bad query gets one short line."""
+    with pytest.raises(QueryError, match="bad query") as caught:
+        parse_query(text)
+    message = str(caught.value)
+    assert len(message) < 400 and "…" in message and "characters)" in message, message[:500]
+
+
 def test_weights_from_the_smallest_to_the_largest_are_taken() -> None:
     assert (MIN_WEIGHT, MAX_WEIGHT) == (0.001, 1000)  # the numbers the documentation gives
     got = parse_query("0.001:cat - 1000:dog + 1000.0:bird")
