@@ -252,7 +252,8 @@ def _read_terms(text: str) -> list[tuple[float, bool, str]]:
             i = _skip_space(text, i)
             if i < len(text) and not _is_operator_at(text, i):
                 raise QueryError(
-                    f"bad query: expected + or - after the quoted term (character {i + 1}): {_shown(text)}"
+                    "bad query: expected + or - after the quoted term "
+                    f"(character {i + 1}): {_shown(text)}"
                 )
         else:
             value, i = _read_bare(text, i)
