@@ -23,7 +23,7 @@ PHOTOS = 1500
 
 
 def _model() -> Any:
-    return SimpleNamespace(name="fake", embed_dim=DIM, logit_scale=100.0)
+    return SimpleNamespace(name="fake", embed_dim=DIM, logit_scale=100.0, weights=None)
 
 
 def _clustered(count: int, seed: int) -> np.ndarray:

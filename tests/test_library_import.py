@@ -88,7 +88,7 @@ def test_vector_file_can_be_left_for_one_refresh(library: Library) -> None:
     header = vectorfile.read_header(library.vector_file_path)
     assert header is not None and header.count == 300
     assert header.names(library.vector_version)
-    model = SimpleNamespace(name=MODEL, embed_dim=DIM, logit_scale=100.0)
+    model = SimpleNamespace(name=MODEL, embed_dim=DIM, logit_scale=100.0, weights=None)
     hits = search(library, model, second[42], top=3)  # type: ignore[arg-type]
     assert hits[0].photo.id == 243 and hits[0].rank == 1
 

@@ -26,7 +26,7 @@ def _unit(rows: int, seed: int) -> np.ndarray:
 
 
 def _model() -> Any:
-    return SimpleNamespace(name="fake", embed_dim=DIM, logit_scale=100.0)
+    return SimpleNamespace(name="fake", embed_dim=DIM, logit_scale=100.0, weights=None)
 
 
 class _Album:
