@@ -2,8 +2,9 @@
 
 Every human-readable line goes through :func:`tui.text.inert` (the one escaping rule of both
 front ends), on a terminal or not, argparse's own messages included, so a file name holding an
-escape sequence or a newline is shown, never run, and stays on one line of a log. Scripts that
-need the exact names use ``search -0`` (NUL-separated bytes) or ``--json`` (see
+escape sequence or a newline is shown, never run, and stays on one line of a log; a backslash is
+doubled, so that a name's own ``\\x0a`` is told from an escaped line break. Scripts that need
+the exact names use ``search -0`` (NUL-separated bytes) or ``--json`` (see
 :func:`core.names.path_fields`).
 """
 

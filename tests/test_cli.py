@@ -511,6 +511,26 @@ def test_null_and_json_give_exact_names_even_when_not_utf8_or_multiline(
     assert plain["path"] == str(album / "two\nlines.jpg")
 
 
+def test_plain_output_tells_a_line_break_from_a_backslash_in_the_name(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy2(SAMPLES / "Canon_40D.jpg", album / "new\nline.jpg")
+    shutil.copy2(SAMPLES / "Nikon_D70.jpg", album / "new\\x0aline.jpg")
+    assert cli.main(["index", str(album), "--model", "tiny"]) == 0
+    capsys.readouterr()
+
+    code, out, _ = _run(capsys, "search", "a photo")
+    assert code == 0
+    assert sorted(out.splitlines()) == [f"{album}/new\\\\x0aline.jpg", f"{album}/new\\x0aline.jpg"]
+    code, out, _ = _run(capsys, "search", "a photo", "--json")  # exact, as before
+    assert {hit["path"] for hit in json.loads(out)} == {
+        str(album / "new\nline.jpg"),
+        str(album / "new\\x0aline.jpg"),
+    }
+
+
 def test_index_and_duplicates_json_carry_names_that_are_not_utf8(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -51,7 +51,9 @@ pytestmark = [
         (os.fsdecode(b"caf\xe9.jpg"), "caf\\xe9.jpg"),
         ("sep\u2028x\u2029", "sep\\u2028x\\u2029"),
         ("nel\x85", "nel\\x85"),
-        ("link\x1b]8;;http://x\x1b\\y", "link\\x1b]8;;http://x\\x1b\\y"),
+        ("link\x1b]8;;http://x\x1b\\y", "link\\x1b]8;;http://x\\x1b\\\\y"),
+        ("new\\x0aline.jpg", "new\\\\x0aline.jpg"),  # a backslash of the name's own
+        ("C:\\photos\\", "C:\\\\photos\\\\"),
         ("iso\u2066late\u2069", "iso\\u2066late\\u2069"),
         ("zero\u200bwidth\u200d\u2060\ufeff", "zero\\u200bwidth\\u200d\\u2060\\ufeff"),
         ("tag\U000e0041", "tag\\U000e0041"),
@@ -61,6 +63,11 @@ pytestmark = [
 def test_inert_escapes_what_could_act_on_the_terminal(raw: str, shown: str) -> None:
     assert inert(raw) == shown
     assert inert(raw).isprintable()
+
+
+def test_inert_never_shows_two_names_alike() -> None:
+    names = ["new\nline.jpg", "new\\x0aline.jpg", "new\\\nline.jpg", "new\\\\x0aline.jpg"]
+    assert len({inert(name) for name in names}) == len(names)
 
 
 def test_number_formats() -> None:

@@ -6,7 +6,8 @@ this module; it loads neither Textual nor Rich).
 File names, folder names and EXIF fields come from the album, not from us: a name can hold an
 escape sequence that would move the cursor or retitle the terminal, a bidirectional override or
 an invisible character that changes what the user reads, a line break, or a surrogate from an
-undecodable byte. :func:`inert` turns every such character into a visible escape.
+undecodable byte. :func:`inert` turns every such character into a visible escape, and writes a
+backslash as ``\\\\`` so that an escape it made never looks like a name's own text.
 """
 
 from __future__ import annotations
@@ -42,19 +43,27 @@ def inert(text: str) -> str:
     (bidirectional overrides and isolates, zero-width spaces and joiners, the byte-order mark),
     line and paragraph separators, private-use and unassigned code points become ``\\x1b``,
     ``\\u202e`` and so on; an undecodable byte of a file name (a lone surrogate under
-    ``surrogateescape``) becomes ``\\xe9``. A backslash stays as it is. The result is printable
-    (:meth:`str.isprintable`).
+    ``surrogateescape``) becomes ``\\xe9``. A backslash is doubled (``\\\\``), so that two
+    names never look the same: ``new\\x0aline.jpg`` is a line break, ``new\\\\x0aline.jpg`` the
+    name's own backslash. The result is printable (:meth:`str.isprintable`).
 
     Examples
     --------
     >>> inert("holiday\\x1b]0;pwned\\x07.jpg")
     'holiday\\\\x1b]0;pwned\\\\x07.jpg'
+    >>> inert("back\\\\slash.jpg")
+    'back\\\\\\\\slash.jpg'
     """
-    if text.isprintable():  # no character of an unsafe category is printable
+    if text.isprintable() and "\\" not in text:  # nothing to escape, the usual case
         return text
-    return "".join(
-        _escape(char) if unicodedata.category(char) in _UNSAFE_CATEGORIES else char for char in text
-    )
+    return "".join(_shown(char) for char in text)
+
+
+def _shown(char: str) -> str:
+    """One character of :func:`inert`'s result: itself, or its escape."""
+    if char == "\\":
+        return "\\\\"
+    return _escape(char) if unicodedata.category(char) in _UNSAFE_CATEGORIES else char
 
 
 def percent(fraction: float) -> str:
