@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
+from cli.arguments import path_arg
 from cli.output import PROG, isatty, print_json, print_line, usage_error
 from core.names import path_fields
 from tui.text import file_size
@@ -26,7 +26,7 @@ def add_duplicates_commands(commands: argparse._SubParsersAction[argparse.Argume
         ),
     )
     duplicates.add_argument(
-        "path", nargs="?", type=Path, metavar="PATH", help="only photos in this folder"
+        "path", nargs="?", type=path_arg, metavar="PATH", help="only photos in this folder"
     )
     duplicates.add_argument(
         "--threshold",

@@ -41,6 +41,7 @@ from core.manifest import clipsearch_version
 if TYPE_CHECKING:
     pass
 
+from cli.arguments import path_arg
 from cli.completion import add_completion_commands
 from cli.duplicates import add_duplicates_commands
 from cli.library import add_library_commands
@@ -188,7 +189,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     app = SafeArgumentParser(prog=PROG, usage=parser.usage, add_help=False)
     app.add_argument("-h", "--help", action="help", help=argparse.SUPPRESS)
     app.add_argument("--version", action=_VersionAction)
-    app.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    app.add_argument("paths", nargs="*", type=path_arg, metavar="PATH")
     app.add_argument("--images", choices=IMAGE_MODES, default="auto")
     app.add_argument("--gpu", action="store_true")
     return app.parse_args(argv)

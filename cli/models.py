@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from core.hub import HubFile
 
+from cli.arguments import model_name_arg, path_arg
 from cli.output import PROG, usage_error
 from core.registry import short_licence
 from tui.text import file_size, inert
@@ -32,19 +33,27 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         ),
     )
     install.add_argument(
-        "name", nargs="?", metavar="NAME", help="registry model name (default: the default model)"
+        "name",
+        nargs="?",
+        type=model_name_arg,
+        metavar="NAME",
+        help="registry model name (default: the default model)",
     )
     install.add_argument(
         "--from",
         dest="from_file",
-        type=Path,
+        type=path_arg,
         metavar="FILE|FOLDER",
         help="install from a local .safetensors or .bin checkpoint, or from a folder holding the "
         "files of the model's hub repository (checkpoint and, for models that have them, "
         "tokenizer files), instead of a download",
     )
     install.add_argument(
-        "--as", dest="as_name", metavar="NEWNAME", help="install a checkpoint under this name"
+        "--as",
+        dest="as_name",
+        type=model_name_arg,
+        metavar="NEWNAME",
+        help="install a checkpoint under this name",
     )
     install.add_argument(
         "--quick-gelu",
@@ -72,7 +81,7 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     listing.set_defaults(handler=_model_list)
 
     remove = actions.add_parser("remove", help="delete an installed model")
-    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("name", type=model_name_arg, metavar="NAME")
     remove.set_defaults(handler=_model_remove)
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from core.timeline import Bucket, Timeline
     from tui.config import TuiConfig
 
+from cli.arguments import model_name_arg, path_arg
 from cli.output import (
     EXIT_INTERRUPTED,
     PROG,
@@ -42,6 +43,7 @@ from cli.output import (
 def _add_model_option(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--model",
+        type=model_name_arg,
         metavar="NAME",
         help="model to encode with (default: the model setting, else the library's model)",
     )
@@ -66,7 +68,7 @@ def add_index_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
             "so far (exit code 130); the next run encodes only the rest."
         ),
     )
-    index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="album folder")
+    index.add_argument("paths", nargs="+", type=path_arg, metavar="PATH", help="album folder")
     _add_model_option(index)
     index.add_argument(
         "--since", type=_date_arg, metavar="DATE", help="encode only photos taken from DATE on"
@@ -119,12 +121,14 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     search.add_argument("query", nargs="*", metavar="QUERY", help="the query")
     search.add_argument(
-        "--similar", type=Path, metavar="IMAGE", help="find photos like this image instead"
+        "--similar", type=path_arg, metavar="IMAGE", help="find photos like this image instead"
     )
     search.add_argument(
         "--top", type=_positive_int, default=20, metavar="N", help="hits to show (default: 20)"
     )
-    search.add_argument("--in", dest="folder", type=Path, metavar="PATH", help="only this folder")
+    search.add_argument(
+        "--in", dest="folder", type=path_arg, metavar="PATH", help="only this folder"
+    )
     search.add_argument(
         "--since", type=_date_arg, metavar="DATE", help=f"only photos taken from DATE on; {DATES}"
     )
@@ -155,7 +159,7 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="rank text labels by how well they describe an image",
         description="Zero-shot classification: score each label against IMAGE.",
     )
-    describe.add_argument("image", type=Path, metavar="IMAGE", help="an image file")
+    describe.add_argument("image", type=path_arg, metavar="IMAGE", help="an image file")
     describe.add_argument(
         "--labels",
         nargs="+",
@@ -178,7 +182,7 @@ def add_search_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         description="Count the photos of the library (or of PATH) by capture date.",
     )
     timeline.add_argument(
-        "path", nargs="?", type=Path, metavar="PATH", help="only photos in this folder"
+        "path", nargs="?", type=path_arg, metavar="PATH", help="only photos in this folder"
     )
     timeline.add_argument("--json", action="store_true", help="print the buckets as JSON")
     timeline.set_defaults(handler=_timeline)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from cli.arguments import path_arg
 
 
 def add_serve_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,7 +17,7 @@ def add_serve_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
             "address, which also needs --allow-remote: the page asks for no password."
         ),
     )
-    serve.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="album folder")
+    serve.add_argument("paths", nargs="*", type=path_arg, metavar="PATH", help="album folder")
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
     )

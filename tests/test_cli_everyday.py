@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cli import main as cli
 from cli import photos
 from core import thumbnails
 from core.encoder import ClipModel
@@ -123,6 +124,58 @@ def test_a_mistyped_command_gets_a_suggestion(
     assert code == 2 and "did you mean 'search'?" in err
     code, out, err = _run(capsys, "duplicats")
     assert code == 2 and "did you mean 'duplicates'?" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "argument"),
+    [
+        (["index", ""], "PATH"),
+        (["search", "cat", "--in", ""], "--in"),
+        (["search", "--similar", ""], "--similar"),
+        (["describe", "", "--labels", "cat"], "IMAGE"),
+        (["timeline", ""], "PATH"),
+        (["duplicates", ""], "PATH"),
+        (["model", "install", "--from", "", "--as", "mine"], "--from"),
+        ([""], "PATH"),
+    ],
+)
+def test_an_empty_path_is_a_usage_error_not_the_current_folder(
+    home: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    argument: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(argv, launch_app=lambda paths, images, gpu: 0)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1].endswith(f"error: argument {argument}: empty path")
+
+
+@pytest.mark.parametrize(
+    ("argv", "argument"),
+    [
+        (["model", "install", ""], "NAME"),
+        (["model", "install", " "], "NAME"),
+        (["model", "install", "--from", "model.bin", "--as", ""], "--as"),
+        (["model", "remove", ""], "NAME"),
+        (["search", "cat", "--model", ""], "--model"),
+        (["index", ".", "--model", ""], "--model"),
+        (["describe", "photo.jpg", "--labels", "cat", "--model", ""], "--model"),
+    ],
+)
+def test_an_empty_model_name_is_a_usage_error_not_the_default_model(
+    home: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    argument: str,
+) -> None:
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1].endswith(f"error: argument {argument}: empty model name")
+    assert "installing" not in err
 
 
 def test_a_query_that_starts_with_a_slash_is_text_unless_it_names_a_photo() -> None:
