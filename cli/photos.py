@@ -452,11 +452,23 @@ def _load_model(name: str | None, *, gpu: bool = False, precision: str = "auto")
     inode are unchanged since it last matched is not read again, so the check costs a few
     ``stat`` calls, and a file that changed is hashed (with a note that it changed). ``gpu`` asks
     for Vulkan; without a Vulkan GPU a note says so and the model runs on the CPU. A note about
-    the ``precision`` chosen (bf16 emulated on this CPU) is printed too.
+    the ``precision`` chosen (bf16 emulated on this CPU) is printed too. A name that is neither
+    installed nor in the registry is reported as unknown, with the command that lists the
+    models, rather than with an install command that would fail.
     """
+    from core.catalog import known_specs
     from core.encoder import load_model
+    from core.errors import ModelNotInstalledError, UnknownModelError
+    from core.paths import is_model_name
 
-    model = load_model(name, vulkan=gpu, precision=precision)
+    try:
+        model = load_model(name, vulkan=gpu, precision=precision)
+    except ModelNotInstalledError:
+        if name is not None and is_model_name(name) and name not in known_specs():
+            raise UnknownModelError(
+                f"unknown model {name!r}; see the models with: {PROG} model list"
+            ) from None
+        raise
     if gpu and not model.vulkan:
         print(f"{PROG}: no Vulkan GPU found; encoding on the CPU", file=sys.stderr)
     if model.precision.note:

@@ -379,6 +379,25 @@ def test_empty_library_and_missing_model(
     assert "model install" in err
 
 
+def test_a_model_name_outside_the_registry_is_unknown_not_to_install(
+    album_in_library: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (
+        ["search", "a cat", "--model", "NoSuch"],
+        ["describe", str(SAMPLES / "Canon_40D.jpg"), "--labels", "a cat", "--model", "NoSuch"],
+    ):
+        code, out, err = _run(capsys, *argv)
+        message = _one_error(out, err)
+        assert code == 1 and message.startswith("unknown model 'NoSuch'")
+        assert f"{output.PROG} model list" in message and "model install" not in err
+
+    from core.registry import default_model_name  # known, but not installed: how to install it
+
+    code, out, err = _run(capsys, "search", "a cat", "--model", default_model_name())
+    assert code == 1 and "is not installed" in _one_error(out, err)
+    assert f"{output.PROG} model install {default_model_name()}" in err
+
+
 def test_paths_are_checked_before_the_library_or_a_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
