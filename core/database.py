@@ -328,6 +328,9 @@ class _WriterLock:
         return self._lock.lock_counter
 
     def acquire(self, what: str) -> None:
+        """Take the lock, or raise :class:`LibraryBusyError` when another process holds it and
+        :class:`~core.errors.LibraryError` when its file cannot be written (a read-only
+        folder)."""
         with self._guard:
             try:
                 self._lock.acquire(blocking=False)
@@ -336,6 +339,8 @@ class _WriterLock:
                     f"another clipsearch-tui process is indexing this library ({what}); "
                     "wait for it to finish, or stop it"
                 ) from None
+            except OSError as error:
+                raise LibraryError(f"cannot write {self.path}: {error.strerror or error}") from None
 
     def release(self) -> None:
         with self._guard:

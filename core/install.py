@@ -448,12 +448,26 @@ def _already_installed(name: str, progress: ProgressCallback | None) -> Path:
 
 @contextmanager
 def _install_lock(root: Path) -> Iterator[None]:
-    """Serialise builds and removals, so that any partial folder seen under the lock is stale."""
+    """Serialise builds and removals, so that any partial folder seen under the lock is stale.
+
+    Raises
+    ------
+    ClipsearchError
+        The models folder or its lock file cannot be written (a read-only folder, a full disk).
+    """
     from filelock import FileLock
 
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / _LOCK_NAME)):
+    path = root / _LOCK_NAME
+    lock = FileLock(str(path))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as error:
+        raise ClipsearchError(f"cannot write {path}: {_reason(error)}") from None
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def _remove_partials(root: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
 import os
@@ -396,6 +397,32 @@ def test_a_model_name_outside_the_registry_is_unknown_not_to_install(
     code, out, err = _run(capsys, "search", "a cat", "--model", default_model_name())
     assert code == 1 and "is not installed" in _one_error(out, err)
     assert f"{output.PROG} model install {default_model_name()}" in err
+
+
+def test_a_read_only_data_folder_is_reported_in_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def read_only_locks(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        # a lock file is the first thing these commands write, as on a read-only mount
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_locks)
+    from core.database import default_database_path
+    from core.paths import models_dir
+
+    library = default_database_path()
+    for argv, lock in (
+        (["model", "install"], models_dir() / ".install.lock"),
+        (["model", "remove", "tiny"], models_dir() / ".install.lock"),
+        (["library", "repair"], library.with_name(library.name + ".lock")),
+    ):
+        code, out, err = _run(capsys, *argv)
+        assert code == 1 and _one_error(out, err) == f"cannot write {lock}: Read-only file system"
+    assert (models_dir() / "tiny").is_dir()
 
 
 def test_paths_are_checked_before_the_library_or_a_model(
