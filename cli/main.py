@@ -49,7 +49,9 @@ from cli.models import add_model_commands
 from cli.output import (
     EXIT_INTERRUPTED,
     PROG,
+    ReaderGone,
     SafeArgumentParser,
+    command_output,
     print_error,
     print_way_round,
     usage_error,
@@ -87,7 +89,8 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
     Returns
     -------
     int
-        0 on success, 1 for an error, 2 for a usage error, 130 when interrupted.
+        0 on success (also when the reader of stdout stops early, as ``| head`` does), 1 for an
+        error, 2 for a usage error, 130 when interrupted.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -103,7 +106,8 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
     try:
         handler: Handler | None = getattr(args, "handler", None)
         if handler is not None:
-            return handler(args)
+            with command_output():
+                return handler(args)
         missing = [path for path in args.paths if not path.is_dir()]
         if missing:
             names = sorted(_command_names(parser))
@@ -132,8 +136,8 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return 1
+    except ReaderGone:  # | head: a success, as it would be had the reader read everything
+        return 0
     finally:
         engine_log.removeHandler(notes)
         engine_log.setLevel(level)

@@ -6,17 +6,23 @@ escape sequence or a newline is shown, never run, and stays on one line of a log
 doubled, so that a name's own ``\\x0a`` is told from an escaped line break. Scripts that need
 the exact names use ``search -0`` (NUL-separated bytes) or ``--json`` (see
 :func:`core.names.path_fields`).
+
+A command writes to standard output through :func:`command_output`: a stream that cannot be
+written (a full disk, a closed stdout) is :class:`OutputError`, one line, and a reader that went
+away (``| head -1``) is :class:`ReaderGone`, which ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from core.errors import ClipsearchError
 from tui.text import inert, pace, plural
@@ -77,6 +83,95 @@ def print_null_separated(paths: list[str]) -> None:
     for path in paths:
         out.write(os.fsencode(path) + b"\0")
     out.flush()
+
+
+class OutputError(ClipsearchError):
+    """Standard output cannot be written: a full disk, an I/O error, or a closed stdout."""
+
+
+class ReaderGone(Exception):
+    """The program reading standard output has exited (``search cat | head -1``): not an error."""
+
+
+@contextlib.contextmanager
+def command_output() -> Iterator[None]:
+    """Within the block, standard output is written through a guard; at its end it is flushed.
+
+    The guard turns a failed write into :class:`OutputError` or :class:`ReaderGone` and then
+    points the stream's file descriptor at the null device, so that what is still buffered
+    cannot fail a second time when the interpreter exits.
+    """
+    real = sys.stdout
+    guarded = _GuardedStream(real)
+    sys.stdout = cast(TextIO, guarded)
+    try:
+        yield
+        guarded.flush()  # what is still buffered fails here, not at exit
+    except BaseException:
+        with contextlib.suppress(OutputError, ReaderGone):
+            guarded.flush()
+        raise
+    finally:
+        sys.stdout = real
+
+
+class _GuardedStream:
+    """A text stream, or its binary buffer, whose failures are those of :func:`command_output`.
+
+    ``stream`` is None when the process started with its stdout closed (``>&-``).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, data: Any) -> int:
+        if self._stream is None:
+            raise OutputError("cannot write the output: standard output is closed")
+        try:
+            return int(self._stream.write(data))
+        except OSError as error:
+            self._failed(error)
+
+    def flush(self) -> None:
+        if self._stream is None:
+            return
+        try:
+            self._stream.flush()
+        except OSError as error:
+            self._failed(error)
+        except ValueError:  # closed by the command itself
+            pass
+
+    @property
+    def buffer(self) -> _GuardedStream:
+        return _GuardedStream(None if self._stream is None else self._stream.buffer)
+
+    def isatty(self) -> bool:
+        return isatty(self._stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _failed(self, error: OSError) -> NoReturn:
+        _discard_output(self._stream)
+        if isinstance(error, BrokenPipeError):
+            raise ReaderGone from None
+        raise OutputError(f"cannot write the output: {error.strerror or error}") from None
+
+
+def _discard_output(stream: Any) -> None:
+    """Point ``stream``'s file descriptor at the null device (the way the Python documentation
+    gives for a broken pipe), so that flushing it again succeeds; a stream without one (a test's
+    capture) is left as it is."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 class SafeArgumentParser(argparse.ArgumentParser):

@@ -577,6 +577,59 @@ def test_plain_output_tells_a_line_break_from_a_backslash_in_the_name(
     }
 
 
+def _command(*argv: str, **streams: Any) -> subprocess.Popen[bytes]:
+    """The command line in a process of its own, with these standard streams."""
+    return subprocess.Popen([sys.executable, "-m", "cli", *argv], cwd=REPO, **streams)
+
+
+OUTPUTS = [
+    ["search", "a photo", "--top", "100"],
+    ["search", "a photo", "--json"],
+    ["search", "a photo", "-0"],
+    ["model", "list"],
+    ["timeline"],
+    ["completion", "bash"],
+]
+
+
+def test_output_that_cannot_be_written_is_one_line_and_exit_code_1(
+    album_in_library: Path,
+) -> None:
+    for argv in [*OUTPUTS, ["index", str(album_in_library)]]:
+        with open("/dev/full", "wb") as full:
+            process = _command(*argv, stdout=full, stderr=subprocess.PIPE)
+            _, err = process.communicate(timeout=120)
+        lines = err.decode().splitlines()
+        assert process.returncode == 1, (argv, lines)
+        assert lines[-1] == f"{ERROR}cannot write the output: No space left on device", argv
+        assert "Traceback" not in err.decode() and "Exception ignored" not in err.decode()
+
+
+def test_a_reader_that_stops_early_ends_every_command_quietly(album_in_library: Path) -> None:
+    for argv in OUTPUTS:
+        process = _command(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # before the command writes: every write meets a broken pipe
+        err = process.stderr.read()
+        process.stderr.close()
+        assert process.wait(timeout=120) == 0, (argv, err)
+        assert err == b"", argv
+
+
+def test_a_closed_stdout_is_one_line_and_exit_code_1(album_in_library: Path) -> None:
+    for argv in (["search", "a photo"], ["model", "list"]):
+        done = subprocess.run(
+            ["sh", "-c", 'exec "$0" "$@" >&-', sys.executable, "-m", "cli", *argv],
+            cwd=REPO,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 1, argv
+        error = f"{ERROR}cannot write the output: standard output is closed"
+        assert done.stderr.decode().splitlines() == [error], argv
+
+
 def test_index_and_duplicates_json_carry_names_that_are_not_utf8(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
