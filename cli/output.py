@@ -7,7 +7,8 @@ doubled, so that a name's own ``\\x0a`` is told from an escaped line break. Scri
 the exact names use ``search -0`` (NUL-separated bytes) or ``--json`` (see
 :func:`core.names.path_fields`).
 
-A command writes to standard output through :func:`command_output`: a stream that cannot be
+A command writes to standard output through :func:`command_output`: a character the output's
+encoding lacks is written as an escape (``\\xe9``) rather than failing, a stream that cannot be
 written (a full disk, a closed stdout) is :class:`OutputError`, one line, and a reader that went
 away (``| head -1``) is :class:`ReaderGone`, which ends the command quietly.
 """
@@ -99,7 +100,8 @@ def command_output() -> Iterator[None]:
 
     The guard turns a failed write into :class:`OutputError` or :class:`ReaderGone` and then
     points the stream's file descriptor at the null device, so that what is still buffered
-    cannot fail a second time when the interpreter exits.
+    cannot fail a second time when the interpreter exits. Text that the stream's encoding cannot
+    hold (``PYTHONIOENCODING=ascii``) is written with escapes (``backslashreplace``).
     """
     real = sys.stdout
     guarded = _GuardedStream(real)
@@ -129,6 +131,11 @@ class _GuardedStream:
             raise OutputError("cannot write the output: standard output is closed")
         try:
             return int(self._stream.write(data))
+        except UnicodeEncodeError:
+            encoding = self._stream.encoding
+            return int(
+                self._stream.write(data.encode(encoding, "backslashreplace").decode(encoding))
+            )
         except OSError as error:
             self._failed(error)
 

@@ -630,6 +630,26 @@ def test_a_closed_stdout_is_one_line_and_exit_code_1(album_in_library: Path) -> 
         assert done.stderr.decode().splitlines() == [error], argv
 
 
+def test_a_name_the_output_encoding_lacks_is_escaped(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy2(SAMPLES / "Canon_40D.jpg", album / "Crémieux11.jpg")
+    assert cli.main(["index", str(album), "--model", "tiny"]) == 0
+    capsys.readouterr()
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "search", "a painting", "--in", str(album)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode("ascii") == f"{album}/Cr\\xe9mieux11.jpg\n"
+
+
 def test_index_and_duplicates_json_carry_names_that_are_not_utf8(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
