@@ -138,6 +138,10 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
         return EXIT_INTERRUPTED
     except ReaderGone:  # | head: a success, as it would be had the reader read everything
         return 0
+    except OSError as error:  # one that no command put into words
+        where = f"{error.filename}: " if error.filename else ""
+        print_error(f"{where}{error.strerror or error}")
+        return 1
     finally:
         engine_log.removeHandler(notes)
         engine_log.setLevel(level)

@@ -630,6 +630,19 @@ def test_a_closed_stdout_is_one_line_and_exit_code_1(album_in_library: Path) -> 
         assert done.stderr.decode().splitlines() == [error], argv
 
 
+def test_an_unforeseen_os_error_is_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.catalog
+
+    def unreadable() -> list[dict[str, Any]]:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/models/x/manifest.json")
+
+    monkeypatch.setattr(core.catalog, "list_models", unreadable)
+    code, out, err = _run(capsys, "model", "list")
+    assert code == 1 and _one_error(out, err) == "/models/x/manifest.json: Permission denied"
+
+
 def test_a_name_the_output_encoding_lacks_is_escaped(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
