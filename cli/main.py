@@ -49,6 +49,7 @@ from cli.models import add_model_commands
 from cli.output import (
     EXIT_INTERRUPTED,
     PROG,
+    OutputError,
     ReaderGone,
     SafeArgumentParser,
     command_output,
@@ -95,9 +96,15 @@ def main(argv: Sequence[str] | None = None, launch_app: LaunchApp | None = None)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
-        args = _parse(parser, argv)
+        with command_output():  # --help and --version write, and may fail to
+            args = _parse(parser, argv)
     except SystemExit as exit_:
         return _exit_code(exit_)
+    except OutputError as error:
+        print_error(str(error))
+        return error.exit_code
+    except ReaderGone:
+        return 0
     notes = _EngineNotes()
     engine_log = logging.getLogger("core")
     level = engine_log.level

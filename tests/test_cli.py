@@ -589,6 +589,9 @@ OUTPUTS = [
     ["model", "list"],
     ["timeline"],
     ["completion", "bash"],
+    ["--version"],
+    ["--help"],
+    ["search", "--help"],
 ]
 
 
@@ -617,7 +620,7 @@ def test_a_reader_that_stops_early_ends_every_command_quietly(album_in_library: 
 
 
 def test_a_closed_stdout_is_one_line_and_exit_code_1(album_in_library: Path) -> None:
-    for argv in (["search", "a photo"], ["model", "list"]):
+    for argv in (["search", "a photo"], ["model", "list"], ["--version"]):
         done = subprocess.run(
             ["sh", "-c", 'exec "$0" "$@" >&-', sys.executable, "-m", "cli", *argv],
             cwd=REPO,
