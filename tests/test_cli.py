@@ -557,15 +557,25 @@ def test_null_and_json_give_exact_names_even_when_not_utf8_or_multiline(
     assert plain["path"] == str(album / "two\nlines.jpg")
 
 
+def _indexed_album(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], names: dict[str, str]
+) -> Path:
+    """An album of sample photos under new names (``{name: sample}``), indexed with tiny."""
+    album = tmp_path / "album"
+    album.mkdir()
+    for name, sample in names.items():
+        shutil.copy2(SAMPLES / sample, album / name)
+    assert cli.main(["index", str(album), "--model", "tiny"]) == 0
+    capsys.readouterr()
+    return album
+
+
 def test_plain_output_tells_a_line_break_from_a_backslash_in_the_name(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    album = tmp_path / "album"
-    album.mkdir()
-    shutil.copy2(SAMPLES / "Canon_40D.jpg", album / "new\nline.jpg")
-    shutil.copy2(SAMPLES / "Nikon_D70.jpg", album / "new\\x0aline.jpg")
-    assert cli.main(["index", str(album), "--model", "tiny"]) == 0
-    capsys.readouterr()
+    album = _indexed_album(
+        tmp_path, capsys, {"new\nline.jpg": "Canon_40D.jpg", "new\\x0aline.jpg": "Nikon_D70.jpg"}
+    )
 
     code, out, _ = _run(capsys, "search", "a photo")
     assert code == 0
@@ -649,11 +659,7 @@ def test_an_unforeseen_os_error_is_one_line(
 def test_a_name_the_output_encoding_lacks_is_escaped(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    album = tmp_path / "album"
-    album.mkdir()
-    shutil.copy2(SAMPLES / "Canon_40D.jpg", album / "Crémieux11.jpg")
-    assert cli.main(["index", str(album), "--model", "tiny"]) == 0
-    capsys.readouterr()
+    album = _indexed_album(tmp_path, capsys, {"Crémieux11.jpg": "Canon_40D.jpg"})
     done = subprocess.run(
         [sys.executable, "-m", "cli", "search", "a painting", "--in", str(album)],
         cwd=REPO,

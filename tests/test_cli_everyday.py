@@ -258,6 +258,13 @@ def test_bash_completes_a_command_and_its_options(
     assert "install" in complete("clipsearch-tui model ")
 
 
+def _two_trip_photos(folder: Path) -> None:
+    """Copy the first two trip photos into ``folder``, made with its parents."""
+    folder.mkdir(parents=True)
+    for name in PHOTOS["trips"][:2]:
+        shutil.copy2(SAMPLES / "jpg" / name, folder / Path(name).name)
+
+
 def test_indexing_an_album_that_holds_the_programs_folders_leaves_them_out(
     tmp_path: Path,
     tiny_model: ClipModel,
@@ -265,9 +272,7 @@ def test_indexing_an_album_that_holds_the_programs_folders_leaves_them_out(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     album = tmp_path / "album3"
-    (album / "trip").mkdir(parents=True)
-    for name in PHOTOS["trips"][:2]:
-        shutil.copy2(SAMPLES / "jpg" / name, album / "trip" / Path(name).name)
+    _two_trip_photos(album / "trip")
     monkeypatch.setenv("CLIPSEARCH_HOME", str(link_tiny_model(album / "cliphome", tiny_model)))
 
     runs = []
@@ -287,9 +292,7 @@ def test_an_album_folder_linked_inside_another_is_stable_whichever_is_indexed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     nu = tmp_path / "nu"
-    (nu / "phötos").mkdir(parents=True)
-    for name in PHOTOS["trips"][:2]:
-        shutil.copy2(SAMPLES / "jpg" / name, nu / "phötos" / Path(name).name)
+    _two_trip_photos(nu / "phötos")
     link = nu / "link"
     try:
         link.symlink_to(nu / "phötos", target_is_directory=True)
