@@ -551,8 +551,7 @@ def _select_tensors(obj: Any, path: Path, layouts: dict[str, list[str]]) -> dict
             break
         obj = inner
     if isinstance(obj, _ScriptObject):
-        refs: dict[str, _TensorRef] = {}
-        _flatten_script(obj, "", refs, layouts, set())
+        refs = _flatten_script(obj, layouts)
     elif isinstance(obj, dict):
         refs = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, _TensorRef)}
     else:
@@ -564,30 +563,33 @@ def _select_tensors(obj: Any, path: Path, layouts: dict[str, list[str]]) -> dict
     return refs
 
 
-def _flatten_script(
-    module: _ScriptObject,
-    prefix: str,
-    refs: dict[str, _TensorRef],
-    layouts: dict[str, list[str]],
-    seen: set[int],
-) -> None:
-    """Collect a TorchScript module's parameters and buffers as ``state_dict()`` names them."""
-    if id(module) in seen:
-        return
-    seen.add(id(module))
-    state = getattr(module, "state", None)
-    if not isinstance(state, dict):
-        return
-    names = layouts.get(module.qualname)
-    if names is None:
-        names = [k for k, v in state.items() if isinstance(v, _TensorRef)]
-    for name in names:
-        value = state.get(name)
-        if isinstance(value, _TensorRef):
-            refs[prefix + name] = value
-    for name, value in state.items():
-        if isinstance(value, _ScriptObject):
-            _flatten_script(value, f"{prefix}{name}.", refs, layouts, seen)
+def _flatten_script(root: _ScriptObject, layouts: dict[str, list[str]]) -> dict[str, _TensorRef]:
+    """A TorchScript module's parameters and buffers, named and ordered as ``state_dict()`` does.
+
+    Depth first, each module's own tensors before its submodules', with a stack of its own: a
+    crafted file may nest modules deeper than Python's recursion limit.
+    """
+    refs: dict[str, _TensorRef] = {}
+    seen: set[int] = set()
+    stack: list[tuple[_ScriptObject, str]] = [(root, "")]
+    while stack:
+        module, prefix = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        state = getattr(module, "state", None)
+        if not isinstance(state, dict):
+            continue
+        names = layouts.get(module.qualname)
+        if names is None:
+            names = [k for k, v in state.items() if isinstance(v, _TensorRef)]
+        for name in names:
+            value = state.get(name)
+            if isinstance(value, _TensorRef):
+                refs[prefix + name] = value
+        children = [(v, f"{prefix}{k}.") for k, v in state.items() if isinstance(v, _ScriptObject)]
+        stack.extend(reversed(children))
+    return refs
 
 
 def _load_torch_legacy(path: Path, size: int) -> dict[str, np.ndarray]:

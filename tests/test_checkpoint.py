@@ -613,3 +613,25 @@ def test_safetensors_header_larger_than_a_checkpoints_is_refused_unread(tmp_path
     path.write_bytes(size.to_bytes(8, "little") + b"{" + b"[]," * 1000)
     with pytest.raises(CheckpointError, match=f"safetensors header of {size:,} bytes, more than"):
         load_state_dict(path)
+
+
+def test_torchscript_modules_nested_deeper_than_the_recursion_limit_are_read() -> None:
+    """A module's tensors come before its submodules', depth first, at any depth."""
+    from core.checkpoint import _flatten_script, _ScriptObject, _StorageRef, _TensorRef
+
+    tensor = _TensorRef(_StorageRef("0", "float32", 1), 0, (1,), (1,))
+
+    def module(**state: object) -> _ScriptObject:
+        made = _ScriptObject()
+        made.__setstate__(state)
+        return made
+
+    shared = module(w=tensor)
+    tree = module(a=module(b=shared, w=tensor), b=shared, w=tensor)
+    assert list(_flatten_script(tree, {})) == ["w", "a.w", "a.b.w"]
+
+    deep = module(w=tensor)
+    for _ in range(sys.getrecursionlimit() * 3):
+        deep = module(m=deep)
+    (name,) = _flatten_script(deep, {})
+    assert name == "m." * (sys.getrecursionlimit() * 3) + "w"
