@@ -170,6 +170,19 @@ def test_bad_settings_are_named(tmp_path: Path, body: str, message: str) -> None
         load_config(path)
 
 
+def test_settings_are_bounded(tmp_path: Path) -> None:
+    """At most a thousand labels (as describe takes), and a file of at most 1 MB is read."""
+    path = tmp_path / "config.toml"
+    path.write_text("[tui]\nlabels = [" + '"a", ' * 1000 + "]\n")
+    assert len(load_config(path).labels) == 1000
+    path.write_text("[tui]\nlabels = [" + '"a", ' * 1001 + "]\n")
+    with pytest.raises(ConfigError, match="at most 1,000"):
+        load_config(path)
+    path.write_text("# " + "x" * 1024 * 1024 + "\n")
+    with pytest.raises(ConfigError, match="larger than 1024 KB"):
+        load_config(path)
+
+
 # --------------------------------------------------------------------------------------------
 # Timeline
 

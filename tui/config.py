@@ -54,6 +54,7 @@ from typing import Any, Literal, cast, get_args
 from core.errors import ClipsearchError
 from core.paths import config_dir
 from core.precision import PRECISIONS
+from core.query import MAX_LABELS
 
 ImageMode = Literal["auto", "kitty", "sixel", "halfcell", "none"]
 IMAGE_MODES: tuple[str, ...] = get_args(ImageMode)
@@ -63,6 +64,8 @@ RESULTS_VIEWS: tuple[str, ...] = get_args(ResultsView)
 
 CONFIG_NAMES = ("config.toml", "config.json")
 SECTION = "tui"
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A settings file is read only up to this size (a thousand long labels fit many times)."""
 
 DEFAULT_LABELS: tuple[str, ...] = (
     "a photo of a person",
@@ -110,7 +113,8 @@ class TuiConfig:
     batch_size
         Photos encoded per batch while indexing (1 to 256).
     labels
-        Texts that "describe" ranks for a photo; at least one, none empty.
+        Texts that "describe" ranks for a photo; at least one and at most
+        :data:`core.query.MAX_LABELS`, none empty.
     gpu
         Encode on a Vulkan GPU when one is present; the CPU is used otherwise.
     precision
@@ -205,10 +209,13 @@ class TuiConfig:
             labels = data["labels"]
             if (
                 not isinstance(labels, list)
-                or not labels
+                or not 0 < len(labels) <= MAX_LABELS
                 or not all(isinstance(label, str) and label.strip() for label in labels)
             ):
-                raise ConfigError(f"{source}: [tui] labels must be a list of non-empty texts")
+                raise ConfigError(
+                    f"{source}: [tui] labels must be a list of non-empty texts, at most "
+                    f"{MAX_LABELS:,}"
+                )
             values["labels"] = tuple(label.strip() for label in labels)
         return cls(**values)
 
@@ -244,7 +251,13 @@ def load_config(path: Path | None = None) -> TuiConfig:
     if not path.is_file():
         return TuiConfig()
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KB: not a settings file"
+            )
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read {path}: {error}") from None
     try:
