@@ -37,6 +37,7 @@ drops every embedding and makes every indexed photo pending again.
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -194,18 +195,29 @@ class Library(AlbumSync):
         when the library is new, or was indexed before it recorded one."""
         return self._meta("model_weights")
 
+    def _reindex_command(self, model: str) -> str:
+        """The command that encodes this library's album folders again with ``model``: the
+        folders named when there are at most three of them, else ``FOLDER...``."""
+        roots = self.roots()
+        folders = (
+            " ".join(shlex.quote(str(root)) for root in roots)
+            if 0 < len(roots) <= 3
+            else "FOLDER..."
+        )
+        return f"clipsearch-tui index {folders} --model {model} --reindex"
+
     def _mismatch(self, stored: str, wanted: str) -> ModelMismatchError:
         return ModelMismatchError(
             f"this library was indexed with model {stored!r}; use --model {stored}, or re-index "
-            f"it with {wanted!r} (clipsearch-tui index --model {wanted} --reindex), which "
-            "encodes every photo again"
+            f"it with {wanted!r} ({self._reindex_command(wanted)}), which encodes every photo "
+            "again"
         )
 
     def _other_weights(self, name: str) -> ModelMismatchError:
         return ModelMismatchError(
             f"this library was indexed with other weights of model {name!r} (it was installed "
             f"again since, from another checkpoint); encode every photo again with the weights "
-            f"installed now: clipsearch-tui index --model {name} --reindex"
+            f"installed now: {self._reindex_command(name)}"
         )
 
     def use_model(

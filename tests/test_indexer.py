@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -307,8 +308,11 @@ def test_a_library_of_another_model_is_refused(
 ) -> None:
     library.add_roots([album])
     library.use_model("other-model", tiny_model.embed_dim)
-    with pytest.raises(ModelMismatchError, match="indexed with model 'other-model'"):
+    with pytest.raises(ModelMismatchError, match="indexed with model 'other-model'") as refused:
         index(library, tiny_model)
+    # the re-index it suggests names the album folder, so that it runs as it is
+    command = f"clipsearch-tui index {shlex.quote(str(album))} --model {tiny_model.name} --reindex"
+    assert command in str(refused.value)
     with (
         Library.open(library.path.with_name("empty.sqlite")) as empty,
         pytest.raises(ClipsearchError, match="no photo folders"),

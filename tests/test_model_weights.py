@@ -8,6 +8,7 @@ how to encode again; ``index --reindex`` does it.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def _install(tmp_path: Path, seed: int) -> None:
 
 
 def _album(tmp_path: Path) -> Path:
-    root = tmp_path / "album"
+    root = tmp_path / "my album"
     root.mkdir()
     rng = np.random.default_rng(0)
     for number in range(4):
@@ -70,7 +71,10 @@ def test_reinstalled_weights_need_a_reindex(
         line = _one_error(capsys)
         assert "other weights of model 'tiny'" in line and "--reindex" in line, line
 
-    assert main(["index", str(album), "--reindex", "--json"]) == 0
+    # the command the error suggests runs as it is: it names the album folder
+    suggested = shlex.split(line.split("installed now: ", 1)[1])
+    assert suggested == ["clipsearch-tui", "index", str(album), "--model", "tiny", "--reindex"]
+    assert main([*suggested[1:], "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["indexed"] == 4
     assert main(["search", "a photo", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 4
