@@ -532,9 +532,17 @@ def _print_index_summary(summary: IndexSummary) -> None:
             print(f"{title}:")
             for path, reason in items:
                 print_line(f"  {path}: {' '.join(reason.split())}", tty)
+    if summary.vanished:
+        gone = plural(summary.vanished, "photo was", "photos were")
+        print(f"{gone} gone when read (a folder unmounted or moved?); the next run tries again")
     if summary.remaining:
         pending = plural(summary.remaining, "photo is", "photos are")
-        print(f"{pending} still pending (outside --since/--until, or cancelled)")
+        why = (
+            "outside --since/--until, cancelled, or gone when read"
+            if summary.vanished
+            else "outside --since/--until, or cancelled"
+        )
+        print(f"{pending} still pending ({why})")
 
 
 @contextlib.contextmanager

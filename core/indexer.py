@@ -144,7 +144,12 @@ class IndexSummary:
     new, changed, moved, copied, deleted
         What the sync found (:class:`core.sync.SyncReport`).
     remaining
-        Photos still pending in the folders indexed: outside the date range, or left by a cancel.
+        Photos still pending in the folders indexed: outside the date range, left by a cancel,
+        or vanished.
+    vanished
+        Photos whose file was gone when the run came to read it (an album folder unmounted or
+        renamed during the run, a file moved away): not failed, they stay pending, and the
+        next run tries them again or finds them deleted.
     """
 
     indexed: int
@@ -159,6 +164,7 @@ class IndexSummary:
     copied: int = 0
     deleted: int = 0
     remaining: int = 0
+    vanished: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``skipped`` and ``failed`` as ``{"path", "reason"}``, with ``path_bytes``
@@ -172,6 +178,7 @@ class IndexSummary:
             "copied": self.copied,
             "deleted": self.deleted,
             "remaining": self.remaining,
+            "vanished": self.vanished,
             "skipped": [{**path_fields(p), "reason": readable(r)} for p, r in self.skipped],
             "failed": [{**path_fields(p), "reason": readable(r)} for p, r in self.failed],
             "cancelled": self.cancelled,
@@ -206,6 +213,7 @@ class RunCounters:
     clock: Callable[[], float] = time.monotonic
     indexed: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    vanished: int = 0
     last_report: float = float("-inf")
     thumbnails_full: threading.Event = field(default_factory=threading.Event)
 
@@ -496,7 +504,15 @@ def save_results(
     run: RunCounters,
     digests: Sequence[str | None] | None = None,
 ) -> None:
-    """Commit one batch (:meth:`core.library.Library.save_batch`) and count it in ``run``."""
+    """Commit one batch (:meth:`core.library.Library.save_batch`) and count it in ``run``.
+
+    A photo of ``failed`` whose file is gone now is not recorded as failed: it vanished during
+    the run (its folder unmounted, say), and stays pending for the next run, which tries it
+    again or finds it deleted. A failure is for good until the file changes.
+    """
+    readable_now = [(photo, error) for photo, error in failed if os.path.exists(photo.path)]
+    run.vanished += len(failed) - len(readable_now)
+    failed = readable_now
     library.save_batch(
         model_name,
         ids,
@@ -708,4 +724,5 @@ def index(
         copied=synced.copied,
         deleted=synced.deleted,
         remaining=remaining,
+        vanished=run.vanished,
     )

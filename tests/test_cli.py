@@ -764,3 +764,21 @@ def _no_stray_sigint_handler() -> Iterator[None]:
     before = signal.getsignal(signal.SIGINT)
     yield
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_index_summary_says_photos_gone_when_read_are_tried_again(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from core.indexer import IndexSummary
+
+    summary = IndexSummary(1, 0, [], [], cancelled=False, elapsed_s=0.5, remaining=3, vanished=3)
+    photos._print_index_summary(summary)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [
+        "3 photos were gone when read (a folder unmounted or moved?); the next run tries again",
+        "3 photos are still pending (outside --since/--until, cancelled, or gone when read)",
+    ]
+    photos._print_index_summary(IndexSummary(1, 0, [], [], False, 0.5, remaining=2))
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "2 photos are still pending (outside --since/--until, or cancelled)"
+    ]

@@ -335,6 +335,32 @@ def test_a_missing_root_is_reported_and_its_photos_kept(
     assert library.record_for_path(other / "photo.jpg") is not None
 
 
+def test_photos_gone_while_the_run_reads_them_stay_pending_not_failed(
+    library: Library, tiny_model: ClipModel, album: Path
+) -> None:
+    """An album folder unmounted (here: renamed) after the scan: its photos are not failed
+    for good, and the run after it comes back encodes them."""
+    away = album.with_name("album-unmounted")
+
+    def unmount_when_encoding_starts(progress: IndexProgress) -> None:
+        if progress.stage == "encoding" and progress.done == 0 and album.exists():
+            album.rename(away)
+
+    summary = index(library, tiny_model, [album], progress=unmount_when_encoding_starts)
+    assert not album.exists()
+    assert summary.indexed == 0 and summary.failed == []
+    assert summary.vanished > len(BROKEN_PHOTOS)
+    assert summary.remaining == summary.vanished == library.stats()["pending"]
+    assert list(library.failures()) == []
+
+    away.rename(album)
+    again = index(library, tiny_model)
+    broken = sorted(album / name for name in BROKEN_PHOTOS)
+    assert sorted(path for path, _ in again.failed) == broken
+    assert again.indexed == summary.vanished - len(broken)
+    assert again.vanished == again.remaining == 0
+
+
 # --------------------------------------------------------------------------------------------
 # several processes
 

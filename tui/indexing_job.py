@@ -231,6 +231,8 @@ class IndexingJobs:
         line = f"{summary.indexed} indexed"
         if failed:
             line += f", {failed} failed"
+        if summary.vanished:
+            line += f", {summary.vanished} gone when read (tried again next run)"
         app.post_message(
             IndexFinished(
                 job.number, job.key, summary.indexed, failed, summary.cancelled, summary=line
