@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from textual.widgets import Button
 
 from core.encoder import ClipModel
 from core.errors import InstallCancelledError
@@ -788,6 +789,36 @@ async def test_first_run_shows_the_dial_and_installs_the_fastest_model(
         await settle(pilot, ready(app))
         assert asked == ["MobileCLIP2-S0"]
         assert app.model_name == "MobileCLIP2-S0"
+
+
+async def test_first_run_dialog_fits_80x24_its_text_from_the_top_and_every_button_shown(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model: ClipModel,
+    tui_album: Path,
+):
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    asked = install_any_as_tiny(monkeypatch, home, tiny_model)
+    app = make_app([tui_album], images="none", config=tui_config(model=None))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, InstallScreen)
+        text = dialog_text(app)
+        # opened at the top of its text, not scrolled down to the focused button
+        assert text.split("\u2580")[-1].lstrip().startswith("Searching needs a CLIP model.")
+        width, height = SIZE
+        labels = ("Install", "Multilingual", "Fastest", "Best", "Cancel", "Quit")
+        buttons = list(app.screen.query(Button).results(Button))
+        assert [str(button.label) for button in buttons] == list(labels)
+        for button in buttons:  # wholly on the screen
+            region = button.region
+            assert region.width > len(str(button.label)) and region.height == 3, button
+            assert region.right <= width and region.bottom <= height, (button, region)
+        await pilot.click("#install-best")
+        await settle(pilot, ready(app))
+        assert asked == ["MobileCLIP2-S2"]
 
 
 async def test_first_run_offline_shows_the_install_from_file_route(

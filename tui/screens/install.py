@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, ProgressBar, Static
 from textual.worker import get_current_worker
@@ -102,8 +102,24 @@ class InstallScreen(ModalScreen[str | None]):
         self.chosen = model_name
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog") as dialog:
+        with Vertical(classes="dialog install-dialog") as dialog:
             dialog.border_title = "No CLIP model installed"
+            yield from self._body()
+            # below the text, not scrolled with it: at 80x24 the text is taller than the screen
+            with Grid(classes="dialog-buttons install-buttons"):
+                yield Button("Install", variant="primary", id="install")
+                if self.multilingual:
+                    yield Button("Multilingual", id="install-multilingual")
+                for button_id in self.dial_choices:
+                    label = button_id.removeprefix("install-").capitalize()
+                    yield Button(label, id=button_id, classes="install-dial")
+                yield Button("Cancel", id="cancel", disabled=True)
+                yield Button("Quit", id="quit")
+
+    def _body(self) -> ComposeResult:
+        """The text of the offer, the install's stage and bar, and its error, in a part of the
+        dialog that scrolls."""
+        with VerticalScroll(id="install-body"):
             text = Text()
             text.append("Searching needs a CLIP model. Install the default model now?\n\n")
             text.append(inert(_model_facts(self.model_name)), style="bold")
@@ -119,23 +135,34 @@ class InstallScreen(ModalScreen[str | None]):
                 "\n\nIt is downloaded from the model hub (HF_ENDPOINT applies) and converted "
                 "for ncnn; this takes a few minutes."
             )
+            offers = ["Install: the default model"]
+            if self.multilingual:
+                offers.append("Multilingual: the one that reads many languages")
+            offers.extend(
+                f"{button_id.removeprefix('install-').capitalize()}: {name}"
+                for button_id, name in self.dial_choices.items()
+            )
+            if len(offers) > 1:
+                text.append("\n\n" + inert("; ".join(offers)) + ".")
             yield Static(text, id="install-text", classes="dialog-text")
             yield Static("", id="install-stage")
             yield ProgressBar(total=None, show_eta=False, id="install-bar")
             yield Static("", id="install-error", classes="dialog-text")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Install", variant="primary", id="install")
-                if self.multilingual:
-                    yield Button("Install multilingual", id="install-multilingual")
-                for button_id in self.dial_choices:
-                    label = f"Install {button_id.removeprefix('install-')}"
-                    yield Button(label, id=button_id, classes="install-dial")
-                yield Button("Cancel", id="cancel", disabled=True)
-                yield Button("Quit", id="quit")
 
     def on_mount(self) -> None:
         self.query_one("#install-bar").display = False
         self.query_one("#install", Button).focus()
+        self._fit(self.app.size.height)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size.height)
+
+    def _fit(self, screen_height: int) -> None:
+        """Cap the text's height so that the dialog, its buttons below the text, fits the
+        screen (the dialog's ``max-height: 94%`` alone would cut the buttons off)."""
+        rows = -(-len(self.query(Button)) // 3)
+        room = int(screen_height * 0.94) - 2 - 3 * rows  # less the border and the buttons
+        self.query_one("#install-body").styles.max_height = max(3, room)
 
     @on(Button.Pressed, "#install-multilingual")
     def start_multilingual(self) -> None:
