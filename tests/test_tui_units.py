@@ -494,3 +494,48 @@ def test_native_stderr_is_kept_off_the_terminal(tmp_path: Path) -> None:
     assert "drawn by textual" in screen and "after" in screen
     assert "native warning" not in screen
     assert logged == "native warning\n"
+
+
+class _PanelApp(App[None]):
+    CSS_PATH = str(Path(tui.__file__).with_name("app.tcss"))
+
+    def compose(self) -> ComposeResult:
+        from tui.widgets.indexing import IndexingPanel
+
+        yield IndexingPanel(id="indexing")
+
+
+async def test_the_indexing_bar_sweeps_only_while_a_job_runs_without_a_count() -> None:
+    """Idle, or after a job that failed or stopped while scanning, the bar is empty and still,
+    without a percentage; it sweeps (no percentage known) only while a job scans."""
+    from textual.widgets import ProgressBar
+    from textual.widgets._progress_bar import PercentageStatus
+
+    from tui.messages import IndexFinished
+    from tui.widgets.indexing import IndexingPanel
+
+    app = _PanelApp()
+    async with app.run_test(size=(40, 10)) as pilot:
+        panel = app.query_one(IndexingPanel)
+        bar = app.query_one(ProgressBar)
+
+        def still() -> bool:
+            shown = bar.query_one(PercentageStatus).visible
+            return bar.percentage == 0 and bar.has_class("-still") and not shown
+
+        await pilot.pause()
+        assert still()
+        for ending in (
+            IndexFinished(1, "2019", 0, 0, cancelled=False, error="the library is damaged"),
+            IndexFinished(2, "2019", 0, 0, cancelled=True),
+        ):
+            panel.started("2019")
+            await pilot.pause()
+            assert bar.percentage is None and not still()  # sweeping: the count is unknown
+            panel.finished(ending, "2019")
+            await pilot.pause()
+            assert still(), ending
+        panel.started("2019")
+        panel.finished(IndexFinished(3, "2019", 4, 0, cancelled=False), "2019")
+        await pilot.pause()
+        assert bar.percentage == 1 and not bar.has_class("-still")

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 class IndexingPanel(Vertical):
     """Shows one indexing job at a time; idle otherwise.
 
-    Every line has a fixed height, so updates repaint the lines without a new layout.
+    Every line has a fixed height, so updates repaint the lines without a new layout. The bar
+    sweeps only while a job runs and does not know its count yet; idle, or after a job that
+    failed or stopped before it knew it, it is empty and still (class ``-still``, no percentage).
 
     The numbers are the engine's :class:`~core.indexer.IndexProgress`, which the indexing
     worker posts, worded as the command line words them (:func:`tui.text.pace`); the panel never
@@ -39,7 +41,7 @@ class IndexingPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Idle: pick a period and press i", style="dim"), id="index-state")
-        yield ProgressBar(total=None, show_eta=False, id="index-bar")
+        yield ProgressBar(total=1, show_eta=False, id="index-bar", classes="-still")
         yield Static("", id="index-numbers")
         yield Static("", id="index-current")
         yield Static("", id="index-errors")
@@ -52,7 +54,9 @@ class IndexingPanel(Vertical):
         self._errors = 0
         self._last = None
         self._set_state()
-        self.query_one("#index-bar", ProgressBar).update(total=None, progress=0)
+        bar = self.query_one("#index-bar", ProgressBar)
+        bar.remove_class("-still")
+        bar.update(total=None, progress=0)
         self.query_one("#index-numbers", Static).update("scanning...", layout=False)
         self.query_one("#index-current", Static).update("", layout=False)
         self._show_errors(queued)
@@ -95,6 +99,11 @@ class IndexingPanel(Vertical):
         self._stopping = None
         self._errors = result.errors
         summary = result.summary
+        bar = self.query_one("#index-bar", ProgressBar)
+        if bar.total is None and (result.error is not None or result.cancelled):
+            # ended before it knew how many photos: an empty bar, not one still sweeping
+            bar.update(total=1, progress=0)
+            bar.add_class("-still")
         if result.error is not None:
             state = Text(f"Failed: {bucket_name}", style="bold red")
             self.query_one("#index-current", Static).update(Text(inert(result.error)), layout=False)
@@ -106,7 +115,6 @@ class IndexingPanel(Vertical):
         else:
             state = Text(f"Done: {bucket_name}", style="green")
             self.query_one("#index-current", Static).update("", layout=False)
-            bar = self.query_one("#index-bar", ProgressBar)
             if bar.total is None or bar.total == 0:
                 bar.update(total=1, progress=1)
             else:
