@@ -415,6 +415,25 @@ async def test_a_query_in_a_script_the_model_cannot_read_gets_a_hint(
         assert "reads English only" not in " ".join(screen_text(app).split())
 
 
+async def test_a_damaged_library_stays_explained_when_a_query_is_typed(
+    tui_home: Path, tui_album: Path
+):
+    from core.database import default_database_path
+
+    database = default_database_path()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    database.write_bytes(b"this is not a SQLite database" * 100)
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: "library repair" in " ".join(screen_text(app).split()))
+        app.query_one("#query").value = "a dog"  # type: ignore[attr-defined]
+        app.query_one("#query").focus()
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        text = " ".join(screen_text(app).split())
+        assert "library repair" in text and "not loaded yet" not in text
+
+
 async def test_switch_model_reindexes_the_library(
     tui_indexed_home: Path, tui_album: Path, tmp_path: Path
 ):

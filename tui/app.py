@@ -141,6 +141,7 @@ class ClipSearchApp(App[int]):
         self.model: ClipModel | None = None
         self.model_name: str | None = None
         self._installed_choice: str | None = None  # the model the first-run dialog installed
+        self._start_error: str | None = None  # why the library or the model could not open
         self.roots: list[Path] = []
         self.last_search_s: float | None = None
         """Seconds from Enter to the first page of the latest search."""
@@ -276,6 +277,7 @@ class ClipSearchApp(App[int]):
             return
         self.library, self.model = message.library, message.model
         self.model_name = message.model_name
+        self._start_error = None
         self.roots = list(message.roots)
         self.sub_title = f"model {message.model_name}, {message.model.precision}"
         self._hint("Type a query below and press Enter.")
@@ -398,7 +400,7 @@ class ClipSearchApp(App[int]):
         """Start a search (text query, or photos similar to an image path) in a worker."""
         self._query = (kind, query)
         if self.model is None or self.library is None:
-            self._hint("The model is not loaded yet.")
+            self._not_ready()
             return
         self._search_generation += 1
         self.search_complete = False
@@ -478,6 +480,14 @@ class ClipSearchApp(App[int]):
             return
         self.search_complete = True
         self._hint(message.reason, error=True)
+
+    def _not_ready(self) -> None:
+        """Say why nothing can be searched yet: the start-up's error (a damaged library, say,
+        with its way out) stays shown rather than giving way to "not loaded yet"."""
+        if self._start_error is not None:
+            self._hint(self._start_error, error=True)
+        else:
+            self._hint("The model is not loaded yet.")
 
     def _hint(self, text: str, *, error: bool = False) -> None:
         hint = self.query_one("#results-hint", Static)
@@ -685,7 +695,7 @@ class ClipSearchApp(App[int]):
         """Make ``name`` the library's model, after asking: its embeddings replace the current
         model's, and every photo is indexed again."""
         if self.library is None or self.model is None:
-            self._hint("The model is not loaded yet.")
+            self._not_ready()
             return
         if self.indexing:
             self.notify("Stop indexing first (x), then switch the model", severity="warning")
@@ -786,6 +796,8 @@ class ClipSearchApp(App[int]):
         else:
             text = f"{type(error).__name__}: {error}"
         if worker.group == "engine":
+            if self.model is None:
+                self._start_error = text
             self._hint(text, error=True)
         self.notify(
             inert(text),
