@@ -417,6 +417,32 @@ class ClipModel:
         return self.encode_tokens(tokens)
 
 
+def default_model() -> str:
+    """The model to use when none is named (no option, no setting, a library not indexed yet).
+
+    The registry's default model when it is installed; else the one model installed, when there
+    is exactly one (say, installed from a checkpoint under a name of its own); else the
+    registry's default, whose error when it is loaded says how to install it.
+    """
+    from core.paths import models_dir
+    from core.registry import default_model_name
+
+    default = default_model_name()
+    root = models_dir()
+    if (root / default / "manifest.json").is_file():
+        return default
+    installed: list[str] = []
+    try:
+        for entry in root.iterdir():
+            if not entry.name.startswith(".") and (entry / "manifest.json").is_file():
+                installed.append(entry.name)
+                if len(installed) > 1:
+                    break
+    except OSError:  # no models folder yet, or one that cannot be read
+        return default
+    return installed[0] if len(installed) == 1 else default
+
+
 def load_model(
     name: str | None = None,
     *,
@@ -426,7 +452,7 @@ def load_model(
     draft: bool = True,
     precision: str = "auto",
 ) -> ClipModel:
-    """Open an installed model by name (default: the registry's default model).
+    """Open an installed model by name (default: :func:`default_model`).
 
     ``precision`` is ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"int8"`` (:mod:`core.precision`);
     ``model.precision`` says what each tower runs in.
@@ -443,9 +469,8 @@ def load_model(
         install).
     """
     from core.paths import is_model_name, models_dir
-    from core.registry import default_model_name
 
-    name = name or default_model_name()
+    name = name or default_model()
     if not is_model_name(name):
         raise ModelNotInstalledError(
             f"{name!r} is not a model name; give a model of the registry or an installed one "

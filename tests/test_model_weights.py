@@ -78,3 +78,40 @@ def test_reinstalled_weights_need_a_reindex(
     assert json.loads(capsys.readouterr().out)["indexed"] == 4
     assert main(["search", "a photo", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 4
+
+
+def test_the_one_model_installed_is_used_when_none_is_named(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model installed from a checkpoint under a name of its own, and no other: index and
+    search use it without --model or a model setting."""
+    album = _album(tmp_path)
+    _install(tmp_path, seed=3)
+    capsys.readouterr()
+    assert main(["index", str(album), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["indexed"] == 4
+    assert "encoding with tiny" in captured.err
+
+
+def test_default_model_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.encoder import default_model
+    from core.registry import default_model_name
+
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
+    models = tmp_path / "home" / "data" / "models"
+    assert default_model() == default_model_name()  # no models folder yet
+
+    def install(name: str) -> None:
+        (models / name).mkdir(parents=True)
+        (models / name / "manifest.json").write_text("{}")
+
+    (models / ".partial-mine-0000").mkdir(parents=True)  # a build in progress is no model
+    (models / "empty").mkdir()  # nor a folder without a manifest
+    assert default_model() == default_model_name()
+    install("mine")
+    assert default_model() == "mine"
+    install("other")  # two: which one is not guessed
+    assert default_model() == default_model_name()
+    install(default_model_name())
+    assert default_model() == default_model_name()

@@ -298,6 +298,17 @@ async def test_opens_scans_the_album_and_shows_the_timeline(tui_home: Path, tui_
         assert app.roots == [tui_album]
 
 
+async def test_the_one_model_installed_is_used_without_a_model_setting(
+    tui_home: Path, tui_album: Path
+):
+    """The tiny model, installed under a name of its own and the only one: the app opens with
+    it rather than offering to install the registry's default."""
+    app = make_app([tui_album], images="none", config=tui_config(model=None))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        assert app.model_name == "tiny" and not isinstance(app.screen, InstallScreen)
+
+
 async def test_index_a_bucket_in_the_background(
     tui_home: Path,
     tui_album: Path,

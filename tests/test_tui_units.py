@@ -160,6 +160,7 @@ def test_settings_from_json_when_there_is_no_toml(
         ("[tui]\ncluster = 8786\n", "cluster must be a Dask scheduler address"),
         ('[tui]\nlabels = ["ok", " "]\n', "labels must be a list of non-empty texts"),
         ("tui = 3\n", "[tui] must be a table"),
+        ('model = "tiny"\n[tui]\ngpu = true\n', "setting 'model' is outside the [tui] table"),
         ("[tui\n", "is not valid TOML"),
     ],
 )

@@ -269,6 +269,12 @@ def load_config(path: Path | None = None) -> TuiConfig:
     section = data.get(SECTION, {})
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [{SECTION}] must be a table")
+    loose = [key for key, value in data.items() if not isinstance(value, dict)]
+    if loose:  # written above every table, a setting would otherwise be ignored in silence
+        raise ConfigError(
+            f"{path}: setting {loose[0][:40]!r} is outside the [{SECTION}] table; settings go "
+            f"below a [{SECTION}] line"
+        )
     return TuiConfig.from_mapping(section, str(path))
 
 

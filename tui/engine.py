@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.library import Library
-from core.registry import default_model_name
 from core.scan import SUPPORTED_SUFFIXES
 from core.timeline import bucket_range
 from tui.config import TuiConfig
@@ -60,8 +59,11 @@ def bucket_bounds(key: str, now: datetime | None = None) -> tuple[datetime | Non
 
 
 def choose_model_name(config: TuiConfig, library: Library) -> str:
-    """The model to use: the configured one, else the library's, else the registry default."""
-    return config.model or library.model_name or default_model_name()
+    """The model to use: the configured one, else the library's, else the registry's default
+    when it is installed, else the one model installed (:func:`core.encoder.default_model`)."""
+    from core.encoder import default_model
+
+    return config.model or library.model_name or default_model()
 
 
 def gallery_folder() -> Path | None:
