@@ -198,10 +198,13 @@ def test_the_command_line_takes_the_shared_settings_from_config_toml(
     for photo in sorted(gallery.glob("*.jpg"))[:2]:
         shutil.copy2(photo, album / photo.name)
 
-    # without settings the default model is asked for, and it is not installed
-    code, _, err = _run(capsys, "index", str(album))
-    assert code == 1 and "is not installed" in err
+    # the model setting wins over the one model installed: here it names one not installed
+    from core.registry import default_model_name
+
     (tiny_home / "config").mkdir(exist_ok=True)
+    (tiny_home / "config" / "config.toml").write_text(f'[tui]\nmodel = "{default_model_name()}"\n')
+    code, _, err = _run(capsys, "index", str(album))
+    assert code == 1 and f"model '{default_model_name()}' is not installed" in err
     (tiny_home / "config" / "config.toml").write_text(
         '[tui]\nmodel = "tiny"\nbatch_size = 1\nprecision = "fp32"\n'
     )
