@@ -2,6 +2,6 @@
 
 import sys
 
-from cli.main import run
+from cli.launch import run
 
 sys.exit(run())

@@ -25,15 +25,15 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
+from cli.launch import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from cli.launch import PROG as PROG
 from core.errors import ClipsearchError
 from tui.text import inert, pace, plural
 
 if TYPE_CHECKING:
     from core.indexer import IndexProgress
 
-PROG = "clipsearch-tui"
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def usage_error(parser: argparse.ArgumentParser, message: str) -> int:

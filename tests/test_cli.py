@@ -782,3 +782,35 @@ def test_index_summary_says_photos_gone_when_read_are_tried_again(
     assert capsys.readouterr().out.splitlines()[1:] == [
         "2 photos are still pending (outside --since/--until, or cancelled)"
     ]
+
+
+def test_ctrl_c_while_the_command_line_still_imports_is_one_line(tmp_path: Path) -> None:
+    """A real SIGINT while ``cli.main`` is being imported (held there on purpose): one line on
+    stderr and exit code 130, not a traceback."""
+    script = (
+        "import importlib.abc, sys, time\n"
+        "class Slow(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'cli.main':\n"
+        "            print('importing', flush=True)\n"
+        "            time.sleep(30)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Slow())\n"
+        "from cli.launch import run\n"
+        "sys.exit(run())\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), CLIPSEARCH_HOME=str(tmp_path / "home"))
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, "--version"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "importing\n"
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    assert child.returncode == 130 and err == f"{output.PROG}: interrupted\n", err
