@@ -410,6 +410,10 @@ async def test_query_arithmetic_and_a_bad_query(tui_indexed_home: Path, tui_albu
         await pilot.press("enter")
         await settle(pilot, lambda: "bad query" in screen_text(app))
         assert app.searches_started == generation + 1
+        app.query_one("#query").value = "   "  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await settle(pilot, lambda: "Type what to look for" in screen_text(app))
+        assert app.searches_started == generation + 1
 
 
 async def test_a_query_in_a_script_the_model_cannot_read_gets_a_hint(

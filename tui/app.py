@@ -395,6 +395,8 @@ class ClipSearchApp(App[int]):
         text = event.value.strip()
         if text:
             self.run_search("text", text)
+        else:
+            self._hint("Type what to look for, then press Enter.")
 
     def run_search(self, kind: SearchKind, query: str) -> None:
         """Start a search (text query, or photos similar to an image path) in a worker."""
