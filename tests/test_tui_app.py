@@ -21,6 +21,7 @@ from textual.widgets import Button
 
 from core.encoder import ClipModel
 from core.errors import InstallCancelledError
+from core.registry import default_model_name
 from tests.samples import SAMPLES as SAMPLE_ROOT
 from tui.app import ClipSearchApp, make_app
 from tui.config import TuiConfig
@@ -307,6 +308,20 @@ async def test_the_one_model_installed_is_used_without_a_model_setting(
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, ready(app))
         assert app.model_name == "tiny" and not isinstance(app.screen, InstallScreen)
+
+
+async def test_a_model_setting_outside_the_registry_is_explained_not_offered_for_download(
+    tui_home: Path, tui_album: Path
+):
+    app = make_app([tui_album], images="none", config=tui_config(model="NoSuch"))
+    async with app.run_test(size=SIZE) as pilot:
+
+        def hint() -> str:  # the words of the hint, however they wrap
+            return "".join(region_text(app, app.query_one("#results-hint")).split())
+
+        await settle(pilot, lambda: "notintheregistry" in hint())
+        assert "model'NoSuch'(themodelsettingin" in hint() and "--asNoSuch" in hint()
+        assert not isinstance(app.screen, InstallScreen)
 
 
 async def test_index_a_bucket_in_the_background(
@@ -746,18 +761,22 @@ async def test_first_run_installs_the_model_with_progress(
     monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
     stages: list[str] = []
 
+    default = default_model_name()  # a registry model: the dialog offers to download it
+
     def fake_install(name, from_file=None, *, progress=None, cancel=None, **_):  # type: ignore[no-untyped-def]
-        assert name == "tiny"
+        assert name == default
         for step, stage in enumerate(("download", "hash", "convert", "manifest")):
             stages.append(stage)
             progress(stage, step, 4)
             assert not cancel.is_set()
-        link_model(home, tiny_model)
+        models = home / "data" / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        (models / name).symlink_to(tiny_model.model_dir, target_is_directory=True)
         progress("done", 4, 4)
-        return home / "data" / "models" / "tiny"
+        return models / name
 
     monkeypatch.setattr(core.install, "install_model", fake_install)
-    app = make_app([tui_album], images="none", config=tui_config())
+    app = make_app([tui_album], images="none", config=tui_config(model=default))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
         assert isinstance(app.screen, InstallScreen)
@@ -775,7 +794,6 @@ async def test_first_run_offers_the_multilingual_model(
     tui_album: Path,
 ):
     from core.languages import multilingual_model_name
-    from core.registry import default_model_name
 
     home = tmp_path / "home"
     monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
@@ -873,7 +891,7 @@ async def test_first_run_offline_shows_the_install_from_file_route(
         )
 
     monkeypatch.setattr(core.install, "install_model", offline)
-    app = make_app([tui_album], images="none", config=tui_config())
+    app = make_app([tui_album], images="none", config=tui_config(model=default_model_name()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
         await pilot.click("#install")
@@ -901,7 +919,7 @@ async def test_first_run_install_can_be_cancelled(
         raise InstallCancelledError("install cancelled")
 
     monkeypatch.setattr(core.install, "install_model", waits)
-    app = make_app([tui_album], images="none", config=tui_config())
+    app = make_app([tui_album], images="none", config=tui_config(model=default_model_name()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
         await pilot.click("#install")

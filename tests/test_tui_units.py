@@ -540,3 +540,18 @@ async def test_the_indexing_bar_sweeps_only_while_a_job_runs_without_a_count() -
         panel.finished(IndexFinished(3, "2019", 4, 0, cancelled=False), "2019")
         await pilot.pause()
         assert bar.percentage == 1 and not bar.has_class("-still")
+
+
+def test_only_registry_models_are_offered_for_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.registry import default_model_name
+    from tui.engine import not_installable
+
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
+    assert not_installable(default_model_name(), from_setting=True) is None
+    by_library = not_installable("tiny", from_setting=False)
+    assert by_library is not None and "the model this library was indexed with" in str(by_library)
+    by_setting = not_installable("tiny", from_setting=True)
+    assert by_setting is not None and "config.toml" in str(by_setting)
+    assert "model install --from FILE --as tiny" in str(by_setting)

@@ -46,7 +46,7 @@ from tui.config import (
     config_path,
     load_config,
 )
-from tui.engine import bucket_bounds, choose_model_name, gallery_folder
+from tui.engine import bucket_bounds, choose_model_name, gallery_folder, not_installable
 from tui.indexing_job import IndexingJobs
 from tui.messages import (
     EngineReady,
@@ -231,6 +231,10 @@ class ClipSearchApp(App[int]):
         try:
             model = load_model(name, vulkan=self.config.gpu, precision=self.config.precision)
         except ModelNotInstalledError as error:
+            unknown = not_installable(name, from_setting=name == self.config.model)
+            if unknown is not None and not self._installed_choice:
+                library.close()
+                raise unknown from None
             self.post_message(ModelMissing(library, name, str(error)))
             return
         if self.config.gpu and not model.vulkan:

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from core.errors import UnknownModelError
 from core.library import Library
 from core.scan import SUPPORTED_SUFFIXES
 from core.timeline import bucket_range
@@ -64,6 +65,29 @@ def choose_model_name(config: TuiConfig, library: Library) -> str:
     from core.encoder import default_model
 
     return config.model or library.model_name or default_model()
+
+
+def not_installable(name: str, from_setting: bool) -> UnknownModelError | None:
+    """Why the model ``name``, not installed, cannot be offered for download: it is not in the
+    registry (a model once installed from a file under a name of its own, say). None for a
+    registry model. ``from_setting`` says whether the model setting named it (else the
+    library did)."""
+    from core.catalog import known_specs
+    from core.paths import is_model_name
+    from tui.config import config_path
+
+    if is_model_name(name) and name in known_specs():
+        return None
+    where = (
+        f"the model setting in {config_path()}"
+        if from_setting
+        else "the model this library was indexed with"
+    )
+    return UnknownModelError(
+        f"model {name!r} ({where}) is not installed and not in the registry, so it cannot be "
+        f"downloaded; install it from its checkpoint (clipsearch-tui model install --from FILE "
+        f"--as {name}), or see the models with: clipsearch-tui model list"
+    )
 
 
 def gallery_folder() -> Path | None:
