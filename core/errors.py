@@ -7,6 +7,16 @@ the message alone and exits with a non-zero code; no traceback is shown for thes
 
 from __future__ import annotations
 
+import errno
+
+DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+"""The ``errno`` values of a write that found no room: the disk, or the user's quota, is full."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is an :class:`OSError` of a write that found no room."""
+    return isinstance(error, OSError) and error.errno in DISK_FULL
+
 
 class ClipsearchError(Exception):
     """A failure with a message meant for the user."""

@@ -20,7 +20,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from core.errors import ClipsearchError, LibraryError
+from core.errors import ClipsearchError, LibraryError, is_disk_full
 
 REPAIR_COMMAND = "clipsearch-tui library repair"
 """The command that rebuilds a damaged library (:func:`core.repair.repair_library`)."""
@@ -68,7 +68,7 @@ def full(path: Path, what: str) -> LibraryFullError:
 
 def is_full(error: BaseException) -> bool:
     """Whether ``error`` says the disk is full or a file-size limit was reached."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+    if is_disk_full(error) or (isinstance(error, OSError) and error.errno == errno.EFBIG):
         return True
     code = getattr(error, "sqlite_errorcode", None)
     if code in _FULL_CODES:

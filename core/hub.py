@@ -10,7 +10,6 @@ reached. :mod:`core.install` calls this module; nothing here converts or install
 
 from __future__ import annotations
 
-import errno
 import importlib
 import logging
 import os
@@ -24,11 +23,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.errors import ClipsearchError, DownloadError, InstallCancelledError
+from core.errors import ClipsearchError, DownloadError, InstallCancelledError, is_disk_full
 from core.registry import ModelSpec
 
 __all__ = [
-    "DISK_FULL",
     "HubFile",
     "ProgressCallback",
     "cached_commit",
@@ -48,7 +46,6 @@ ProgressCallback = Callable[[str, int, int | None], None]
 """
 
 OFFLINE_ROUTE = "clipsearch-tui model install {name} --from FILE"
-DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 """The ``errno`` values of a full disk (or a full quota)."""
 
 log = logging.getLogger(__name__)
@@ -278,7 +275,7 @@ def _fetch(
             route=route,
         ) from None
     except OSError as error:
-        if error.errno in DISK_FULL:
+        if is_disk_full(error):
             raise ClipsearchError(
                 f"disk full while writing the download cache {constants.HF_HUB_CACHE}"
             ) from None

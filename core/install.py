@@ -39,9 +39,9 @@ from core.errors import (
     ModelNotInstalledError,
     TokenizerError,
     UnknownModelError,
+    is_disk_full,
 )
 from core.hub import (
-    DISK_FULL,
     HubFile,
     ProgressCallback,
     check_cancel,
@@ -397,7 +397,7 @@ def _build(
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
     except OSError as error:
-        if error.errno in DISK_FULL:
+        if is_disk_full(error):
             raise ClipsearchError(f"disk full while writing model files in {root}") from None
         where = error.filename or root
         raise ClipsearchError(f"cannot write {where}: {_reason(error)}") from None

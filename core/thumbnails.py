@@ -10,7 +10,6 @@ photo's content hash, so copies and moved photos share one.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import logging
 import os
@@ -19,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
+
+from core.errors import is_disk_full
 
 THUMBNAIL_MAX_SIDE = 256
 """Longest side of a thumbnail, in pixels."""
@@ -30,7 +31,6 @@ THUMBNAIL_QUALITY = 85
 
 log = logging.getLogger(__name__)
 _DISK_FULL_LOCK = threading.Lock()  # so that one thread reports a full disk, not each
-_NO_ROOM = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 def thumbnail_jpeg(image: Image.Image) -> bytes:
@@ -74,7 +74,7 @@ def store_thumbnail(
     except (OSError, ValueError) as error:
         with contextlib.suppress(OSError):
             partial.unlink()
-        if disk_full is None or getattr(error, "errno", None) not in _NO_ROOM:
+        if disk_full is None or not is_disk_full(error):
             log.warning("cannot write the thumbnail %s: %s", target, error)
             return None
         with _DISK_FULL_LOCK:
