@@ -120,6 +120,14 @@ def tui_album(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def bare_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``CLIPSEARCH_HOME`` with no model installed and no library: the first run."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
 def tui_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: ClipModel) -> Path:
     """A fresh ``CLIPSEARCH_HOME`` with the tiny model installed and no library."""
     home = tmp_path / "home"
@@ -750,15 +758,13 @@ def dialog_text(app: ClipSearchApp) -> str:
 
 
 async def test_first_run_installs_the_model_with_progress(
-    tmp_path: Path,
+    bare_home: Path,
     monkeypatch: pytest.MonkeyPatch,
     tiny_model: ClipModel,
     tui_album: Path,
 ):
     import core.install
 
-    home = tmp_path / "home"
-    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
     stages: list[str] = []
 
     default = default_model_name()  # a registry model: the dialog offers to download it
@@ -769,7 +775,7 @@ async def test_first_run_installs_the_model_with_progress(
             stages.append(stage)
             progress(stage, step, 4)
             assert not cancel.is_set()
-        models = home / "data" / "models"
+        models = bare_home / "data" / "models"
         models.mkdir(parents=True, exist_ok=True)
         (models / name).symlink_to(tiny_model.model_dir, target_is_directory=True)
         progress("done", 4, 4)
@@ -788,18 +794,16 @@ async def test_first_run_installs_the_model_with_progress(
 
 
 async def test_first_run_offers_the_multilingual_model(
-    tmp_path: Path,
+    bare_home: Path,
     monkeypatch: pytest.MonkeyPatch,
     tiny_model: ClipModel,
     tui_album: Path,
 ):
     from core.languages import multilingual_model_name
 
-    home = tmp_path / "home"
-    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
     multilingual = multilingual_model_name()
     assert multilingual is not None
-    asked = install_any_as_tiny(monkeypatch, home, tiny_model)
+    asked = install_any_as_tiny(monkeypatch, bare_home, tiny_model)
     app = make_app([tui_album], images="none", config=tui_config(model=None))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
@@ -814,21 +818,19 @@ async def test_first_run_offers_the_multilingual_model(
 
 
 async def test_first_run_shows_the_dial_and_installs_the_fastest_model(
-    tmp_path: Path,
+    bare_home: Path,
     monkeypatch: pytest.MonkeyPatch,
     tiny_model: ClipModel,
     tui_album: Path,
 ):
     from core import registry
 
-    home = tmp_path / "home"
-    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
     measured = {
         "bf16": {"models": {}},
         "speed": {"measured_on": "Test CPU", "models": {"MobileCLIP2-S0": {"images_per_s": 9.5}}},
     }
     monkeypatch.setattr(registry, "measurements", lambda: measured)
-    asked = install_any_as_tiny(monkeypatch, home, tiny_model)
+    asked = install_any_as_tiny(monkeypatch, bare_home, tiny_model)
     app = make_app([tui_album], images="none", config=tui_config(model=None))
     async with app.run_test(size=(100, 40)) as pilot:
         await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
@@ -844,14 +846,12 @@ async def test_first_run_shows_the_dial_and_installs_the_fastest_model(
 
 
 async def test_first_run_dialog_fits_80x24_its_text_from_the_top_and_every_button_shown(
-    tmp_path: Path,
+    bare_home: Path,
     monkeypatch: pytest.MonkeyPatch,
     tiny_model: ClipModel,
     tui_album: Path,
 ):
-    home = tmp_path / "home"
-    monkeypatch.setenv("CLIPSEARCH_HOME", str(home))
-    asked = install_any_as_tiny(monkeypatch, home, tiny_model)
+    asked = install_any_as_tiny(monkeypatch, bare_home, tiny_model)
     app = make_app([tui_album], images="none", config=tui_config(model=None))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, lambda: "No CLIP model installed" in screen_text(app))
@@ -874,12 +874,10 @@ async def test_first_run_dialog_fits_80x24_its_text_from_the_top_and_every_butto
 
 
 async def test_first_run_offline_shows_the_install_from_file_route(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tui_album: Path
+    bare_home: Path, monkeypatch: pytest.MonkeyPatch, tui_album: Path
 ):
     import core.install
     from core.errors import DownloadError
-
-    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
 
     url = "https://hub.test/tiny/model.safetensors"
 
@@ -905,11 +903,10 @@ async def test_first_run_offline_shows_the_install_from_file_route(
 
 
 async def test_first_run_install_can_be_cancelled(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tui_album: Path
+    bare_home: Path, monkeypatch: pytest.MonkeyPatch, tui_album: Path
 ):
     import core.install
 
-    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
     started = threading.Event()
 
     def waits(name, from_file=None, *, progress=None, cancel=None, **_):  # type: ignore[no-untyped-def]
