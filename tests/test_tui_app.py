@@ -553,6 +553,34 @@ async def test_filter_results_to_the_selected_bucket(tui_indexed_home: Path, tui
 # The detail view
 
 
+async def test_a_dialog_keeps_the_main_screens_keys_off_and_out_of_its_footer(
+    tui_indexed_home: Path, tui_album: Path
+):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+
+        def footer() -> str:
+            return screen_text(app).splitlines()[-1]
+
+        await settle(pilot, lambda: "Index" in footer() and "Help" in footer())
+        await search_for(pilot, app, "a dog")
+        app.query_one(ResultsList).focus()
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, DetailScreen))
+        await pilot.pause(0.1)
+        assert "Find similar" in footer()
+        for key in ("Index", "Filter", "Grid", "Help"):
+            assert key not in footer(), footer()
+        await pilot.press("i", "g", "question_mark")  # the main screen's keys do nothing here
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, DetailScreen)
+        assert not app.indexing and not app.jobs_waiting and app.config.view == "list"
+        await pilot.press("escape")
+        await settle(pilot, lambda: not isinstance(app.screen, DetailScreen))
+        await settle(pilot, lambda: "Index" in footer())
+
+
 async def test_detail_view_shows_path_date_size_and_camera(tui_indexed_home: Path, tui_album: Path):
     app = make_app([tui_album], images="none", config=tui_config())
     async with app.run_test(size=SIZE) as pilot:
@@ -864,6 +892,8 @@ async def test_first_run_dialog_fits_80x24_its_text_from_the_top_and_every_butto
         labels = ("Install", "Multilingual", "Fastest", "Best", "Cancel", "Quit")
         buttons = list(app.screen.query(Button).results(Button))
         assert [str(button.label) for button in buttons] == list(labels)
+        dialog = app.screen.query_one(".install-dialog")
+        assert dialog.max_scroll_y == 0  # only the text scrolls, not the buttons below it
         for button in buttons:  # wholly on the screen
             region = button.region
             assert region.width > len(str(button.label)) and region.height == 3, button

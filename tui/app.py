@@ -25,6 +25,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
 from textual.theme import Theme
@@ -123,6 +124,10 @@ class ClipSearchApp(App[int]):
         Binding("down", "focus_results", "Go to the results", show=False),
         Binding("escape", "focus_query", "Back to the query", show=False),
     ]
+    MAIN_SCREEN_ACTIONS: ClassVar[frozenset[str]] = frozenset(
+        binding.action for binding in BINDINGS if isinstance(binding, Binding)
+    ) - {"quit"}
+    """The keys of the main screen: off, and not in the footer, while a dialog is over it."""
 
     def __init__(
         self,
@@ -540,9 +545,16 @@ class ClipSearchApp(App[int]):
     # -- actions -----------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.MAIN_SCREEN_ACTIONS and self._covered():
+            return False
         if action in ("pause", "stop_indexing"):
             return self.indexing
         return True
+
+    def _covered(self) -> bool:
+        """Whether a dialog or another screen is over the main screen (the command palette,
+        which runs the main screen's actions, does not count)."""
+        return len(self.screen_stack) > 1 and not isinstance(self.screen, CommandPalette)
 
     def action_focus_query(self) -> None:
         """Go to the query box to type: letters are then typed, even ``i`` into the empty box."""

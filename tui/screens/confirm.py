@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Footer, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -35,6 +35,7 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self._yes} (y)", variant="primary", id="yes")
                 yield Button(f"{self._no} (n)", id="no")
+        yield Footer(compact=True)  # this dialog's keys, over the main screen's footer
 
     def on_mount(self) -> None:
         self.query_one("#yes", Button).focus()

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Footer, Static
 
 from core.errors import ClipsearchError
 from core.ranking import Hit, describe
@@ -131,6 +131,7 @@ class DetailScreen(ModalScreen[Path | None]):
                 yield Button("Describe (d)", id="describe")
                 yield Button("Copy path (c)", id="copy")
                 yield Button("Close", id="close")
+        yield Footer(compact=True)  # this dialog's keys, over the main screen's footer
 
     def on_mount(self) -> None:
         self._load(self.hit.photo.id, self.hit.photo.path, self.hit.photo.thumbnail)

@@ -123,6 +123,7 @@ class FolderScreen(ModalScreen[Path | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Next", variant="primary", id="next")
                 yield Button("Cancel", id="cancel")
+        yield Footer(compact=True)  # this dialog's keys, over the main screen's footer
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import OptionList, Static
+from textual.widgets import Footer, OptionList, Static
 
 from tui.text import inert, plural
 
@@ -39,6 +39,7 @@ class ErrorsScreen(ModalScreen[None]):
                 *(_entry("skipped", "dim", path, reason) for path, reason in self.skipped),
             ]
             yield OptionList(*entries, id="error-list")
+        yield Footer(compact=True)  # this dialog's keys, over the main screen's footer
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 QUERY_HELP = """\
 Type what you are looking for and press Enter: a red bicycle in the snow
@@ -64,3 +64,4 @@ class HelpScreen(ModalScreen[None]):
                     yield Static(table)
                 yield Static(Text("Queries", style="bold underline"), classes="help-title")
                 yield Static(Text(QUERY_HELP))
+        yield Footer(compact=True)  # this dialog's keys, over the main screen's footer

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, ProgressBar, Static
+from textual.widgets import Button, Footer, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from core import catalog, install, registry
@@ -115,6 +115,7 @@ class InstallScreen(ModalScreen[str | None]):
                     yield Button(label, id=button_id, classes="install-dial")
                 yield Button("Cancel", id="cancel", disabled=True)
                 yield Button("Quit", id="quit")
+        yield Footer(compact=True)  # this dialog's keys, over the main screen's footer
 
     def _body(self) -> ComposeResult:
         """The text of the offer, the install's stage and bar, and its error, in a part of the
@@ -159,9 +160,10 @@ class InstallScreen(ModalScreen[str | None]):
 
     def _fit(self, screen_height: int) -> None:
         """Cap the text's height so that the dialog, its buttons below the text, fits the
-        screen (the dialog's ``max-height: 94%`` alone would cut the buttons off)."""
+        screen above the footer (the dialog's ``max-height: 94%`` alone would cut the buttons
+        off)."""
         rows = -(-len(self.query(Button)) // 3)
-        room = int(screen_height * 0.94) - 2 - 3 * rows  # less the border and the buttons
+        room = int((screen_height - 1) * 0.94) - 2 - 3 * rows  # less border and buttons
         self.query_one("#install-body").styles.max_height = max(3, room)
 
     @on(Button.Pressed, "#install-multilingual")
