@@ -287,6 +287,18 @@ async def select_bucket(pilot: object, app: ClipSearchApp, key: str) -> None:
 # Opening and the timeline
 
 
+async def test_a_small_terminal_still_shows_timeline_rows(tui_indexed_home: Path, tui_album: Path):
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=(40, 12)) as pilot:
+        await settle(pilot, ready(app))
+        await pilot.pause(0.2)
+        timeline = app.query_one(TimelineTree)  # half of the height, not a bare border
+        assert timeline.scrollable_content_region.height >= 1
+        assert "Last 7 days" in region_text(app, timeline)
+        state, bar = app.query_one("#index-state"), app.query_one("#index-bar")
+        assert state.region.height == bar.region.height == 1  # the panel's first two lines
+
+
 async def test_opens_scans_the_album_and_shows_the_timeline(tui_home: Path, tui_album: Path):
     app = make_app([tui_album], images="none", config=tui_config())
     async with app.run_test(size=SIZE) as pilot:
