@@ -83,6 +83,13 @@ def add_index_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "installed before: drop them and encode every photo again with --model",
     )
     index.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="try again the photos that failed before, although their files have not changed "
+        "(after installing a decoder, say); otherwise a failed photo is tried again once its "
+        "file changes",
+    )
+    index.add_argument(
         "--json",
         action="store_true",
         help="print the summary as JSON (a name that is not valid UTF-8 has U+FFFD in path and "
@@ -217,6 +224,7 @@ def _index(args: argparse.Namespace) -> int:
                         cancel=cancel,
                         batch_size=settings.batch_size,
                         cluster=args.dask,
+                        retry_failed=args.retry_failed,
                     )
             finally:
                 bar.close()

@@ -613,6 +613,7 @@ def index(
     batch_size: int = 16,
     decoders: int | None = None,
     cluster: str | None = None,
+    retry_failed: bool = False,
 ) -> IndexSummary:
     """Scan album folders, update the library, and encode the photos that need it.
 
@@ -650,6 +651,9 @@ def index(
         The address of a Dask ``distributed`` scheduler (``tcp://host:8786``): the pending
         photos are decoded and encoded by its workers, a batch per task, and committed here as
         they come back (:mod:`core.distributed`). Dask is imported only then.
+    retry_failed
+        Try again the photos of these folders that failed before, although their files have
+        not changed (:meth:`Library.retry_failed`).
 
     Returns
     -------
@@ -679,6 +683,8 @@ def index(
             )
         synced, _ = _scan_and_sync(library, folders, run)
         cancelled = synced.cancelled
+        if retry_failed and not cancelled:
+            library.retry_failed(folders, since=since, until=until)
         waiting = 0  # pending after the sync, in every date range
         if not cancelled:
             todo = library.pending(since=since, until=until, roots=folders)

@@ -815,6 +815,31 @@ class Library(AlbumSync):
             found, matrix = self._vectors_of(wanted)
         return dict(zip(found.tolist(), matrix, strict=True))
 
+    def retry_failed(
+        self,
+        roots: Sequence[Path | str],
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """Make the failed photos inside ``roots`` (taken in ``[since, until)``, when given)
+        pending again; returns how many.
+
+        A failed photo is otherwise tried again only once its file changes. This is for a
+        reason fixed since without a change to the file: a decoder installed (HEIF), a file's
+        permissions put right.
+        """
+        changed = 0
+        with self.indexing_lock(), self._transaction() as db:
+            for root in roots:
+                where, params = self._filters("failed", since, until, Path(root))
+                changed += db.execute(
+                    f"UPDATE photos SET status = 'pending', error = NULL WHERE {where}", params
+                ).rowcount
+            if changed:
+                self._bump(db)
+        return changed
+
     def failures(self) -> list[PhotoRecord]:
         """Photos that could not be read, by path; they are tried again once they change."""
         rows = self._query(f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE status = 'failed'")

@@ -344,3 +344,39 @@ def test_a_full_disk_is_one_warning_for_the_thumbnails_not_one_per_photo(
     warnings = [line for line in err.splitlines() if "cannot write" in line]
     assert len(warnings) == 1, err
     assert "No space left on device" in warnings[0] and "without them" in warnings[0]
+
+
+def test_index_retry_failed_tries_photos_whose_files_did_not_change(
+    tmp_path: Path,
+    tiny_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A photo failed for a reason fixed since (here: a decoder that was missing), its file
+    unchanged: a plain index leaves it failed, --retry-failed encodes it."""
+    from core import indexer
+
+    album = tmp_path / "album"
+    _two_trip_photos(album)
+    unlucky = sorted(album.iterdir())[0]
+    real_load = indexer.load_image
+
+    def no_decoder(path: Path, **options: object) -> object:
+        if path == unlucky:
+            raise RuntimeError("no decoder for this photo")
+        return real_load(path, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexer, "load_image", no_decoder)
+    code, out, _ = _run(capsys, "index", str(album), "--model", "tiny", "--json")
+    first = json.loads(out)
+    assert code == 0 and first["indexed"] == 1
+    assert [item["path"] for item in first["failed"]] == [str(unlucky)]
+    monkeypatch.setattr(indexer, "load_image", real_load)  # the decoder is there now
+
+    code, out, _ = _run(capsys, "index", str(album), "--json")
+    again = json.loads(out)
+    assert code == 0 and again["indexed"] == 0 and len(again["failed"]) == 1
+    code, out, _ = _run(capsys, "index", str(album), "--retry-failed", "--json")
+    retried = json.loads(out)
+    assert code == 0 and retried["indexed"] == 1 and retried["failed"] == []
+    assert retried["unchanged"] == 1
