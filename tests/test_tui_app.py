@@ -760,6 +760,35 @@ async def test_error_list_shows_the_photos_that_failed(tui_indexed_home: Path, t
         assert not isinstance(app.screen, ErrorsScreen)
 
 
+async def test_the_error_list_tries_the_failed_photos_again(
+    tui_indexed_home: Path, tui_album: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from core.library import Library
+
+    retried: list[list[Path]] = []
+    real = Library.retry_failed
+
+    def spy(self: Library, roots, **dates):  # type: ignore[no-untyped-def]
+        retried.append([Path(root) for root in roots])
+        return real(self, roots, **dates)
+
+    monkeypatch.setattr(Library, "retry_failed", spy)
+    app = make_app([tui_album], images="none", config=tui_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, ready(app))
+        app.query_one(TimelineTree).focus()
+        await pilot.press("e")
+        await settle(pilot, lambda: isinstance(app.screen, ErrorsScreen))
+        await pilot.pause(0.1)
+        assert "Try the failed again" in screen_text(app).splitlines()[-1]
+        await pilot.press("r")
+        await settle(pilot, lambda: not isinstance(app.screen, ErrorsScreen))
+        await settle(pilot, lambda: bool(retried) and ready(app)())
+        assert retried == [[tui_album]]
+        # the broken photo fails again, and is listed again
+        assert any("1 could not be read" in notice for notice in app.notices)
+
+
 # --------------------------------------------------------------------------------------------
 # First run
 

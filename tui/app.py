@@ -342,7 +342,7 @@ class ClipSearchApp(App[int]):
             self.notify(
                 inert(message.error), title=f"{job.name} failed", severity="error", markup=False
             )
-        elif job.kind == "index" and not message.cancelled:
+        elif job.kind in ("index", "retry") and not message.cancelled:
             text = f"{plural(message.indexed, 'photo')} indexed"
             if message.errors:
                 text += f", {message.errors} could not be read (e lists them)"
@@ -624,7 +624,12 @@ class ClipSearchApp(App[int]):
     def on_failures_loaded(self, message: FailuresLoaded) -> None:
         if not self.is_running:
             return
-        self.push_screen(ErrorsScreen(message.failures, message.skipped))
+
+        def closed(retry: bool | None) -> None:
+            if retry:
+                self._jobs.enqueue(self._jobs.new("retry", "all", "failed photos"))
+
+        self.push_screen(ErrorsScreen(message.failures, message.skipped), closed)
 
     def action_open_result(self) -> None:
         hit = self._results().highlighted
@@ -700,6 +705,7 @@ class ClipSearchApp(App[int]):
             ("Results", binding_rows(ResultsList.BINDINGS)),
             ("Results grid (g)", binding_rows(ResultsGrid.BINDINGS)),
             ("Result detail", binding_rows(DetailScreen.BINDINGS)),
+            ("Indexing errors (e)", binding_rows(ErrorsScreen.BINDINGS)),
             (
                 "Timeline",
                 [("up, down", "Move"), ("enter, space", "Open or close a year or month")],

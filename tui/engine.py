@@ -21,7 +21,7 @@ from core.scan import SUPPORTED_SUFFIXES
 from core.timeline import bucket_range
 from tui.config import TuiConfig
 
-JobKind = Literal["sync", "index"]
+JobKind = Literal["sync", "index", "retry"]
 
 
 @dataclass(slots=True)
@@ -33,7 +33,8 @@ class Job:
     number
         Unique per app run; progress messages carry it.
     kind
-        ``sync`` or ``index``.
+        ``sync``, ``index``, or ``retry`` (an ``index`` that first makes the failed photos
+        pending again: :meth:`core.library.Library.retry_failed`).
     key
         Timeline key of the bucket to index (``"2019-05"``, ``"all"``); None for a sync.
     name

@@ -226,6 +226,7 @@ class IndexingJobs:
             pause=self.pause,
             batch_size=app.config.batch_size,
             cluster=app.config.cluster,
+            retry_failed=job.kind == "retry",
         )
         failed = len(summary.failed)
         line = f"{summary.indexed} indexed"

@@ -14,12 +14,16 @@ from textual.widgets import Footer, OptionList, Static
 from tui.text import inert, plural
 
 
-class ErrorsScreen(ModalScreen[None]):
+class ErrorsScreen(ModalScreen[bool]):
     """Failures first (red), then skipped files (dim): each as its path, and below it the
     reason, both wrapped to the dialog's width, so that a long reason is read whole at 80
-    columns."""
+    columns. Dismissed with True when the user asks to try the failed photos again (``r``),
+    else False."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,e", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,e", "close", "Close"),
+        Binding("r", "retry", "Try the failed again"),
+    ]
 
     def __init__(self, failures: list[tuple[str, str]], skipped: list[tuple[str, str]]) -> None:
         super().__init__(classes="dialog-screen")
@@ -43,6 +47,16 @@ class ErrorsScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return bool(self.failures) if action == "retry" else True
+
+    def action_close(self) -> None:
+        self.dismiss(False)
+
+    def action_retry(self) -> None:
+        """Close, and have the failed photos tried again although their files are unchanged."""
+        self.dismiss(True)
 
 
 def _entry(kind: str, style: str, path: str, reason: str) -> Text:
