@@ -664,6 +664,7 @@ async def test_find_similar_replaces_the_results(tui_indexed_home: Path, tui_alb
         await settle(pilot, lambda: results.hits and results.hits[0].photo.id == chosen.id)
         assert results.hits[0].score == pytest.approx(1.0, abs=1e-5)
         await settle(pilot, lambda: f"like {chosen.path.name}" in screen_text(app))
+        assert app.query_one("#query").value == ""  # type: ignore[attr-defined]
 
 
 async def test_describe_ranks_the_configured_labels(tui_indexed_home: Path, tui_album: Path):

@@ -408,8 +408,13 @@ class ClipSearchApp(App[int]):
             self._hint("Type what to look for, then press Enter.")
 
     def run_search(self, kind: SearchKind, query: str) -> None:
-        """Start a search (text query, or photos similar to an image path) in a worker."""
+        """Start a search (text query, or photos similar to an image path) in a worker.
+
+        A search for similar photos empties the query box: its text is no longer what the
+        results are for (the results' title says which photo they are like)."""
         self._query = (kind, query)
+        if kind == "similar":
+            self.query_one("#query", QueryInput).value = ""
         if self.model is None or self.library is None:
             self._not_ready()
             return
