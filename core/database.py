@@ -302,7 +302,9 @@ def prefix_range(folder: Path) -> tuple[str, str]:
 
 
 def absolute_path(path: Path | str) -> Path:
-    return Path(path).expanduser().absolute()
+    """``path`` with ``~`` expanded, made absolute and normalised (``a/./b`` and ``a/x/../b``
+    are ``a/b``), symbolic links not resolved: one text for one place, as it is stored."""
+    return Path(os.path.normpath(Path(path).expanduser().absolute()))
 
 
 class _WriterLock:

@@ -596,6 +596,7 @@ class Library(AlbumSync):
             ``model_name`` is given and the library holds another model's embeddings.
         """
         self.check_model(model_name)
+        folder = None if folder is None else self.canonical_folder(folder)
         where, params = self._filters("indexed" if indexed_only else None, since, until, folder)
         return self._ids(f"SELECT id FROM photos WHERE {where}", params)
 
@@ -854,6 +855,7 @@ class Library(AlbumSync):
     def timeline(self, now: datetime | None = None, *, folder: Path | None = None) -> Timeline:
         """Every photo (or those inside ``folder``) grouped by year, month and day, with how
         many of each are indexed; counted in SQL, no photo is read one by one."""
+        folder = None if folder is None else self.canonical_folder(folder)
         where, params = self._filters(None, None, None, folder)
         rows = self._query(
             "SELECT substr(wall, 1, 10), status = 'indexed', count(*) FROM photos "

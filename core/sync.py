@@ -204,15 +204,40 @@ class _Owners(NamedTuple):
 class AlbumSync(LibraryDatabase):
     """The library database with its album folders and the sync with a scan of them."""
 
+    def canonical_folder(self, folder: Path | str) -> Path:
+        """``folder`` as this library names it.
+
+        Absolute and normalised (:func:`core.database.absolute_path`); and when it is one of
+        the album folders, or inside one, reached another way (through a symbolic link), the
+        path under that album folder, so that the same photos are never known under two
+        names. Any other folder is kept as given: a symbolic link the user chose is not
+        resolved.
+        """
+        path = absolute_path(folder)
+        roots = self.roots()
+        texts = [str(root) for root in roots]
+        if is_under(str(path), texts):
+            return path
+        try:
+            real = os.path.realpath(path)
+        except (OSError, ValueError):
+            return path
+        for root in roots:
+            real_root = os.path.realpath(root)
+            if is_under(real, [real_root]):
+                return root / os.path.relpath(real, real_root) if real != real_root else root
+        return path
+
     def add_roots(self, paths: Iterable[Path | str]) -> list[Path]:
-        """Add album folders (``~`` expanded, made absolute, not resolved); returns them.
+        """Add album folders (``~`` expanded, made absolute, not resolved: see
+        :meth:`canonical_folder`); returns them.
 
         Raises
         ------
         core.AlbumNotFoundError
             A path is not an existing folder; nothing is added then.
         """
-        folders = [absolute_path(p) for p in paths]
+        folders = [self.canonical_folder(p) for p in paths]
         for folder in folders:
             if not folder.is_dir():
                 raise AlbumNotFoundError(f"photo folder not found: {folder}")

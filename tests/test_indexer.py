@@ -361,6 +361,33 @@ def test_photos_gone_while_the_run_reads_them_stay_pending_not_failed(
     assert again.vanished == again.remaining == 0
 
 
+def test_a_folder_named_another_way_is_the_same_album_folder(
+    library: Library, tiny_model: ClipModel, album: Path, tmp_path: Path
+) -> None:
+    """A path through ``..`` or a symbolic link to an album folder names the same photos:
+    indexing it adds nothing, and the folder filters read it as the album folder."""
+    photos = tmp_path / "photos"
+    (photos / "a" / "gps").mkdir(parents=True)
+    (photos / "b").mkdir()
+    for name in ("jpg/Canon_40D.jpg", "jpg/Nikon_D70.jpg", "jpg/gps/DSCN0010.jpg"):
+        shutil.copy(album / name, photos / "a" / Path(name).relative_to("jpg"))
+    link = tmp_path / "link"
+    link.symlink_to(photos / "a", target_is_directory=True)
+    assert index(library, tiny_model, [photos / "a"]).indexed == 3
+    for other_name in (photos / "b" / ".." / "a", link, f"{photos}/./a/"):
+        again = index(library, tiny_model, [other_name])
+        assert (again.new, again.copied, again.moved, again.indexed) == (0, 0, 0, 0), other_name
+        assert library.stats()["photos"] == 3 and library.roots() == [photos / "a"]
+    for folder, same in (
+        (link, photos / "a"),
+        (photos / "b" / ".." / "a", photos / "a"),
+        (link / "gps", photos / "a" / "gps"),
+    ):
+        ids = list(library.photo_ids(folder=folder))
+        assert ids and ids == list(library.photo_ids(folder=same)), folder
+        assert library.timeline(folder=folder) == library.timeline(folder=same)
+
+
 # --------------------------------------------------------------------------------------------
 # several processes
 
