@@ -8,8 +8,9 @@ from typing import Any
 
 from cli.arguments import path_arg
 from cli.output import PROG, isatty, print_json, print_line, usage_error
+from core.errors import ClipsearchError
 from core.names import path_fields
-from tui.text import file_size
+from tui.text import file_size, plural
 
 
 def add_duplicates_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,6 +56,12 @@ def _duplicates(args: argparse.Namespace) -> int:
         return usage_error(args.parser, f"--threshold must be above 0, at most 1: {args.threshold}")
     folder = existing_folder(args.path) if args.path is not None else None
     with Library.open() as library:
+        if folder is not None and not len(library.photo_ids(folder=folder)):
+            # "no near-duplicates" would pass for an answer about photos never looked at
+            raise ClipsearchError(
+                f"the library has no indexed photos in {folder}; index it first: "
+                f"{PROG} index {folder}"
+            )
         groups = find_duplicates(library, args.threshold, folder=folder)
         found = []
         for group in groups:
@@ -90,7 +97,8 @@ def _duplicates(args: argparse.Namespace) -> int:
             cells = [row[0].rjust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2])]
             print_line("  " + "  ".join([*cells, row[3]]), tty)
     if found and tty:
-        print(f"\n{PROG}: {len(found)} groups; nothing was moved or deleted", file=sys.stderr)
+        groups_line = f"{plural(len(found), 'group')}; nothing was moved or deleted"
+        print(f"\n{PROG}: {groups_line}", file=sys.stderr)
     return 0
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "map_members",
     "move_photos",
     "near_duplicate_pairs",
+    "TooManyPairsError",
 ]
 
 DEFAULT_THRESHOLD = 0.95
@@ -61,6 +62,15 @@ _MAX_SPLIT = 64  # parts per k-means split
 _KMEANS_ITERATIONS = 6
 _SAMPLE_PER_PART = 40  # training vectors per part of a split
 _ROWS_PER_BLOCK = 4096  # rows of one matrix product when a block is compared (memory bound)
+
+MAX_PAIRS = 10_000_000
+"""Most pairs found before the search is refused: about 20 bytes each, some 200 MB with their
+copies while they are merged. Only a threshold far below what near-duplicates need, or
+thousands of copies of one photo, makes more; the error says to raise the threshold."""
+
+
+class TooManyPairsError(ClipsearchError):
+    """More than :data:`MAX_PAIRS` pairs are at the threshold or above."""
 
 
 class DuplicatesCancelledError(ClipsearchError):
@@ -161,14 +171,47 @@ def near_duplicate_pairs(
     x = np.ascontiguousarray(x[rows]) if len(rows) < len(x) else x
     rng = np.random.default_rng(seed)
     found: list[Future[tuple[np.ndarray, np.ndarray]]] = []
+    counted = _PairCount()
+
+    def block_pairs(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if counted.exceeded():
+            return _no_pairs()
+        result = _block_pairs(x, block, threshold)
+        counted.add(len(result[0]))
+        return result
+
     # Blocks are small: BLAS threads would spin more than they work (4x the CPU time, measured
     # on a busy 2-core machine), so each block runs on one thread, and blocks run side by side.
     with _one_blas_thread(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for _ in range(1 if len(x) <= leaf_size else max(1, rounds)):
+            if counted.exceeded():
+                break
             for block in _blocks(x, np.arange(len(x)), leaf_size, rng, cancel):
-                found.append(pool.submit(_block_pairs, x, block, threshold))
+                if counted.exceeded():
+                    break
+                found.append(pool.submit(block_pairs, block))
+    if counted.exceeded():
+        raise TooManyPairsError(
+            f"more than {MAX_PAIRS:,} pairs of photos are at similarity {threshold} or more: "
+            "too many to group; raise the threshold (near-duplicates are at 0.9 or more)"
+        )
     pairs, similarity = _merge([future.result() for future in found])
     return rows[pairs] if len(pairs) else pairs, similarity
+
+
+class _PairCount:
+    """Pairs found so far by the blocks' threads, and whether they passed :data:`MAX_PAIRS`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = 0
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self._total += count
+
+    def exceeded(self) -> bool:
+        return self._total > MAX_PAIRS
 
 
 def exact_pairs(

@@ -59,7 +59,16 @@ def test_duplicates_json_pipe_and_terminal(
     lines = out.splitlines()
     assert lines[0].startswith("group 1: 2 photos, similarity at least ")
     assert all(path in out for path in copy_pair)
-    assert "nothing was moved or deleted" in err
+    assert "nothing was moved or deleted" in err and "1 group;" in err
+
+    # a folder never indexed: no answer about photos never looked at
+    elsewhere = album.parent / "not-indexed"
+    elsewhere.mkdir()
+    shutil.copy2(album / first, elsewhere / first)
+    shutil.copy2(album / first, elsewhere / f"copy-{first}")
+    code, out, err = _run(capsys, "duplicates", str(elsewhere), "--json")
+    assert code == 1 and out == ""
+    assert f"no indexed photos in {elsewhere}; index it first" in _one_error(out, err)
 
 
 @pytest.mark.parametrize("threshold", ["0", "1.5", "-1", "many"])

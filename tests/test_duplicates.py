@@ -69,6 +69,19 @@ def test_copies_of_one_photo_that_cannot_be_split_are_compared_all_pairs() -> No
     assert [len(g.members) for g in groups] == [500]
 
 
+def test_more_pairs_than_the_limit_are_refused_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core import duplicates
+
+    rng = np.random.default_rng(2)
+    x = _unit(rng.standard_normal((400, 32)))  # unrelated photos: few pairs
+    monkeypatch.setattr(duplicates, "MAX_PAIRS", 1000)
+    for leaf_size in (1024, 64):  # one block, and many
+        assert len(near_duplicate_pairs(x, 0.95, leaf_size=leaf_size)[0]) < 1000
+        copies = np.repeat(x[:1], 400, axis=0)  # 79,800 pairs of one photo's copies
+        with pytest.raises(duplicates.TooManyPairsError, match="raise the threshold"):
+            near_duplicate_pairs(copies, 0.95, leaf_size=leaf_size)
+
+
 def test_rows_that_are_not_finite_take_no_part() -> None:
     rng = np.random.default_rng(2)
     x = _unit(rng.standard_normal((6, 16)))
