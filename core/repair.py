@@ -77,17 +77,20 @@ def repair_library(path: Path) -> RepairReport:
     Raises
     ------
     LibraryError
-        Another process is indexing this library, or the new file cannot be written.
+        There is no library at ``path``, another process is indexing this library, or the new
+        file cannot be written.
     """
     from core.database import LibraryBusyError, _WriterLock
     from core.library import Library
 
     path = Path(path).expanduser().absolute()
+    if not path.exists() and not path.is_symlink():
+        raise LibraryError(f"there is no library at {path}: nothing to repair")
     report = RepairReport()
     lock = _WriterLock(path.with_name(path.name + ".lock"))
     lock.acquire("a repair")
+    fresh = path.with_name(f"{path.name}.repair-{os.getpid()}")
     try:
-        fresh = path.with_name(f"{path.name}.repair-{os.getpid()}")
         for leftover in _family(fresh):
             leftover.unlink(missing_ok=True)
         Library.open(fresh, thumbnail_dir=path.parent / ".unused").close()
@@ -109,6 +112,14 @@ def repair_library(path: Path) -> RepairReport:
         raise LibraryError(f"cannot repair the library {path}: {error.strerror or error}") from None
     finally:
         lock.release()
+        # the new file's own lock; and the new file, if it was not put in place while the
+        # library still is (a new file that is all there is, is kept)
+        leftovers = [fresh.with_name(fresh.name + ".lock")]
+        if path.exists():
+            leftovers += _family(fresh)
+        for leftover in leftovers:
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
     return report
 
 

@@ -236,7 +236,15 @@ def test_an_empty_or_foreign_library_file_is_not_replaced(
     assert done.returncode == 0, done.stderr
     (aside,) = _moved_aside(home)
     assert aside.read_bytes() == before  # kept, under another name
+    assert not list((home / "data").glob("*.repair-*"))  # nothing of the new file is left over
     assert _cli(home, "index", str(album), "--model", "tiny").returncode == 0
+
+
+def test_repair_without_a_library_says_there_is_none(home: Path) -> None:
+    assert not _library(home).exists()
+    line = _one_error(_cli(home, "library", "repair"))
+    assert "there is no library at" in line and "nothing to repair" in line
+    assert not _library(home).exists()
 
 
 def test_a_full_disk_stops_with_one_line_keeps_every_batch_and_resumes(
