@@ -415,6 +415,8 @@ def test_a_read_only_data_folder_is_reported_in_one_line(
     from core.paths import models_dir
 
     library = default_database_path()
+    library.parent.mkdir(parents=True, exist_ok=True)
+    library.write_bytes(b"")  # a library to repair (a damaged one)
     for argv, lock in (
         (["model", "install"], models_dir() / ".install.lock"),
         (["model", "remove", "tiny"], models_dir() / ".install.lock"),
