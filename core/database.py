@@ -330,7 +330,8 @@ class _WriterLock:
         return self._lock.lock_counter
 
     def acquire(self, what: str) -> None:
-        """Take the lock, or raise :class:`LibraryBusyError` when another process holds it and
+        """Take the lock for ``what`` (the work that needs it: "the repair"), or raise
+        :class:`LibraryBusyError` when another process holds it and
         :class:`~core.errors.LibraryError` when its file cannot be written (a read-only
         folder)."""
         with self._guard:
@@ -338,8 +339,8 @@ class _WriterLock:
                 self._lock.acquire(blocking=False)
             except Timeout:
                 raise LibraryBusyError(
-                    f"another clipsearch-tui process is indexing this library ({what}); "
-                    "wait for it to finish, or stop it"
+                    f"another clipsearch-tui process is indexing this library, so {what} "
+                    "cannot start; wait for it to finish, or stop it"
                 ) from None
             except OSError as error:
                 raise LibraryError(f"cannot write {self.path}: {error.strerror or error}") from None
@@ -467,7 +468,7 @@ class LibraryDatabase:
             return
         unclean = bool(self._meta(health.WRITER_KEY))
         try:
-            self._writer.acquire("a health check")
+            self._writer.acquire("the health check")
         except LibraryBusyError:
             if unclean:
                 return  # a writer is at work: the mark is its own
@@ -607,7 +608,7 @@ class LibraryDatabase:
         LibraryBusyError
             Another process (or another :class:`Library` object) holds it.
         """
-        self._writer.acquire(str(self.path))
+        self._writer.acquire("this run")
         first = self._writer.depth == 1 and not self._db.in_transaction
         try:
             if first:  # marks a writer at work, until it lets go cleanly

@@ -88,7 +88,7 @@ def repair_library(path: Path) -> RepairReport:
         raise LibraryError(f"there is no library at {path}: nothing to repair")
     report = RepairReport()
     lock = _WriterLock(path.with_name(path.name + ".lock"))
-    lock.acquire("a repair")
+    lock.acquire("the repair")
     fresh = path.with_name(f"{path.name}.repair-{os.getpid()}")
     try:
         for leftover in _family(fresh):

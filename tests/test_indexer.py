@@ -422,6 +422,10 @@ def test_a_second_indexer_gets_library_busy(
         assert child.stdout is not None and child.stdout.readline().strip() == "locked"
         with pytest.raises(LibraryBusyError, match="another clipsearch-tui process is indexing"):
             index(library, tiny_model)
+        from core.repair import repair_library
+
+        with pytest.raises(LibraryBusyError, match="indexing this library, so the repair cannot"):
+            repair_library(library.path)
         ids, matrix = library.vectors(tiny_model.name)  # reading goes on
         assert len(ids) == len(matrix) > 0
     finally:
