@@ -213,8 +213,13 @@ def parse_date(text: str, *, end: bool = False, now: datetime | None = None) -> 
         return relative[1] if end else relative[0]
     try:
         period = _parse_period(cleaned)
-        if period is not None:
-            return period[1] if end else period[0]
+    except ValueError:  # the form is right, the date is not: 2019-13, 2019-02-30
+        raise BadDateError(
+            f'bad date "{text}": no such date (a month is 01 to 12, a day exists in its month)'
+        ) from None
+    if period is not None:
+        return period[1] if end else period[0]
+    try:
         return datetime.fromisoformat(cleaned)
     except ValueError:
         pass

@@ -558,11 +558,15 @@ def test_parse_date() -> None:
         2019, 5, 14, 9, 30, tzinfo=timezone(timedelta(hours=2))
     )
     with pytest.raises(BadDateError) as caught:
-        parse_date("2019-13")
+        parse_date("2019-5")
     assert str(caught.value) == (
-        'bad date "2019-13": expected YYYY, YYYY-MM, YYYY-MM-DD, today, yesterday, '
+        'bad date "2019-5": expected YYYY, YYYY-MM, YYYY-MM-DD, today, yesterday, '
         "a timeline key such as last-7-days, or a time ago such as 7d, 2w, 3m or 1y"
     )
-    for bad in ("", "tomorrow", "2019-5", "2019-02-30", "14/05/2019", "7x", "-3d"):
+    for impossible in ("2019-13", "2019-02-30", "2019-02-29", "0000"):  # the form is right
+        with pytest.raises(BadDateError, match=f'bad date "{impossible}": no such date'):
+            parse_date(impossible)
+    assert parse_date("2020-02-29") == datetime(2020, 2, 29)
+    for bad in ("", "tomorrow", "2019-5", "14/05/2019", "7x", "-3d"):
         with pytest.raises(BadDateError, match="expected YYYY, YYYY-MM, YYYY-MM-DD, today"):
             parse_date(bad)
