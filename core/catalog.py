@@ -16,6 +16,7 @@ from typing import Any
 from core import registry
 from core.errors import ClipsearchError, ManifestError
 from core.manifest import read_manifest
+from core.names import shown
 from core.paths import config_dir, is_model_name, models_dir
 from core.registry import ModelSpec
 
@@ -36,7 +37,8 @@ def check_name(name: str) -> None:
     """Refuse a model name that could not be a folder name of its own."""
     if not is_model_name(name):
         raise ClipsearchError(
-            f"invalid model name {name!r}: use letters, digits and . _ + - (not starting with one)"
+            f'invalid model name "{shown(name)}": use at most 100 letters, digits and . _ + - '
+            "(not starting with one)"
         )
 
 

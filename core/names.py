@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import os
 
-__all__ = ["path_fields", "readable"]
+__all__ = ["path_fields", "readable", "shown"]
+
+SHOWN_CHARS = 120
+"""The most characters of a user's text (a query, a name) that an error message repeats."""
 
 
 def path_fields(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -45,3 +48,13 @@ def readable(text: str) -> str:
     except UnicodeEncodeError:  # a surrogate that stands for no byte
         raw = text.encode("utf-8", "replace")
     return raw.decode("utf-8", "replace")
+
+
+def shown(text: str) -> str:
+    """``text`` as an error message repeats it: cut in the middle when it is longer than
+    :data:`SHOWN_CHARS`, so that a bad query or name of any length gets a line of bounded
+    length."""
+    if len(text) <= SHOWN_CHARS:
+        return text
+    half = SHOWN_CHARS // 2
+    return f"{text[:half]}…{text[-half:]} ({len(text):,} characters)"

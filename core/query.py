@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from core.errors import ClipsearchError
+from core.names import shown
 
 if TYPE_CHECKING:
     from core.encoder import ClipModel
@@ -135,20 +136,7 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
         else:
             out.append(char)
             i += 1
-    raise QueryError(f"bad query: unbalanced quote at character {start + 1}: {_shown(text)}")
-
-
-SHOWN_CHARS = 120
-"""The most characters of a query (or of one part of it) an error message repeats."""
-
-
-def _shown(text: str) -> str:
-    """``text`` as an error message repeats it: cut in the middle when it is longer than
-    :data:`SHOWN_CHARS`, so that a bad query of any length gets a line of bounded length."""
-    if len(text) <= SHOWN_CHARS:
-        return text
-    half = SHOWN_CHARS // 2
-    return f"{text[:half]}…{text[-half:]} ({len(text):,} characters)"
+    raise QueryError(f"bad query: unbalanced quote at character {start + 1}: {shown(text)}")
 
 
 def _read_bare(text: str, start: int) -> tuple[str, int]:
@@ -158,7 +146,7 @@ def _read_bare(text: str, start: int) -> tuple[str, int]:
         char = text[i]
         if char == '"':
             raise QueryError(
-                f"bad query: a quote must enclose a whole term (character {i + 1}): {_shown(text)}"
+                f"bad query: a quote must enclose a whole term (character {i + 1}): {shown(text)}"
             )
         if char.isspace() and _is_operator_at(text, _skip_space(text, i)):
             break
@@ -177,8 +165,8 @@ def _parse_weight(text: str, i: int) -> tuple[float, int]:
         weight = math.nan
     if not MIN_WEIGHT <= weight <= MAX_WEIGHT:  # NaN too
         raise QueryError(
-            f'bad query: bad weight "{_shown(literal)}" (expected a number from {MIN_WEIGHT:g} to '
-            f"{MAX_WEIGHT:g}): {_shown(text)}"
+            f'bad query: bad weight "{shown(literal)}" (expected a number from {MIN_WEIGHT:g} to '
+            f"{MAX_WEIGHT:g}): {shown(text)}"
         )
     return weight, match.end()
 
@@ -242,7 +230,7 @@ def _read_terms(text: str) -> list[tuple[float, bool, str]]:
         term_start = i
         if i >= len(text) or _is_operator_at(text, i):
             where = "at the end" if i >= len(text) else f"at character {i + 1}"
-            raise QueryError(f"bad query: empty term {where}: {_shown(text)}")
+            raise QueryError(f"bad query: empty term {where}: {shown(text)}")
         weight, i = _parse_weight(text, i)
         forced_image = text.startswith(IMAGE_PREFIX, i)
         if forced_image:
@@ -253,13 +241,13 @@ def _read_terms(text: str) -> list[tuple[float, bool, str]]:
             if i < len(text) and not _is_operator_at(text, i):
                 raise QueryError(
                     "bad query: expected + or - after the quoted term "
-                    f"(character {i + 1}): {_shown(text)}"
+                    f"(character {i + 1}): {shown(text)}"
                 )
         else:
             value, i = _read_bare(text, i)
             i = _skip_space(text, i)
         if not value.strip():
-            raise QueryError(f"bad query: empty term at character {term_start + 1}: {_shown(text)}")
+            raise QueryError(f"bad query: empty term at character {term_start + 1}: {shown(text)}")
         terms.append((sign * weight, forced_image, value))
         if i >= len(text):
             return terms

@@ -622,6 +622,9 @@ def test_remove(home: Path, checkpoints: dict[str, Path], capsys: pytest.Capture
         remove_model("never-heard-of-it")
     with pytest.raises(ClipsearchError, match="invalid model name"):
         remove_model("../data")
+    with pytest.raises(ClipsearchError, match="use at most 100 letters") as too_long:
+        remove_model("x" * 10_000)
+    assert len(str(too_long.value)) < 300 and "10,000 characters" in str(too_long.value)
     assert main(["model", "remove", "tiny-vit"]) == 1
     assert capsys.readouterr().err.strip().endswith("model 'tiny-vit' is not installed")
 
