@@ -394,7 +394,7 @@ class LibraryDatabase:
             raise LibraryError(f"cannot open the library {path}: {_why(path, error)}") from error
         try:
             if health.is_foreign(self._db):  # before WAL mode would change its header
-                raise health.damaged(path, "it holds the tables of another program")
+                raise health.foreign(path)
             self._configure()
             self._migrate()
             self._check_health()

@@ -57,6 +57,15 @@ def damaged(path: Path, what: str) -> LibraryDamagedError:
     )
 
 
+def foreign(path: Path) -> LibraryDamagedError:
+    """The error for a library file that another program wrote: not damaged, not ours."""
+    return LibraryDamagedError(
+        f"{path} is not a clipsearch-tui library (it holds the tables of another program); "
+        f"move it elsewhere, or run: {REPAIR_COMMAND} (it moves the file aside, kept as "
+        f"{path.name}.damaged-DATE, and starts an empty library)"
+    )
+
+
 def full(path: Path, what: str) -> LibraryFullError:
     """The error for a write to the library at ``path`` that found no room."""
     return LibraryFullError(
