@@ -170,33 +170,44 @@ def near_duplicate_pairs(
         return _no_pairs()
     x = np.ascontiguousarray(x[rows]) if len(rows) < len(x) else x
     rng = np.random.default_rng(seed)
-    found: list[Future[tuple[np.ndarray, np.ndarray]]] = []
-    counted = _PairCount()
-
-    def block_pairs(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if counted.exceeded():
-            return _no_pairs()
-        result = _block_pairs(x, block, threshold)
-        counted.add(len(result[0]))
-        return result
-
+    pairs, similarity = _no_pairs()
     # Blocks are small: BLAS threads would spin more than they work (4x the CPU time, measured
     # on a busy 2-core machine), so each block runs on one thread, and blocks run side by side.
+    # Each round's pairs are merged into those found before (a pair found again is kept once),
+    # so that what is held stays within about twice MAX_PAIRS.
     with _one_blas_thread(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for _ in range(1 if len(x) <= leaf_size else max(1, rounds)):
-            if counted.exceeded():
-                break
+            counted = _PairCount()
+
+            def block_pairs(
+                block: np.ndarray, counted: _PairCount = counted
+            ) -> tuple[np.ndarray, np.ndarray]:
+                if counted.exceeded():
+                    return _no_pairs()
+                result = _block_pairs(x, block, threshold)
+                counted.add(len(result[0]))
+                return result
+
+            found: list[Future[tuple[np.ndarray, np.ndarray]]] = []
             for block in _blocks(x, np.arange(len(x)), leaf_size, rng, cancel):
                 if counted.exceeded():
                     break
                 found.append(pool.submit(block_pairs, block))
-    if counted.exceeded():
-        raise TooManyPairsError(
-            f"more than {MAX_PAIRS:,} pairs of photos are at similarity {threshold} or more: "
-            "too many to group; raise the threshold (near-duplicates are at 0.9 or more)"
-        )
-    pairs, similarity = _merge([future.result() for future in found])
+            results = [future.result() for future in found]
+            if counted.exceeded():
+                raise _too_many(threshold)
+            pairs, similarity = _merge([(pairs, similarity), *results])
+            if len(pairs) > MAX_PAIRS:
+                raise _too_many(threshold)
     return rows[pairs] if len(pairs) else pairs, similarity
+
+
+def _too_many(threshold: float) -> TooManyPairsError:
+    return TooManyPairsError(
+        f"more than {MAX_PAIRS:,} pairs of photos are at similarity {threshold} or more (a "
+        "threshold far too low, or thousands of copies of the same photos): too many to group; "
+        "raise the threshold, or look at one folder at a time (duplicates FOLDER)"
+    )
 
 
 class _PairCount:
