@@ -737,19 +737,24 @@ async def test_names_and_exif_text_reach_the_screen_inert(tui_indexed_home: Path
 # Errors
 
 
+async def open_error_list(pilot: object, app: ClipSearchApp) -> None:
+    """Once the app is ready, open the list of indexing errors (``e`` from the timeline)."""
+    await settle(pilot, ready(app))
+    app.query_one(TimelineTree).focus()
+    await pilot.press("e")  # type: ignore[attr-defined]
+    await settle(pilot, lambda: isinstance(app.screen, ErrorsScreen))
+    await pilot.pause(0.1)  # type: ignore[attr-defined]
+
+
 async def test_error_list_shows_the_photos_that_failed(tui_indexed_home: Path, tui_album: Path):
     from textual.widgets import OptionList
 
     app = make_app([tui_album], images="none", config=tui_config())
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, ready(app))
-        app.query_one(TimelineTree).focus()
-        await pilot.press("e")
-        await settle(pilot, lambda: isinstance(app.screen, ErrorsScreen))
+        await open_error_list(pilot, app)
         screen = app.screen
         assert isinstance(screen, ErrorsScreen)
         assert [Path(path).name for path, _ in screen.failures] == [BROKEN_NAME]
-        await pilot.pause(0.1)
         text = screen_text(app)
         assert "1 photo could not be indexed" in text and "1 photos" not in text
         # at 80 columns the path and the whole reason are on the screen, wrapped
@@ -776,11 +781,7 @@ async def test_the_error_list_tries_the_failed_photos_again(
     monkeypatch.setattr(Library, "retry_failed", spy)
     app = make_app([tui_album], images="none", config=tui_config())
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, ready(app))
-        app.query_one(TimelineTree).focus()
-        await pilot.press("e")
-        await settle(pilot, lambda: isinstance(app.screen, ErrorsScreen))
-        await pilot.pause(0.1)
+        await open_error_list(pilot, app)
         assert "Try the failed again" in screen_text(app).splitlines()[-1]
         await pilot.press("r")
         await settle(pilot, lambda: not isinstance(app.screen, ErrorsScreen))
