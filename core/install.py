@@ -286,6 +286,13 @@ def remove_model(name: str) -> Path:
     check_name(name)
     root = models_dir()
     folder = root / name
+    if folder.is_symlink():  # a link the user made (dangling or not): it goes, never its target
+        with _install_lock(root):
+            try:
+                folder.unlink()
+            except OSError as error:
+                raise ClipsearchError(f"cannot remove {folder}: {_reason(error)}") from None
+        return folder
     if not folder.is_dir():
         if name in known_specs():
             raise ModelNotInstalledError(f"model {name!r} is not installed")

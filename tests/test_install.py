@@ -622,6 +622,15 @@ def test_remove(home: Path, checkpoints: dict[str, Path], capsys: pytest.Capture
         remove_model("never-heard-of-it")
     with pytest.raises(ClipsearchError, match="invalid model name"):
         remove_model("../data")
+    # a link the user made to a model, or a dangling one: the link goes, never its target
+    kept = install_model("tiny-vit", checkpoints["vit.safetensors"])
+    (kept.parent / "alias").symlink_to(kept, target_is_directory=True)
+    (kept.parent / "dangling").symlink_to(kept.parent / "nowhere", target_is_directory=True)
+    for link in ("alias", "dangling"):
+        assert main(["model", "remove", link]) == 0
+        assert not (kept.parent / link).is_symlink()
+    assert (kept / "manifest.json").is_file() and _leftovers(home) == []
+    assert main(["model", "remove", "tiny-vit"]) == 0
     with pytest.raises(ClipsearchError, match="use at most 100 letters") as too_long:
         remove_model("x" * 10_000)
     assert len(str(too_long.value)) < 300 and "10,000 characters" in str(too_long.value)
