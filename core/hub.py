@@ -46,7 +46,6 @@ ProgressCallback = Callable[[str, int, int | None], None]
 """
 
 OFFLINE_ROUTE = "clipsearch-tui model install {name} --from FILE"
-"""The ``errno`` values of a full disk (or a full quota)."""
 
 log = logging.getLogger(__name__)
 
