@@ -178,21 +178,11 @@ def near_duplicate_pairs(
     with _one_blas_thread(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for _ in range(1 if len(x) <= leaf_size else max(1, rounds)):
             counted = _PairCount()
-
-            def block_pairs(
-                block: np.ndarray, counted: _PairCount = counted
-            ) -> tuple[np.ndarray, np.ndarray]:
-                if counted.exceeded():
-                    return _no_pairs()
-                result = _block_pairs(x, block, threshold)
-                counted.add(len(result[0]))
-                return result
-
             found: list[Future[tuple[np.ndarray, np.ndarray]]] = []
             for block in _blocks(x, np.arange(len(x)), leaf_size, rng, cancel):
                 if counted.exceeded():
                     break
-                found.append(pool.submit(block_pairs, block))
+                found.append(pool.submit(_counted_block_pairs, x, block, threshold, counted))
             results = [future.result() for future in found]
             if counted.exceeded():
                 raise _too_many(threshold)
@@ -208,6 +198,17 @@ def _too_many(threshold: float) -> TooManyPairsError:
         "threshold far too low, or thousands of copies of the same photos): too many to group; "
         "raise the threshold, or look at one folder at a time (duplicates FOLDER)"
     )
+
+
+def _counted_block_pairs(
+    x: np.ndarray, block: np.ndarray, threshold: float, counted: _PairCount
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_block_pairs`, counted in ``counted``; nothing once the round has too many."""
+    if counted.exceeded():
+        return _no_pairs()
+    result = _block_pairs(x, block, threshold)
+    counted.add(len(result[0]))
+    return result
 
 
 class _PairCount:
